@@ -1,0 +1,37 @@
+"""Exception types. Every message says what was wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class Real3DError(Exception):
+    """Base class of every error real3d raises on purpose; the CLI prints it and exits non-zero."""
+
+    exit_code = 1
+
+
+class InputError(Real3DError):
+    """A user-supplied file or value is missing, unreadable, corrupt or unsupported."""
+
+    exit_code = 2
+
+
+class NoFaceError(InputError):
+    """No usable face was found where one is required."""
+
+
+class OutputError(Real3DError):
+    """The output cannot be written (folder missing, not writable, encoder failure)."""
+
+    exit_code = 3
+
+
+class CheckpointError(Real3DError):
+    """A checkpoint or weight file is missing, unsafe, or does not match the model."""
+
+    exit_code = 4
+
+
+class DependencyError(Real3DError):
+    """An optional package or a user-supplied model file is needed but absent."""
+
+    exit_code = 5

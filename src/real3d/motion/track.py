@@ -1,0 +1,115 @@
+"""The Motion track: what every driver produces and every backend consumes.
+
+Coordinates. Expression lives in the *canonical face frame*: the face with head pose removed,
+x to the viewer's right, y down, z away from the camera, origin at the centroid of the face-oval
+landmarks, unit = distance between the outer eye corners (MediaPipe 33 and 263). See
+`real3d.face.canonical` for the transform between image landmarks and this frame.
+
+Pose is *relative*: rotation and translation of the driver's head with respect to its first frame,
+applied by the backend on top of the source portrait's own pose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+N_LANDMARKS = 478
+
+
+@dataclass
+class MotionTrack:
+    """Per-frame head pose, expression, eyes and mouth, at a fixed frame rate."""
+
+    fps: float
+    """Frames per second of the track (the output video's rate)."""
+    rotation: np.ndarray
+    """[T,3] float32 head rotation (pitch, yaw, roll) in radians, relative to the source pose.
+    Rotation matrix R = Rz(roll) @ Ry(yaw) @ Rx(pitch), acting on canonical (x right, y down, z away)."""
+    translation: np.ndarray
+    """[T,3] float32: x, y shift of the head in canonical units (inter-ocular distances), and z as
+    the log of the scale change (> 0 = closer to the camera)."""
+    expression: np.ndarray
+    """[T,478,3] float32 landmark offsets in the canonical frame, added to the source's neutral
+    canonical landmarks (already retargeted to the source's proportions)."""
+    blink: np.ndarray
+    """[T] float32 extra eyelid closure in [0,1] applied on top of `expression` (1 = fully shut)."""
+    mouth_open: np.ndarray
+    """[T] float32 inner-lip gap / inter-ocular distance after retargeting (drives the mouth interior)."""
+    bfm_exp: np.ndarray | None = None
+    """Optional [T,64] BFM expression coefficients for the neural backend."""
+    meta: dict = field(default_factory=dict)
+    """Free-form provenance (driver path, options); never read by renderers."""
+
+    def __post_init__(self) -> None:
+        t = len(self.rotation)
+        checks = {
+            "rotation": (self.rotation, (t, 3)),
+            "translation": (self.translation, (t, 3)),
+            "expression": (self.expression, (t, N_LANDMARKS, 3)),
+            "blink": (self.blink, (t,)),
+            "mouth_open": (self.mouth_open, (t,)),
+        }
+        for name, (arr, shape) in checks.items():
+            if tuple(np.shape(arr)) != shape:
+                raise ValueError(f"MotionTrack.{name} has shape {np.shape(arr)}, expected {shape}")
+        if self.bfm_exp is not None and tuple(np.shape(self.bfm_exp)) != (t, 64):
+            raise ValueError(f"MotionTrack.bfm_exp has shape {np.shape(self.bfm_exp)}, expected {(t, 64)}")
+        if not self.fps > 0:
+            raise ValueError(f"MotionTrack.fps must be positive, got {self.fps}")
+
+    def __len__(self) -> int:
+        return len(self.rotation)
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return len(self) / self.fps
+
+    @classmethod
+    def still(cls, n_frames: int, fps: float) -> "MotionTrack":
+        """A track that holds the source exactly as it is."""
+        z3 = np.zeros((n_frames, 3), np.float32)
+        return cls(
+            fps=fps,
+            rotation=z3,
+            translation=z3.copy(),
+            expression=np.zeros((n_frames, N_LANDMARKS, 3), np.float32),
+            blink=np.zeros(n_frames, np.float32),
+            mouth_open=np.zeros(n_frames, np.float32),
+        )
+
+    def slice(self, start: int, stop: int) -> "MotionTrack":
+        """Frames [start, stop) as a new track."""
+        sl = slice(start, stop)
+        return replace(
+            self,
+            rotation=self.rotation[sl],
+            translation=self.translation[sl],
+            expression=self.expression[sl],
+            blink=self.blink[sl],
+            mouth_open=self.mouth_open[sl],
+            bfm_exp=None if self.bfm_exp is None else self.bfm_exp[sl],
+        )
+
+    def with_pose_of(self, other: "MotionTrack") -> "MotionTrack":
+        """This track's expression with `other`'s head pose; `other` is ping-ponged when shorter
+        (the official `mirror_index` behaviour)."""
+        idx = ping_pong_indices(len(self), len(other))
+        return replace(self, rotation=other.rotation[idx].copy(), translation=other.translation[idx].copy())
+
+    def without_pose(self) -> "MotionTrack":
+        """The same expression with the head held at the source pose (`--still`)."""
+        return replace(self, rotation=np.zeros_like(self.rotation), translation=np.zeros_like(self.translation))
+
+
+def ping_pong_indices(n: int, length: int) -> np.ndarray:
+    """Indices 0,1,..,L-1,L-2,..,0,1,.. of length n (back and forth over a sequence of `length`)."""
+    if length <= 0:
+        raise ValueError("cannot index an empty sequence")
+    if length == 1:
+        return np.zeros(n, dtype=np.int64)
+    period = 2 * (length - 1)
+    k = np.arange(n) % period
+    return np.where(k < length, k, period - k).astype(np.int64)
