@@ -1,0 +1,129 @@
+"""Loading audio with PyAV: wav/mp3/m4a/flac/ogg files and the audio track of videos.
+
+Decoded audio goes through PyAV's resampler (libswresample), so any input rate, channel layout and sample
+format comes out as float32 planar at the requested rate, optionally down-mixed to mono.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from real3d.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Decoded audio: float32 samples in [-1, 1], mono (N,) or multichannel (C, N), and their rate."""
+
+    samples: np.ndarray
+    """float32 (N,) for mono or (C, N) for C channels."""
+    sample_rate: int
+    """Samples per second."""
+
+    @property
+    def num_samples(self) -> int:
+        """Number of samples per channel."""
+        return int(self.samples.shape[-1])
+
+    @property
+    def num_channels(self) -> int:
+        """1 for mono (N,) arrays, else C."""
+        return 1 if self.samples.ndim == 1 else int(self.samples.shape[0])
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.num_samples / float(self.sample_rate)
+
+    def channels_first(self) -> np.ndarray:
+        """Samples as float32 (C, N), also for mono."""
+        return self.samples[None, :] if self.samples.ndim == 1 else self.samples
+
+    def resample(self, sample_rate: int) -> "Audio":
+        """This audio at another sample rate (PyAV's resampler); channels are kept."""
+        if sample_rate == self.sample_rate:
+            return self
+        planar = np.ascontiguousarray(self.channels_first(), dtype=np.float32)  # CxN
+        layout = _layout_name(planar.shape[0])
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
+        chunks = []
+        step = 1 << 15
+        for start in range(0, planar.shape[1], step):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, start : start + step]), format="fltp", layout=layout)
+            frame.sample_rate = self.sample_rate
+            chunks += [f.to_ndarray() for f in resampler.resample(frame)]
+        chunks += [f.to_ndarray() for f in resampler.resample(None)]
+        out = np.concatenate(chunks, axis=1) if chunks else np.zeros((planar.shape[0], 0), np.float32)  # CxN'
+        out = out.astype(np.float32, copy=False)
+        return Audio(out[0] if self.samples.ndim == 1 else out, sample_rate)
+
+
+def _layout_name(channels: int) -> str:
+    if channels == 1:
+        return "mono"
+    if channels == 2:
+        return "stereo"
+    return av.AudioLayout(channels).name
+
+
+def _open(path: str | Path) -> tuple[Path, av.container.InputContainer]:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"audio file not found: {p}; check the path (quote it if it contains spaces)")
+    if p.is_dir():
+        raise InputError(f"{p} is a folder, not an audio file; pass a wav/mp3/m4a/flac/ogg file or a video")
+    try:
+        return p, av.open(str(p), mode="r")
+    except av.error.FFmpegError as e:
+        raise InputError(
+            f"cannot read {p} as audio ({e.__class__.__name__}: {e.strerror or e}); "
+            "pass a wav, mp3, m4a, flac or ogg file, or a video with a sound track"
+        ) from e
+
+
+def has_audio(path: str | Path) -> bool:
+    """True when the file has at least one audio stream (InputError when it cannot be opened at all)."""
+    _, container = _open(path)
+    try:
+        return bool(container.streams.audio)
+    finally:
+        container.close()
+
+
+def load_audio(path: str | Path, sample_rate: int | None = 16000, mono: bool = True) -> Audio:
+    """Decode the first audio stream of a file (an audio file or a video's sound track).
+
+    `sample_rate=None` keeps the file's rate. `mono=True` down-mixes to (N,), else returns (C, N).
+    Raises InputError for a missing, corrupt or unsupported file, a file without audio, or zero samples.
+    """
+    p, container = _open(path)
+    try:
+        if not container.streams.audio:
+            raise InputError(f"{p} has no audio stream; pass a file with sound (or a video that has a sound track)")
+        stream = container.streams.audio[0]
+        rate = int(sample_rate or stream.rate or stream.codec_context.sample_rate or 0)
+        if rate <= 0:
+            raise InputError(f"{p}: the audio stream has no sample rate; re-encode it (e.g. to 16 kHz wav)")
+        resampler = av.AudioResampler(format="fltp", layout="mono" if mono else None, rate=rate)
+        chunks: list[np.ndarray] = []
+        try:
+            for frame in container.decode(stream):
+                chunks += [f.to_ndarray() for f in resampler.resample(frame)]
+            chunks += [f.to_ndarray() for f in resampler.resample(None)]
+        except av.error.FFmpegError as e:
+            raise InputError(f"cannot decode the audio of {p}: {e}; the file may be corrupt, re-export it") from e
+        except ValueError as e:  # e.g. a channel layout swresample cannot map
+            raise InputError(f"unsupported audio in {p}: {e}; convert it to a 16 kHz mono wav") from e
+    finally:
+        container.close()
+    if not chunks or sum(c.shape[-1] for c in chunks) == 0:
+        raise InputError(f"{p} has an audio stream with no samples; pass a recording that is not empty")
+    data = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)  # CxN
+    return Audio(np.ascontiguousarray(data[0] if mono else data), rate)
