@@ -1,0 +1,299 @@
+"""The weights-free mesh backend: (Portrait, MotionTrack) -> 512x512 frames.
+
+Per frame:
+1. The source's canonical face plus the frame's expression (and eyelid closure) is posed by the
+   frame's head rotation/translation (a similarity on top of the source's own head frame) and
+   rasterized with a z-buffer, textured by the source photo. Eyes are separate "eyeball" fans that
+   move rigidly with the head, so lids close over them; the inner mouth is a hole.
+2. Everything else follows a smooth dense warp: hair and ears move rigidly with the head (points
+   lifted onto a head ellipsoid behind the face), the torso follows the head's translation damped
+   (the paper's torso observation), the neck blends between the two. The warp is piecewise linear
+   over a fixed triangulation of control points (all face landmarks + a grid), precomputed once as
+   a sparse matrix, then inverted on a coarse grid by fixed-point iteration.
+3. The person layer is composited over the background (the KNN-filled source, or a replacement);
+   the mouth interior (cavity, upper/lower teeth) is drawn inside the target inner-lip contour, and
+   the face layer goes on top with a feathered edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import sparse
+from scipy.spatial import Delaunay
+
+from real3d.face import topology as topo
+from real3d.face.canonical import euler_to_matrix
+from real3d.face.portrait import Portrait
+from real3d.motion.track import MotionTrack
+from real3d.render.rasterize import rasterize, sample_texture
+
+N_MESH = 468
+
+
+@dataclass
+class MeshConfig:
+    """Tunables of the mesh backend (defaults are for any portrait, not one photo)."""
+
+    torso_follow: float = 0.35
+    """Fraction of the head's translation the torso follows."""
+    grid_step: int = 16
+    """Spacing (px) of the warp's control grid outside the face."""
+    field_step: int = 8
+    """Spacing (px) of the coarse grid the warp is evaluated and inverted on."""
+    face_feather: int = 7
+    """Gaussian kernel (px) that feathers the face layer's edge."""
+    eye_depth: float = 0.04
+    """How far (canonical units) the eyeballs sit behind the lids."""
+    teeth_height: float = 0.11
+    """Height of the visible upper teeth, canonical units (eye-corner distance = 1)."""
+
+
+def _fan(loop: tuple[int, ...], center: int) -> np.ndarray:
+    n = len(loop)
+    return np.array([[loop[i], loop[(i + 1) % n], center] for i in range(n)], dtype=np.int64)
+
+
+class MeshRenderer:
+    """Renders frames of one portrait. Construction does the per-source work once."""
+
+    def __init__(self, portrait: Portrait, config: MeshConfig | None = None) -> None:
+        self.p = portrait
+        self.cfg = config or MeshConfig()
+        h, w = portrait.image.shape[:2]
+        self.size = (h, w)
+        fr = portrait.frame
+        self.src_lm = portrait.landmarks.astype(np.float64)
+        self.canon = portrait.canonical.astype(np.float64)
+
+        # --- face layer topology: face triangles over 0..477 plus two eyeball fans (vertex copies 478..)
+        eye_r = list(topo.RIGHT_EYE_LOOP) + [468]
+        eye_l = list(topo.LEFT_EYE_LOOP) + [473]
+        self._eye_src_idx = np.array(eye_r + eye_l)
+        base = len(self.src_lm)
+        n_r = len(eye_r)
+        fan_r = _fan(tuple(range(base, base + n_r - 1)), base + n_r - 1)
+        fan_l = _fan(tuple(range(base + n_r, base + n_r + len(eye_l) - 1)), base + n_r + len(eye_l) - 1)
+        self.faces = np.concatenate([topo.face_triangles().astype(np.int64), fan_r, fan_l])
+        self.uv = np.concatenate([self.src_lm[:, :2], self.src_lm[self._eye_src_idx, :2]]).astype(np.float32)
+
+        # --- warp control points: the 468 mesh landmarks + a grid outside the face oval
+        step = self.cfg.grid_step
+        gy, gx = np.mgrid[0 : h + 1 : step, 0 : w + 1 : step]
+        grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float64)
+        oval = self.src_lm[list(topo.FACE_OVAL), :2].astype(np.float32)
+        centre = oval.mean(0)
+        grown = (centre + (oval - centre) * 1.12).astype(np.float32)
+        inside = np.array([cv2.pointPolygonTest(grown, (float(x), float(y)), False) >= 0 for x, y in grid])
+        self.nodes = grid[~inside]
+        ctrl = np.concatenate([self.src_lm[:N_MESH, :2], self.nodes])
+        fs = self.cfg.field_step
+        fy, fx = np.mgrid[0 : h + 1 : fs, 0 : w + 1 : fs]
+        self._field_shape = fy.shape
+        field_pts = np.stack([fx.ravel(), fy.ravel()], 1).astype(np.float64)
+        self._W = _barycentric_matrix(ctrl, field_pts)
+
+        # --- per-node head weight and canonical position on a head ellipsoid
+        self._node_q, self._node_wh = self._lift_nodes(self.nodes)
+
+        # --- background and mouth colours
+        self.background = portrait.background.astype(np.float32)
+        self.person = portrait.person_mask.astype(np.float32)
+        skin = portrait.image[_polygon_mask(self.size, self.src_lm[list(topo.FACE_OVAL), :2])]
+        lum = float(np.median(skin.mean(1))) if len(skin) else 160.0
+        k = float(np.clip(lum / 170.0, 0.55, 1.1))
+        self._teeth_rgb = np.array([236, 230, 218], np.float32) * k
+        self._lower_teeth_rgb = np.array([200, 192, 182], np.float32) * k
+        self._cavity_rgb = np.array([52, 18, 20], np.float32) * k
+        self._tongue_rgb = np.array([128, 52, 58], np.float32) * k
+
+    # ------------------------------------------------------------------ per-source helpers
+    def _lift_nodes(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        fr = self.p.frame
+        q = self.canon
+        p3 = np.concatenate([nodes, np.full((len(nodes), 1), fr.center[2])], 1)
+        qn = fr.to_canonical(p3)
+        oval = q[list(topo.FACE_OVAL)]
+        rx = 1.15 * np.abs(oval[:, 0]).max()
+        ry = 1.25 * 0.5 * (oval[:, 1].max() - oval[:, 1].min())
+        cy = 0.5 * (oval[:, 1].max() + oval[:, 1].min()) - 0.1
+        cz = float(oval[:, 2].mean()) + 0.25
+        rz = 0.9 * rx
+        u = 1.0 - (qn[:, 0] / rx) ** 2 - ((qn[:, 1] - cy) / ry) ** 2
+        qn[:, 2] = cz - rz * np.sqrt(np.clip(u, 0.0, 1.0))
+        chin_y = q[topo.CHIN, 1]
+        t = np.clip((qn[:, 1] - (chin_y - 0.1)) / 0.8, 0.0, 1.0)
+        wh = 1.0 - t * t * (3 - 2 * t)  # smoothstep: head above the chin, torso below the neck
+        return qn, wh
+
+    # ------------------------------------------------------------------ per-frame
+    def pose(self, track: MotionTrack, i: int):
+        """(transform q -> image px) for frame i of the track."""
+        fr = self.p.frame
+        r_rel = euler_to_matrix(track.rotation[i].astype(np.float64))
+        rot = r_rel @ fr.rotation
+        dx, dy, dz = track.translation[i].astype(np.float64)
+        scale = fr.scale * np.exp(dz)
+        center = fr.center + fr.scale * np.array([dx, dy, 0.0])
+        return rot, scale, center
+
+    def target_landmarks(self, track: MotionTrack, i: int) -> np.ndarray:
+        """[478,3] posed, deformed landmarks of frame i in image pixels."""
+        rot, scale, center = self.pose(track, i)
+        q = self.canon + track.expression[i].astype(np.float64)
+        b = float(track.blink[i])
+        if b > 0:
+            q = close_eyes(q, b)
+        return center + scale * (q @ rot.T)
+
+    def render(self, track: MotionTrack, i: int) -> np.ndarray:
+        """Frame i of `track` as RGB uint8 [H,W,3]."""
+        h, w = self.size
+        rot, scale, center = self.pose(track, i)
+        tgt = self.target_landmarks(track, i)
+        eyes = center + scale * (self.canon[self._eye_src_idx] @ rot.T)
+        eyes[:, 2] += self.cfg.eye_depth * scale
+        verts = np.concatenate([tgt, eyes])
+
+        # dense warp of the person layer
+        fr = self.p.frame
+        d_ctrl = np.empty((N_MESH + len(self.nodes), 2))
+        d_ctrl[:N_MESH] = tgt[:N_MESH, :2] - self.src_lm[:N_MESH, :2]
+        head_now = center + scale * (self._node_q @ rot.T)
+        head_src = fr.to_image(self._node_q)
+        d_head = (head_now - head_src)[:, :2]
+        d_torso = self.cfg.torso_follow * (center - fr.center)[:2]
+        d_ctrl[N_MESH:] = self._node_wh[:, None] * d_head + (1 - self._node_wh[:, None]) * d_torso
+        fwd = (self._W @ d_ctrl).reshape(*self._field_shape, 2).astype(np.float32)
+        map_x, map_y = _invert_field(fwd, self.cfg.field_step, (h, w))
+        warped = cv2.remap(self.p.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = cv2.remap(self.person, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        a3 = alpha[..., None]
+        out = warped.astype(np.float32) * a3 + self.background * (1 - a3)
+
+        # mouth interior under the face layer
+        self._draw_mouth(out, tgt, scale)
+
+        # face layer, rasterized in its bounding box only
+        pad = 4
+        x0, y0 = np.maximum(np.floor(verts[:, :2].min(0)).astype(int) - pad, 0)
+        x1, y1 = np.minimum(np.ceil(verts[:, :2].max(0)).astype(int) + pad, [w, h])
+        if x1 > x0 and y1 > y0:
+            local = verts - np.array([x0, y0, 0.0])
+            frag = rasterize(local, self.faces, int(y1 - y0), int(x1 - x0))
+            face, mask = sample_texture(self.p.image, self.uv, frag)
+            k = self.cfg.face_feather | 1
+            fa = cv2.GaussianBlur(cv2.erode(mask.astype(np.float32), np.ones((3, 3), np.uint8)), (k, k), 0)
+            fa = np.minimum(fa, mask)[..., None]
+            sub = out[y0:y1, x0:x1]
+            sub += (face.astype(np.float32) - sub) * fa
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+    def _draw_mouth(self, out: np.ndarray, tgt: np.ndarray, scale: float) -> None:
+        loop = tgt[list(topo.INNER_LIP_LOOP), :2]
+        upper = tgt[list(topo.INNER_LIP_UPPER), :2]
+        lower = tgt[list(topo.INNER_LIP_LOWER), :2]
+        gap = float(np.max(lower[:, 1] - upper[:, 1]))
+        if gap < 0.5:
+            return
+        x0, y0 = np.floor(loop.min(0)).astype(int) - 2
+        x1, y1 = np.ceil(loop.max(0)).astype(int) + 3
+        h, w = out.shape[:2]
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x1 <= x0 or y1 <= y0:
+            return
+        off = np.array([x0, y0], np.float64)
+        sub = (y1 - y0, x1 - x0)
+        sh = 4  # sub-pixel bits for cv2 polygon drawing
+        to_i = lambda pts: np.round((pts - off) * (1 << sh)).astype(np.int32)  # noqa: E731
+        region = np.zeros(sub, np.float32)
+        cv2.fillPoly(region, [to_i(loop)], 1.0, cv2.LINE_AA, shift=sh)
+        # cavity: dark, with a tongue tint toward the lower lip
+        yy = np.linspace(0, 1, sub[0], dtype=np.float32)[:, None, None]
+        rel = np.clip((yy * sub[0] + y0 - upper[:, 1].mean()) / max(gap, 1.0), 0, 1)
+        colour = self._cavity_rgb + (self._tongue_rgb - self._cavity_rgb) * np.clip(rel - 0.55, 0, 1) * 1.6
+        colour = np.broadcast_to(colour, sub + (3,)).copy()
+        teeth_h = min(self.cfg.teeth_height * scale, 0.45 * gap)
+        teeth = np.zeros(sub, np.float32)
+        band = np.concatenate([upper, (upper + [0, teeth_h])[::-1]])
+        cv2.fillPoly(teeth, [to_i(band)], 1.0, cv2.LINE_AA, shift=sh)
+        low_h = min(0.6 * self.cfg.teeth_height * scale, 0.25 * gap) if gap > 0.5 * self.cfg.teeth_height * scale else 0.0
+        lteeth = np.zeros(sub, np.float32)
+        if low_h > 0.5:
+            lband = np.concatenate([lower, (lower - [0, low_h])[::-1]])
+            cv2.fillPoly(lteeth, [to_i(lband)], 1.0, cv2.LINE_AA, shift=sh)
+        # corners of the mouth are shaded; teeth darken away from the centre
+        xs = np.linspace(-1, 1, sub[1], dtype=np.float32)[None, :, None]
+        shade = 1.0 - 0.45 * np.abs(xs) ** 2
+        col = colour * (1 - teeth[..., None]) + self._teeth_rgb * teeth[..., None] * shade
+        col = col * (1 - lteeth[..., None]) + self._lower_teeth_rgb * lteeth[..., None] * shade
+        r = region[..., None]
+        patch = out[y0:y1, x0:x1]
+        patch[:] = col * r + patch * (1 - r)
+
+
+def close_eyes(q: np.ndarray, amount: float) -> np.ndarray:
+    """Move the eyelids of canonical landmarks q [478,3] shut by `amount` in [0,1] (upper lid does most)."""
+    q = q.copy()
+    for up, lo in ((topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER), (topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER)):
+        u, l = list(up), list(lo)
+        meet = 0.75 * q[l, 1] + 0.25 * q[u, 1]
+        q[u, 1] += amount * (meet - q[u, 1])
+        q[l, 1] += amount * (meet - q[l, 1])
+    return q
+
+
+def _barycentric_matrix(ctrl: np.ndarray, pts: np.ndarray) -> sparse.csr_matrix:
+    """Sparse [P_pts, P_ctrl] piecewise-linear interpolation weights over a Delaunay triangulation."""
+    tri = Delaunay(ctrl)
+    simplex = tri.find_simplex(pts)
+    outside = simplex < 0
+    if outside.any():  # clamp to nearest control point
+        nearest = np.argmin(((pts[outside, None, :] - ctrl[None]) ** 2).sum(-1), axis=1)
+    simplex = np.where(outside, 0, simplex)
+    t = tri.transform[simplex]
+    b2 = np.einsum("nij,nj->ni", t[:, :2], pts - t[:, 2])
+    bary = np.concatenate([b2, 1 - b2.sum(1, keepdims=True)], 1)
+    cols = tri.simplices[simplex]
+    rows = np.repeat(np.arange(len(pts)), 3)
+    vals = bary.ravel()
+    cols = cols.ravel()
+    if outside.any():
+        idx = np.flatnonzero(outside)
+        vals = vals.reshape(-1, 3)
+        cols = cols.reshape(-1, 3)
+        vals[idx] = [1.0, 0.0, 0.0]
+        cols[idx] = np.stack([nearest, nearest, nearest], 1)
+        vals, cols = vals.ravel(), cols.ravel()
+    return sparse.csr_matrix((vals, (rows, cols)), shape=(len(pts), len(ctrl)))
+
+
+def _invert_field(fwd: np.ndarray, step: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Backward sampling maps (cv2.remap convention) from a forward displacement field.
+
+    fwd: [Gh,Gw,2] displacement (px) of source points at grid nodes (x = j*step, y = i*step).
+    Solves x + D(x) = y for every output pixel y by fixed-point iteration on the grid.
+    """
+    gh, gw = fwd.shape[:2]
+    gy, gx = np.mgrid[0:gh, 0:gw].astype(np.float32)
+    ys, xs = gy * step, gx * step
+    bx, by = xs - fwd[..., 0], ys - fwd[..., 1]
+    for _ in range(4):
+        d = cv2.remap(fwd, bx / step, by / step, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        bx, by = xs - d[..., 0], ys - d[..., 1]
+    h, w = size
+    # upsample node maps to pixels: node (i,j) sits at pixel coordinate (j*step, i*step); pixel centres are +0.5
+    px = (np.arange(w, dtype=np.float32) + 0.5) / step
+    py = (np.arange(h, dtype=np.float32) + 0.5) / step
+    mx, my = np.meshgrid(px, py)
+    map_x = cv2.remap(bx, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) - 0.5
+    map_y = cv2.remap(by, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) - 0.5
+    return map_x, map_y
+
+
+def _polygon_mask(size: tuple[int, int], pts: np.ndarray) -> np.ndarray:
+    m = np.zeros(size, np.uint8)
+    cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 1)
+    return m.astype(bool)
