@@ -13,12 +13,14 @@ permutation, every bit owns the same number of blocks in each 128x128 tile). The
 changes luma only (BT.601 luma weights sum to 1, chroma weights sum to 0), so chroma subsampling does not
 touch it and embedding is one integer add of a cached pattern per frame.
 
-Detection high-passes the luma (``Y - blur(Y)``), correlates it with the carrier block by block, sums the
+Detection high-passes the luma (``Y - blur(Y)``, clipped to +-6 levels), correlates it with the carrier block by block, sums the
 blocks of each bit over all frames, and decodes each bit from the sign of its sum. ``bits_ok`` counts the
-bits that match the payload; a video is declared marked when ``bits_ok >= 56`` of 64. On unmarked video each
-bit is a fair coin, so the false-positive probability is ``P(Binomial(64, 1/2) >= 56) ~ 2e-10``. ``score`` is a
-t-statistic of the signed per-bit correlations (mean / standard error over the 64 bits): ~N(0, 1) on unmarked
-video, large and positive on marked video.
+bits that match the payload. ``score`` is a t-statistic of the payload-signed per-bit correlations (mean /
+standard error over the 64 bits): ~N(0, 1) on unmarked video (measured: mean 0.04, sd 0.96, max 3.7 over 271
+unmarked real and synthetic samples), large and positive on marked video. A video is declared marked when
+``bits_ok >= 56`` (on unmarked video each bit is a fair coin: ``P(Binomial(64, 1/2) >= 56) ~ 2e-10``) or when
+``score >= 6.5`` (Student t with 63 degrees of freedom: tail ~ 1e-8); the second rule catches marks weakened by
+strong compression, where the bits lean the right way on average but several flip.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ PAYLOAD_TAG = b"real3d"
 PAYLOAD_VERSION = 1
 N_BITS = 64
 BITS_MIN = 56
-"""A video is declared watermarked when at least this many of the 64 payload bits decode correctly."""
+"""A video is declared watermarked when at least this many of the 64 payload bits decode correctly..."""
+SCORE_MIN = 6.5
+"""... or when the t-score of the payload correlation reaches this (unmarked video: ~N(0, 1))."""
 
 _TILE = 128
 _BLOCK = 8
@@ -67,12 +71,14 @@ class WatermarkConfig:
     """Secret seed of the carrier pattern and of the block-to-bit assignment."""
     strength: float = 2.0
     """Peak-ish amplitude (RMS of the carrier times this) added to luma, in 8-bit levels."""
-    carrier_sigma: float = 0.9
+    carrier_sigma: float = 1.5
     """Gaussian low-pass (px) applied to the white noise of the carrier: sets its upper frequency."""
-    carrier_sigma_low: float = 4.0
+    carrier_sigma_low: float = 6.0
     """Gaussian (px) whose blur is subtracted from the carrier: removes its low frequencies."""
-    detect_sigma: float = 2.0
+    detect_sigma: float = 3.0
     """Detector high-pass: residual = luma - gaussian_blur(luma, detect_sigma)."""
+    detect_clip: float = 6.0
+    """The residual is clipped to +-this (8-bit levels) so strong edges do not drown the mark."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ class Detection:
     """Result of watermark detection over one or more frames."""
 
     present: bool
-    """True when the payload decodes with at least `BITS_MIN` of 64 bits correct."""
+    """True when `bits_ok >= BITS_MIN` or `score >= SCORE_MIN`."""
     score: float
     """t-statistic of the payload-signed bit correlations; ~N(0,1) on unmarked video."""
     bits_ok: int
@@ -151,6 +157,7 @@ def bit_correlations(luma: np.ndarray, cfg: WatermarkConfig = WatermarkConfig())
     carrier, bit_index, _ = _frame_pattern(cfg, h, w)
     y = luma.astype(np.float32)
     resid = y - cv2.GaussianBlur(y, (0, 0), cfg.detect_sigma, borderType=cv2.BORDER_REFLECT)
+    np.clip(resid, -cfg.detect_clip, cfg.detect_clip, out=resid)
     return np.bincount(bit_index.ravel(), weights=(resid * carrier).ravel(), minlength=N_BITS)
 
 
@@ -160,7 +167,7 @@ def _decide(acc: np.ndarray, frames: int) -> Detection:
     bits_ok = int(np.sum(signed > 0))
     sd = float(signed.std(ddof=1))
     score = float(signed.mean() / (sd / np.sqrt(N_BITS))) if sd > 0 else 0.0
-    return Detection(present=bits_ok >= BITS_MIN, score=score, bits_ok=bits_ok, frames=frames)
+    return Detection(present=bits_ok >= BITS_MIN or score >= SCORE_MIN, score=score, bits_ok=bits_ok, frames=frames)
 
 
 def detect(frames: Iterable[np.ndarray], cfg: WatermarkConfig = WatermarkConfig()) -> Detection:
