@@ -105,14 +105,31 @@ class FaceAnalyzer:
         return faces[: self.max_faces]
 
     def _detect_boxes(self, image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        """Face boxes from the full-range detector run on the whole photo and on overlapping square
+        windows (the detector works on a square input: a wide photo squeezes its faces)."""
         h, w = image.shape[:2]
-        scale = min(1.0, 1280 / max(h, w))
-        small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else image
-        res = self._det().process(np.ascontiguousarray(small))
+        side = min(h, w)
+        windows = [(0, 0, w, h)]
+        if max(h, w) > 1.2 * side:
+            stride = side // 2
+            xs = list(range(0, w - side + 1, stride)) or [0]
+            ys = list(range(0, h - side + 1, stride)) or [0]
+            if xs[-1] != w - side:
+                xs.append(w - side)
+            if ys[-1] != h - side:
+                ys.append(h - side)
+            windows += [(x, y, x + side, y + side) for y in ys for x in xs]
         boxes = []
-        for d in res.detections or []:
-            b = d.location_data.relative_bounding_box
-            boxes.append((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h))
+        for x0, y0, x1, y1 in windows:
+            crop = image[y0:y1, x0:x1]
+            ch, cw = crop.shape[:2]
+            scale = min(1.0, 1280 / max(ch, cw))
+            if scale < 1:
+                crop = cv2.resize(crop, (round(cw * scale), round(ch * scale)), interpolation=cv2.INTER_AREA)
+            res = self._det().process(np.ascontiguousarray(crop))
+            for d in res.detections or []:
+                b = d.location_data.relative_bounding_box
+                boxes.append((x0 + b.xmin * cw, y0 + b.ymin * ch, x0 + (b.xmin + b.width) * cw, y0 + (b.ymin + b.height) * ch))
         return boxes
 
     def _mesh_in_box(self, image: np.ndarray, box) -> np.ndarray | None:

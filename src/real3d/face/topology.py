@@ -66,6 +66,13 @@ def face_triangles() -> np.ndarray:
     tris = {tuple(sorted((a, b, c))) for a, b in edges for c in adj[a] & adj[b]}
     holes = [set(RIGHT_EYE_LOOP), set(LEFT_EYE_LOOP), set(INNER_LIP_LOOP)]
     keep = [t for t in sorted(tris) if not any(set(t) <= h for h in holes)]
+    # a 3-clique that encloses a vertex (a "separating triangle") is not a face: all three of its
+    # edges are then shared by three cliques
+    count: dict[tuple[int, int], int] = {}
+    for t in keep:
+        for e in ((t[0], t[1]), (t[1], t[2]), (t[0], t[2])):
+            count[e] = count.get(e, 0) + 1
+    keep = [t for t in keep if not all(count[e] > 2 for e in ((t[0], t[1]), (t[1], t[2]), (t[0], t[2])))]
     return np.asarray(keep, dtype=np.int32)
 
 

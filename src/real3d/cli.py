@@ -1,0 +1,235 @@
+"""`real3d` command line: a thin adapter over `real3d.pipeline` and the other entry points."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from real3d.errors import DependencyError, Real3DError
+
+log = logging.getLogger("real3d")
+
+DEMO_TEXT = (
+    "Hello! I am a talking portrait made from a single photo. "
+    "My lips follow the sounds of this speech, my eyes blink, and my head moves a little, "
+    "all without downloading any model weights."
+)
+
+
+def _animate_parser(sub) -> None:
+    p = sub.add_parser(
+        "animate",
+        help="photo + driving video or speech -> talking-portrait video",
+        description="Animate a portrait photo with a driving video (expression + pose) or a speech recording.",
+    )
+    p.add_argument("source", nargs="?", help="portrait photo (jpg/png/webp/...; or a video: its first frame)")
+    p.add_argument("--src_img", dest="source_alias", help=argparse.SUPPRESS)
+    p.add_argument("--video", help="driving video: expression and head pose (its audio is kept)")
+    p.add_argument("--audio", help="driving speech: wav/mp3/m4a/flac/ogg or a video's audio track")
+    p.add_argument("--drv_aud", help="official alias: a video drives like --video, an audio file like --audio")
+    p.add_argument("--pose-video", "--drv_pose", dest="pose_video",
+                   help="take head pose from this video (ping-pong when shorter); 'static' = --still")
+    p.add_argument("--background", "--bg_img", dest="background", help="replace the background with this image")
+    p.add_argument("--still", action="store_true", help="keep the source's head pose")
+    p.add_argument("--fps", type=float, default=25.0, help="output frame rate (default 25)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (blinks, idle head motion)")
+    p.add_argument("--face", type=int, default=0, help="which face of the photo to animate (0 = largest)")
+    p.add_argument("--mouth-amp", "--mouth_amp", dest="mouth_amp", type=float, default=0.45,
+                   help="mouth amplitude for audio driving (official default 0.45 = neutral)")
+    p.add_argument("--blink", "--blink_mode", dest="blink", default="natural",
+                   choices=["natural", "periodic", "period", "none"], help="blink schedule for audio driving")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--crf", type=int, default=18, help="x264 quality, lower = better (default 18)")
+    p.add_argument("--no-visible-watermark", action="store_true", help="omit the small 'AI-generated' label")
+    p.add_argument("-o", "--output", "--out_name", dest="output", help="output video (.mp4)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _cmd_animate(args) -> int:
+    from real3d.pipeline import VIDEO_SUFFIXES, AnimateOptions, Pipeline
+
+    source = args.source or args.source_alias
+    if not source:
+        raise Real3DError("no portrait given; usage: real3d animate PHOTO --video DRIVER.mp4 -o out.mp4")
+    if not args.output:
+        raise Real3DError("no output given; add -o out.mp4")
+    video, audio = args.video, args.audio
+    if args.drv_aud:
+        if Path(args.drv_aud).suffix.lower() in VIDEO_SUFFIXES:
+            video = video or args.drv_aud
+        else:
+            audio = audio or args.drv_aud
+    still = args.still
+    pose_video = args.pose_video
+    if pose_video == "static":
+        still, pose_video = True, None
+    if Path(source).suffix.lower() in VIDEO_SUFFIXES:
+        source = _first_frame(source)
+    opts = AnimateOptions(
+        source=source,
+        output=args.output,
+        video=video,
+        audio=audio,
+        pose_video=pose_video,
+        background=args.background,
+        still=still,
+        fps=args.fps,
+        seed=args.seed,
+        face_index=args.face,
+        mouth_amp=args.mouth_amp,
+        blink="periodic" if args.blink == "period" else args.blink,
+        visible_watermark=not args.no_visible_watermark,
+        max_seconds=args.max_seconds,
+        crf=args.crf,
+        quiet=args.quiet,
+    )
+    res = Pipeline()(opts)
+    t = res.timings
+    print(
+        f"wrote {res.output} ({res.frames} frames, {res.duration:.2f} s at {res.fps:g} fps; "
+        f"render {res.frames / max(t.get('render', 1e-9), 1e-9):.1f} fps)"
+    )
+    return 0
+
+
+def _first_frame(path: str):
+    from real3d.io.video import iter_frames
+
+    for frame in iter_frames(path):
+        return frame
+    raise Real3DError(f"{path} has no frames")
+
+
+def _cmd_demo(args) -> int:
+    from skimage import data
+
+    from real3d.pipeline import AnimateOptions, Pipeline
+
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        raise DependencyError("the demo's speech is made with espeak-ng; install it: sudo apt-get install espeak-ng")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "speech.wav"
+        subprocess.run([espeak, "-v", "en-us", "-s", "150", "-w", str(wav), DEMO_TEXT], check=True)
+        res = Pipeline()(AnimateOptions(source=data.astronaut(), output=out, audio=wav, quiet=args.quiet))
+    print(f"wrote {res.output} ({res.frames} frames, {res.duration:.1f} s)")
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    from real3d.provenance import verify_main
+
+    return verify_main(args.rest)
+
+
+def _cmd_doctor(args) -> int:
+    import importlib.metadata as md
+    import platform
+
+    rows = [("python", platform.python_version(), True)]
+    for pkg in ("torch", "mediapipe", "opencv-contrib-python", "av", "pocketsphinx", "praat-parselmouth",
+                "safetensors", "numpy", "scipy"):
+        try:
+            rows.append((pkg, md.version(pkg), True))
+        except md.PackageNotFoundError:
+            rows.append((pkg, "MISSING (run ./setup.sh)", False))
+    try:
+        import av
+
+        codecs = av.codecs_available
+        rows.append(("PyAV libx264 encoder", "yes" if "libx264" in codecs else "NO", "libx264" in codecs))
+        rows.append(("PyAV aac encoder", "yes" if "aac" in codecs else "NO", "aac" in codecs))
+    except ImportError:
+        pass
+    try:
+        import mediapipe
+
+        mp_dir = Path(mediapipe.__file__).parent / "modules"
+        for name in ("face_landmark/face_landmark_with_attention.tflite", "selfie_segmentation/selfie_segmentation.tflite",
+                     "face_detection/face_detection_full_range_sparse.tflite"):
+            ok = (mp_dir / name).is_file()
+            rows.append((f"mediapipe model {Path(name).name}", "shipped" if ok else "MISSING", ok))
+    except ImportError:
+        pass
+    try:
+        import pocketsphinx
+
+        ok = (Path(pocketsphinx.get_model_path()) / "en-us" / "en-us-phone.lm.bin").is_file()
+        rows.append(("pocketsphinx en-US phone model", "shipped" if ok else "MISSING", ok))
+    except ImportError:
+        pass
+    esp = shutil.which("espeak-ng")
+    rows.append(("espeak-ng (demo speech)", esp or "missing (apt-get install espeak-ng)", esp is not None))
+    try:
+        import torch
+
+        rows.append(("CUDA", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available (CPU)", True))
+    except ImportError:
+        pass
+    width = max(len(r[0]) for r in rows)
+    for name, val, ok in rows:
+        print(f"{'ok ' if ok else '!! '} {name:<{width}}  {val}")
+    print("optional weights (neural backend, supplied by you): official checkpoints, BFM, HuBERT — not needed by the mesh backend")
+    return 0 if all(ok for _, _, ok in rows) else 1
+
+
+def _cmd_convert(args) -> int:
+    from real3d.weights.convert import convert_main
+
+    return convert_main(args.rest)
+
+
+def _cmd_parity(args) -> int:
+    from real3d.weights.parity import parity_main
+
+    return parity_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="real3d", description="One photo + speech or a driving video -> talking portrait.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _animate_parser(sub)
+    d = sub.add_parser("demo", help="animate scikit-image's astronaut photo with espeak-ng speech")
+    d.add_argument("-o", "--output", default="demo/astronaut_talking.mp4")
+    d.add_argument("-q", "--quiet", action="store_true")
+    v = sub.add_parser("verify", help="does a video carry the real3d watermark? (exit 0 yes, 1 no)", add_help=False)
+    v.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("doctor", help="report what is installed and what is missing")
+    c = sub.add_parser("convert-official", help="official checkpoint dir -> model.safetensors + config.json", add_help=False)
+    c.add_argument("rest", nargs=argparse.REMAINDER)
+    dev = sub.add_parser("dev", help="developer tools")
+    dsub = dev.add_subparsers(dest="dev_command", required=True)
+    par = dsub.add_parser("parity", help="compare our networks with official golden tensors", add_help=False)
+    par.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+COMMANDS = {"animate": _cmd_animate, "demo": _cmd_demo, "verify": _cmd_verify, "doctor": _cmd_doctor,
+            "convert-official": _cmd_convert}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "dev":
+            return _cmd_parity(args)
+        return COMMANDS[args.command](args)
+    except Real3DError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The one way to run real3d: `Pipeline()(AnimateOptions(...))`. The CLI and the web app only adapt it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from real3d.errors import InputError
+from real3d.motion.track import MotionTrack, ping_pong_indices
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".gif"}
+DRIVER_MAX_SIDE = 640
+"""Driver frames are downscaled to this longer side before landmark tracking (speed; precision is ample)."""
+
+
+@dataclass
+class AnimateOptions:
+    """Everything one run needs."""
+
+    source: Path | str | np.ndarray
+    """The portrait photo (path or RGB uint8 array)."""
+    output: Path | str
+    """Output video path (.mp4/.mov/.mkv)."""
+    video: Path | str | None = None
+    """Driving video: expression and head pose (and its audio, if any)."""
+    audio: Path | str | None = None
+    """Driving speech (any audio file, or a video's audio track)."""
+    pose_video: Path | str | None = None
+    """Take head pose from this video instead (ping-pong when shorter)."""
+    background: Path | str | np.ndarray | None = None
+    """Replace the background with this image (default: the source's own, inpainted)."""
+    still: bool = False
+    """Keep the source's head pose (no head motion)."""
+    fps: float = 25.0
+    """Output frame rate."""
+    seed: int = 0
+    """Seed for everything random (blinks, idle motion)."""
+    face_index: int = 0
+    """Which face of the photo to animate (0 = largest)."""
+    mouth_amp: float = 0.45
+    """Mouth amplitude for audio driving (official default 0.45 = neutral)."""
+    blink: Literal["natural", "periodic", "none"] = "natural"
+    """Blink schedule for audio driving."""
+    visible_watermark: bool = True
+    """Draw the small 'AI-generated' label."""
+    invisible_watermark: bool = True
+    """Embed the invisible provenance watermark (checked by `real3d verify`)."""
+    max_seconds: float | None = None
+    """Stop after this many seconds of output (None = the driver's full length)."""
+    crf: int = 18
+    """x264 quality (lower = better, larger)."""
+    quiet: bool = False
+    """No progress bars."""
+
+
+@dataclass
+class AnimateResult:
+    """What a run produced."""
+
+    output: Path
+    frames: int
+    fps: float
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per stage."""
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.fps
+
+
+class Pipeline:
+    """Photo + driver -> talking-portrait video (mesh backend)."""
+
+    def __init__(self, mesh_config=None) -> None:
+        self.mesh_config = mesh_config
+
+    def __call__(self, opts: AnimateOptions) -> AnimateResult:
+        from real3d.backends.mesh import MeshRenderer
+        from real3d.face.landmarks import FaceAnalyzer
+        from real3d.face.portrait import analyze_portrait
+        from real3d.io.writer import VideoWriter, check_writable
+
+        timings: dict[str, float] = {}
+        out = check_writable(opts.output)
+        if opts.video is None and opts.audio is None:
+            raise InputError("nothing drives the portrait; give --video DRIVER.mp4 or --audio SPEECH.wav")
+        if opts.video is not None and opts.audio is not None:
+            raise InputError("give either --video or --audio, not both (use --pose-video for head pose from a video)")
+        if not opts.fps > 0 or opts.fps > 120:
+            raise InputError(f"--fps {opts.fps} is out of range; use a frame rate between 1 and 120")
+        t0 = time.perf_counter()
+        analyzer = FaceAnalyzer()
+        try:
+            portrait = analyze_portrait(
+                opts.source, face_index=opts.face_index, background=opts.background, analyzer=analyzer
+            )
+            timings["source_analysis"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            n_frames, chunks, audio = self._driver(opts, portrait, analyzer)
+            timings["driver_analysis"] = time.perf_counter() - t0
+        finally:
+            analyzer.close()
+        if opts.max_seconds is not None:
+            n_frames = min(n_frames, max(1, int(round(opts.max_seconds * opts.fps))))
+        renderer = MeshRenderer(portrait, self.mesh_config)
+        t_render = t_write = 0.0
+        written = 0
+        with VideoWriter(
+            out,
+            fps=opts.fps,
+            size=(portrait.image.shape[1], portrait.image.shape[0]),
+            audio=audio,
+            crf=opts.crf,
+            visible_watermark=opts.visible_watermark,
+            invisible_watermark=opts.invisible_watermark,
+            total=n_frames,
+            quiet=opts.quiet,
+        ) as writer:
+            for chunk in chunks:
+                for i in range(len(chunk)):
+                    if written >= n_frames:
+                        break
+                    a = time.perf_counter()
+                    frame = renderer.render(chunk, i)
+                    b = time.perf_counter()
+                    writer.write(frame)
+                    t_write += time.perf_counter() - b
+                    t_render += b - a
+                    written += 1
+                if written >= n_frames:
+                    break
+        timings["render"] = t_render
+        timings["encode"] = t_write
+        return AnimateResult(output=out, frames=written, fps=opts.fps, timings=timings)
+
+    # ------------------------------------------------------------------ drivers
+    def _driver(self, opts: AnimateOptions, portrait, analyzer) -> tuple[int, Iterator[MotionTrack], object]:
+        from real3d.io.audio import has_audio, load_audio
+
+        limit = None if opts.max_seconds is None else max(1, int(round(opts.max_seconds * opts.fps)))
+
+        if opts.video is not None:
+            track = video_track(opts.video, portrait.canonical, opts.fps, analyzer, quiet=opts.quiet, max_frames=limit)
+            audio = load_audio(opts.video, sample_rate=None, mono=False) if has_audio(opts.video) else None
+        else:
+            from real3d.motion.from_audio import AudioDriver
+
+            speech = load_audio(opts.audio, sample_rate=16000, mono=True)
+            driver = AudioDriver(
+                speech.samples,
+                portrait.canonical,
+                fps=opts.fps,
+                mouth_amp=opts.mouth_amp,
+                blink=opts.blink,
+                still=opts.still,
+                seed=opts.seed,
+            )
+            audio = load_audio(opts.audio, sample_rate=None, mono=False)
+            n = len(driver)
+            chunks: Iterator[MotionTrack] = driver.chunks(250)
+            if opts.pose_video is not None:
+                pose = video_track(opts.pose_video, portrait.canonical, opts.fps, analyzer, quiet=opts.quiet, max_frames=limit)
+                chunks = _with_pose(chunks, pose)
+            return n, chunks, audio
+        if opts.pose_video is not None:
+            pose = video_track(opts.pose_video, portrait.canonical, opts.fps, analyzer, quiet=opts.quiet, max_frames=limit)
+            track = track.with_pose_of(pose)
+        if opts.still:
+            track = track.without_pose()
+        return len(track), iter([track]), audio
+
+
+def video_track(
+    path, source_canonical: np.ndarray, fps: float, analyzer, quiet: bool = False, max_frames: int | None = None
+) -> MotionTrack:
+    """Retargeted MotionTrack of a driving video, resampled to `fps` (at most `max_frames` frames)."""
+    from itertools import islice
+
+    from tqdm import tqdm
+
+    from real3d.io.video import iter_frames, probe_video
+    from real3d.motion.from_video import track_from_landmarks, video_landmarks
+
+    info = probe_video(path)
+    total = max(1, int(round(info.duration * fps)))
+    if max_frames is not None:
+        total = min(total, max_frames)
+    frames = islice(iter_frames(path, max_size=DRIVER_MAX_SIDE, fps=fps), total)
+    bar = tqdm(frames, total=total, desc="tracking driver", unit="frame", disable=quiet, leave=False)
+    lms = video_landmarks(bar)
+    track = track_from_landmarks(lms, source_canonical, fps)
+    track.meta["driver"] = str(path)
+    return track
+
+
+def _with_pose(chunks: Iterator[MotionTrack], pose: MotionTrack) -> Iterator[MotionTrack]:
+    """Give streamed chunks the head pose of `pose`, ping-ponged over the whole stream."""
+    start = 0
+    for c in chunks:
+        idx = ping_pong_indices(start + len(c), len(pose))[start:]
+        start += len(c)
+        yield replace(c, rotation=pose.rotation[idx].copy(), translation=pose.translation[idx].copy())
