@@ -1,0 +1,127 @@
+"""Frame-level speech features for weights-free motion: loudness, voicing, high-frequency ratio.
+
+Everything is plain numpy. Features are computed on 10 ms hops with a 32 ms Hann window and then
+averaged into video frames, so frame `i` summarizes the audio in [i/fps, (i+1)/fps).
+Long inputs are processed in blocks, so memory stays proportional to the number of frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from real3d.errors import InputError
+
+HOP_S = 0.01
+"""Analysis hop (seconds): the feature rate before averaging into video frames is 100 Hz."""
+WIN_S = 0.032
+"""Analysis window length in seconds."""
+DB_FLOOR = -100.0
+"""Loudness of digital silence (dB relative to full scale)."""
+
+
+@dataclass(frozen=True)
+class AudioFeatures:
+    """Per-video-frame speech features."""
+
+    fps: float
+    """Frame rate of every array below."""
+    loudness_db: np.ndarray
+    """[T] float32 RMS level in dB re full scale (DB_FLOOR for digital silence)."""
+    voicing: np.ndarray
+    """[T] float32 in [0,1]: peak of the normalized autocorrelation in the 60-400 Hz pitch range."""
+    hf_ratio: np.ndarray
+    """[T] float32 in [0,1]: share of the energy above 3 kHz (high for s/sh/f, low for vowels)."""
+
+    def __len__(self) -> int:
+        return len(self.loudness_db)
+
+    def speech_level(self) -> float:
+        """Reference level of the speech (dB): the 90th percentile of the non-silent frames."""
+        return speech_level(self.loudness_db)
+
+
+def speech_level(loudness_db: np.ndarray) -> float:
+    """Robust loudness of the speech in a [T] dB curve: 90th percentile of frames above -70 dB."""
+    live = loudness_db[loudness_db > -70.0]
+    if live.size == 0:
+        return DB_FLOOR
+    return float(np.percentile(live, 90))
+
+
+def _frame_view(x: np.ndarray, win: int, hop: int) -> np.ndarray:
+    """[N] -> [F, win] strided frames (F = number of hops covering x, zero-padded at the end)."""
+    n_frames = max(1, int(np.ceil(len(x) / hop)))
+    need = (n_frames - 1) * hop + win
+    pad = np.zeros(need, np.float32)
+    pad[: len(x)] = x
+    return np.lib.stride_tricks.sliding_window_view(pad, win)[::hop][:n_frames]  # F x win
+
+
+def hop_features(samples: np.ndarray, sample_rate: int = 16000, block_s: float = 30.0) -> tuple[np.ndarray, ...]:
+    """Features at 100 Hz: (rms_db [F], voicing [F], hf_ratio [F]); hop h covers [h*10 ms, h*10 ms + 32 ms),
+    centred on the audio by shifting the window back by half a window minus half a hop."""
+    x = np.asarray(samples, np.float32)
+    if x.ndim != 1:
+        raise InputError(f"expected mono samples [N], got shape {x.shape}; mix down to mono first")
+    hop = int(round(HOP_S * sample_rate))
+    win = int(round(WIN_S * sample_rate))
+    shift = (win - hop) // 2
+    x = np.concatenate([np.zeros(shift, np.float32), x])  # centre each window on its hop
+    n_hops = max(1, int(np.ceil((len(x) - shift) / hop)))
+    window = np.hanning(win).astype(np.float32)
+    wnorm = float(np.sqrt((window**2).mean()))
+    nfft = 1 << int(np.ceil(np.log2(win)))
+    freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
+    hf = freqs >= 3000.0
+    lag_lo, lag_hi = int(sample_rate / 400), int(sample_rate / 60)
+    nfft_ac = 1 << int(np.ceil(np.log2(2 * win)))
+    block = max(1, int(block_s / HOP_S))
+    rms, voi, hfr = (np.empty(n_hops, np.float32) for _ in range(3))
+    for h0 in range(0, n_hops, block):
+        h1 = min(n_hops, h0 + block)
+        seg = x[h0 * hop : h1 * hop + win]
+        frames = _frame_view(seg, win, hop)[: h1 - h0].astype(np.float32)  # F x win
+        frames = frames - frames.mean(1, keepdims=True)
+        wf = frames * window
+        power = (wf**2).mean(1) / wnorm**2
+        rms[h0:h1] = np.where(power > 1e-10, 10.0 * np.log10(np.maximum(power, 1e-10)), DB_FLOOR)
+        spec = np.abs(np.fft.rfft(wf, nfft, axis=1)) ** 2  # F x nfft/2+1
+        total = spec.sum(1) + 1e-12
+        hfr[h0:h1] = spec[:, hf].sum(1) / total
+        ac = np.fft.irfft(np.abs(np.fft.rfft(wf, nfft_ac, axis=1)) ** 2, nfft_ac, axis=1)[:, : lag_hi + 1]
+        # normalize by the window's own autocorrelation so a periodic signal scores ~1 at any lag
+        wac = np.correlate(window, window, "full")[win - 1 : win + lag_hi]
+        ac = ac / np.maximum(ac[:, :1], 1e-12) / (wac / wac[0])[None, :]
+        voi[h0:h1] = np.clip(ac[:, lag_lo : lag_hi + 1].max(1), 0.0, 1.0) * (power > 1e-8)
+    return rms, voi, hfr
+
+
+def hops_to_frames(values: np.ndarray, n_frames: int, fps: float, reduce: str = "mean") -> np.ndarray:
+    """Average (or max) 100 Hz values over each video frame's interval [i/fps, (i+1)/fps) -> [n_frames]."""
+    v = np.asarray(values, np.float64)
+    if len(v) == 0:
+        return np.zeros(n_frames, np.float32)
+    edges = np.round(np.arange(n_frames + 1) / fps / HOP_S).astype(np.int64)
+    edges = np.clip(edges, 0, len(v))
+    lo = np.minimum(edges[:-1], len(v) - 1)
+    hi = np.maximum(edges[1:], lo + 1)
+    if reduce == "max":
+        return np.asarray([v[a:b].max() for a, b in zip(lo, hi)], np.float32)
+    csum = np.concatenate([[0.0], np.cumsum(v)])
+    return ((csum[hi] - csum[lo]) / (hi - lo)).astype(np.float32)
+
+
+def audio_features(samples: np.ndarray, n_frames: int, fps: float = 25.0, sample_rate: int = 16000) -> AudioFeatures:
+    """Loudness (energy-averaged dB), voicing and high-frequency ratio per video frame."""
+    rms, voi, hfr = hop_features(samples, sample_rate)
+    power = np.power(10.0, rms.astype(np.float64) / 10.0) * (rms > DB_FLOOR)
+    p_frames = hops_to_frames(power, n_frames, fps).astype(np.float64)
+    loud = np.where(p_frames > 1e-10, 10.0 * np.log10(np.maximum(p_frames, 1e-10)), DB_FLOOR).astype(np.float32)
+    return AudioFeatures(
+        fps=fps,
+        loudness_db=loud,
+        voicing=hops_to_frames(voi, n_frames, fps),
+        hf_ratio=hops_to_frames(hfr, n_frames, fps),
+    )

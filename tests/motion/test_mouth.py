@@ -1,0 +1,97 @@
+"""Parametric mouth/jaw deformation on the astronaut's neutral canonical landmarks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from real3d.face import topology as topo
+from real3d.motion.mouth import JAW, MOUTH_PARAMS, PRESS, ROUND, SPREAD, build_rig, inner_lip_gap, mouth_offsets
+
+
+@pytest.fixture(scope="module")
+def neutral() -> np.ndarray:
+    """[478,3] canonical landmarks of scikit-image's astronaut (MediaPipe FaceMesh, refined)."""
+    mp = pytest.importorskip("mediapipe")
+    from skimage import data
+
+    from real3d.face.canonical import head_frame
+
+    img = data.astronaut()
+    h, w = img.shape[:2]
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as fm:
+        res = fm.process(img)
+    lm = np.array([[p.x * w, p.y * h, p.z * w] for p in res.multi_face_landmarks[0].landmark])
+    return head_frame(lm).to_canonical(lm)
+
+
+def params(**cols) -> np.ndarray:
+    n = max(len(np.atleast_1d(v)) for v in cols.values())
+    p = np.zeros((n, len(MOUTH_PARAMS)))
+    for name, v in cols.items():
+        p[:, MOUTH_PARAMS.index(name)] = v
+    return p
+
+
+def test_zero_params_give_zero_offsets(neutral):
+    off = mouth_offsets(neutral, np.zeros((3, len(MOUTH_PARAMS))))
+    assert off.shape == (3, 478, 3) and off.dtype == np.float32
+    assert np.abs(off).max() == 0.0
+
+
+def test_jaw_opens_mouth_monotonically_and_moves_lower_face_only(neutral):
+    jaw = np.linspace(0, 1, 11)
+    gap = inner_lip_gap(neutral, params(jaw=jaw))
+    g0 = neutral[topo.LOWER_LIP_MID, 1] - neutral[topo.UPPER_LIP_MID, 1]
+    assert gap[0] == pytest.approx(max(g0, 0), abs=1e-6)
+    assert np.all(np.diff(gap) > 0)
+    assert gap[-1] - gap[0] > 0.2  # a wide-open jaw drops the lower lip by > 0.2 eye-distance
+    off = mouth_offsets(neutral, params(jaw=[1.0]))[0]
+    assert off[topo.CHIN, 1] > 0.7 * off[topo.LOWER_LIP_MID, 1] and off[topo.CHIN, 2] > 0  # chin down, back
+    assert off[topo.LOWER_LIP_MID, 1] > 0.2
+    for i in list(topo.RIGID) + list(topo.RIGHT_EYE_LOOP) + list(topo.LEFT_EYE_LOOP) + [topo.UPPER_LIP_MID]:
+        assert np.abs(off[i]).max() < 1e-3, i
+    # smooth decay: a cheek point beside the mouth moves less than the chin but more than the cheekbone
+    assert off[topo.CHIN, 1] > off[172, 1] > off[93, 1] >= 0.0
+
+
+def test_press_closes_inner_lips_exactly_for_any_jaw(neutral):
+    jaw = np.linspace(0, 1, 6)
+    assert np.all(inner_lip_gap(neutral, params(jaw=jaw, press=1.0)) == 0.0)
+    pos = neutral[None] + mouth_offsets(neutral, params(jaw=jaw, press=1.0, spread=0.5))
+    up, lo = list(topo.INNER_LIP_UPPER[1:-1]), list(topo.INNER_LIP_LOWER[1:-1])
+    assert np.abs(pos[:, lo, 1] - pos[:, up, 1]).max() < 1e-6
+    # partial press shrinks the gap, more press shrinks it more
+    g = inner_lip_gap(neutral, params(jaw=0.6, press=[0.0, 0.5, 0.7, 0.95]))
+    assert g[0] > g[1] > g[2] > g[3] == 0.0
+
+
+def test_spread_and_round_move_corners_and_lips(neutral):
+    off = mouth_offsets(neutral, params(spread=[1.0, 0.0], round=[0.0, 1.0]))
+    right, left = 61, 291  # subject's right corner has the smaller canonical x
+    assert neutral[right, 0] < neutral[left, 0]
+    assert off[0, right, 0] < -0.01 and off[0, left, 0] > 0.01  # spreading: corners outward
+    assert off[1, right, 0] > 0.02 and off[1, left, 0] < -0.02  # rounding: corners inward
+    assert off[1, topo.UPPER_LIP_MID, 2] < -0.05 and off[1, topo.LOWER_LIP_MID, 2] < -0.05  # lips forward
+    assert np.abs(off[:, list(topo.RIGID)]).max() < 1e-6
+
+
+def test_labiodental_brings_lower_lip_to_upper(neutral):
+    g = inner_lip_gap(neutral, params(jaw=0.5, labiodental=[0.0, 1.0]))
+    assert g[1] < 0.3 * g[0]
+
+
+def test_deformation_is_translation_invariant_and_gap_matches_landmarks(neutral):
+    p = params(jaw=[0.3, 0.8], spread=[0.5, 0.0], round=[0.0, 0.7], press=[0.2, 0.0])
+    a = mouth_offsets(neutral, p)
+    b = mouth_offsets(neutral + np.array([0.3, -0.2, 0.5]), p)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    pos = neutral[None] + a
+    np.testing.assert_allclose(inner_lip_gap(neutral, p), pos[:, 14, 1] - pos[:, 13, 1], atol=1e-6)
+
+
+def test_bad_params_shape(neutral):
+    with pytest.raises(ValueError, match="mouth params"):
+        mouth_offsets(neutral, np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="neutral"):
+        build_rig(np.zeros((10, 3)))
