@@ -239,9 +239,9 @@ def close_eyes(q: np.ndarray, amount: float) -> np.ndarray:
     q = q.copy()
     for up, lo in ((topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER), (topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER)):
         u, l = list(up), list(lo)
-        meet = 0.75 * q[l, 1] + 0.25 * q[u, 1]
-        q[u, 1] += amount * (meet - q[u, 1])
-        q[l, 1] += amount * (meet - q[l, 1])
+        meet = 0.75 * q[l] + 0.25 * q[u]  # the lids meet low on the eye, in 3-D
+        q[u] += amount * (meet - q[u])
+        q[l] += amount * (meet - q[l])
     return q
 
 

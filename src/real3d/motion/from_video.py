@@ -75,6 +75,12 @@ def _mouth_size(q: np.ndarray) -> tuple[float, float]:
     return width, height
 
 
+def _plateau(d: np.ndarray) -> np.ndarray:
+    """1 inside the unit ellipse, smooth fall-off to 0 at twice its size."""
+    t = np.clip(d - 1.0, 0.0, 1.0)
+    return 1.0 - t * t * (3 - 2 * t)
+
+
 def region_scales(drv_neutral: np.ndarray, src_neutral: np.ndarray, limits: tuple[float, float]) -> np.ndarray:
     """[478,3] per-landmark, per-axis factors mapping driver offsets to the source's proportions."""
     lo, hi = limits
@@ -86,9 +92,9 @@ def region_scales(drv_neutral: np.ndarray, src_neutral: np.ndarray, limits: tupl
     # soft region membership from the source's own geometry
     q = src_neutral
     mouth_c = q[list(topo.OUTER_LIP_UPPER + topo.OUTER_LIP_LOWER)].mean(0)
-    w_mouth = np.exp(-0.5 * (np.linalg.norm((q - mouth_c)[:, :2] / [0.55, 0.4], axis=1)) ** 2)
+    w_mouth = _plateau(np.linalg.norm((q - mouth_c)[:, :2] / [0.55, 0.45], axis=1))
     eyes = [q[list(topo.RIGHT_EYE_LOOP)].mean(0), q[list(topo.LEFT_EYE_LOOP)].mean(0)]
-    w_eye = np.max([np.exp(-0.5 * (np.linalg.norm((q - c)[:, :2] / [0.22, 0.12], axis=1)) ** 2) for c in eyes], axis=0)
+    w_eye = np.max([_plateau(np.linalg.norm((q - c)[:, :2] / [0.3, 0.15], axis=1)) for c in eyes], axis=0)
     s = np.ones((len(q), 3))
     s = s + w_mouth[:, None] * (mouth - 1) + w_eye[:, None] * (eye - 1)
     return s.astype(np.float32)
