@@ -1,0 +1,119 @@
+"""Official Real3D-Portrait checkpoint -> real3d checkpoint (`real3d convert-official SRC OUT`).
+
+Each official model kind is an `OfficialKind` in `OFFICIAL_KINDS`: how to recognise it from its state
+dict / config.yaml, and how to build our module from it (key remap + config + strict load). The A2M
+model (`audio2secc_vae`) is supported; the torso model (`secc2plane_torso`) is recognised and its
+`build` is the extension point to fill in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from real3d.errors import CheckpointError, Real3DError
+from real3d.weights.io import instantiate_with_weights, save_pretrained
+from real3d.weights.official import OfficialCheckpoint, load_official_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OfficialKind:
+    """One kind of official checkpoint and how to turn it into our module."""
+
+    name: str
+    """The official name of the released checkpoint."""
+    detect: Callable[[Mapping[str, torch.Tensor], Mapping[str, Any] | None], bool]
+    """(state_dict, hparams) -> whether a checkpoint is of this kind."""
+    build: Callable[[OfficialCheckpoint], tuple[nn.Module, Any]]
+    """Official checkpoint -> (our module with its weights loaded, in eval mode; its config)."""
+
+
+def _detect_a2m(sd: Mapping[str, torch.Tensor], hparams: Mapping[str, Any] | None) -> bool:
+    return "vae.prior_flow.flows.0.pre.weight" in sd and "mel_encoder.0.weight" in sd
+
+
+def _build_a2m(ckpt: OfficialCheckpoint) -> tuple[nn.Module, Any]:
+    from real3d.models.audio2motion import Audio2Motion, config_from_official, remap_official_state_dict
+
+    sd = remap_official_state_dict(ckpt.state_dict)
+    config = config_from_official(sd, ckpt.hparams)
+    return instantiate_with_weights(Audio2Motion, config, sd, str(ckpt.path)), config
+
+
+def _detect_torso(sd: Mapping[str, torch.Tensor], hparams: Mapping[str, Any] | None) -> bool:
+    return any(k.startswith("cano_img2plane_backbone.") for k in sd) and any(k.startswith("superresolution.") for k in sd)
+
+
+def _build_torso(ckpt: OfficialCheckpoint) -> tuple[nn.Module, Any]:
+    raise NotImplementedError(
+        "converting the secc2plane_torso checkpoint needs the full torso model (Img2Plane + MotionAdapter + "
+        "volume renderer + HTBSR) with a remap_official_state_dict; it is not wired into "
+        "real3d.weights.convert.OFFICIAL_KINDS['secc2plane_torso'] yet"
+    )
+
+
+# Detection runs in this order; the first kind whose `detect` is true wins.
+OFFICIAL_KINDS: dict[str, OfficialKind] = {
+    "audio2secc_vae": OfficialKind("audio2secc_vae", _detect_a2m, _build_a2m),
+    "secc2plane_torso": OfficialKind("secc2plane_torso", _detect_torso, _build_torso),
+}
+
+
+def detect_kind(ckpt: OfficialCheckpoint) -> OfficialKind:
+    """The `OfficialKind` of a loaded official checkpoint."""
+    for kind in OFFICIAL_KINDS.values():
+        if kind.detect(ckpt.state_dict, ckpt.hparams):
+            return kind
+    sample = ", ".join(list(ckpt.state_dict)[:5])
+    raise CheckpointError(
+        f"{ckpt.path} is not a known official Real3D-Portrait model (first keys: {sample}); supported: "
+        f"{', '.join(OFFICIAL_KINDS)}"
+    )
+
+
+def load_official_model(src: str | Path) -> tuple[nn.Module, Any, OfficialKind]:
+    """Read an official checkpoint directory/.ckpt and build our module from it (converting on the fly)."""
+    ckpt = load_official_checkpoint(src)
+    kind = detect_kind(ckpt)
+    model, config = kind.build(ckpt)
+    return model, config, kind
+
+
+def convert_official(src_dir: str | Path, out_dir: str | Path) -> Path:
+    """Convert an official checkpoint (directory or .ckpt) into `out_dir` (model.safetensors + config.json)."""
+    model, config, kind = load_official_model(src_dir)
+    out = save_pretrained(model, config, out_dir)
+    log.info("converted %s checkpoint %s -> %s", kind.name, src_dir, out)
+    return out
+
+
+def convert_main(argv: Sequence[str] | None = None) -> int:
+    """`real3d convert-official SRC OUT`. Returns the process exit code."""
+    parser = argparse.ArgumentParser(
+        prog="real3d convert-official",
+        description="Convert an official Real3D-Portrait checkpoint (directory with config.yaml + "
+        "model_ckpt_steps_*.ckpt, or a .ckpt) into real3d's format (model.safetensors + config.json). "
+        "The pickle is read with torch.load(weights_only=True): no code in it runs.",
+    )
+    parser.add_argument("src", type=Path, help="official checkpoint directory or .ckpt file")
+    parser.add_argument("out", type=Path, help="output directory (created; existing files are replaced)")
+    args = parser.parse_args(argv)
+    try:
+        out = convert_official(args.src, args.out)
+    except Real3DError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except NotImplementedError as err:
+        print(f"not supported yet: {err}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
