@@ -1,0 +1,153 @@
+"""AudioDriver end to end on espeak-ng speech made in the test ("papa bought a map" with padded silence)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from real3d.audio.features import hop_features, speech_level
+from real3d.audio.phones import SILENCE
+from real3d.errors import InputError
+from real3d.io.audio import load_audio
+from real3d.motion.from_audio import AudioDriver
+from real3d.motion.mouth import mouth_offsets
+
+PAD_S = 0.5
+OPEN_VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH"}
+BILABIALS = {"P", "B", "M"}
+
+
+@pytest.fixture(scope="module")
+def neutral() -> np.ndarray:
+    """[478,3] canonical landmarks of scikit-image's astronaut (MediaPipe FaceMesh, refined)."""
+    mp = pytest.importorskip("mediapipe")
+    from skimage import data
+
+    from real3d.face.canonical import head_frame
+
+    img = data.astronaut()
+    h, w = img.shape[:2]
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as fm:
+        res = fm.process(img)
+    lm = np.array([[p.x * w, p.y * h, p.z * w] for p in res.multi_face_landmarks[0].landmark])
+    return head_frame(lm).to_canonical(lm)
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> np.ndarray:
+    """16 kHz espeak-ng speech of a known sentence with 0.5 s of silence on both sides."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    wav = tmp_path_factory.mktemp("speech") / "papa.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), "papa bought a map"], check=True)
+    x = load_audio(wav, 16000).samples
+    pad = np.zeros(int(PAD_S * 16000), np.float32)
+    return np.concatenate([pad, x, pad])
+
+
+@pytest.fixture(scope="module")
+def driver100(speech, neutral) -> AudioDriver:
+    """The driver at 100 fps (10 ms frames) for timing checks."""
+    d = AudioDriver(speech, neutral, fps=100.0, seed=0)
+    d.analysis()
+    return d
+
+
+def test_length_and_track_shapes(speech, neutral):
+    d = AudioDriver(speech, neutral)
+    assert len(d) == round(len(speech) / 16000 * 25)
+    tr = d.track()
+    assert len(tr) == len(d) and tr.fps == 25.0
+    assert tr.expression.shape == (len(d), 478, 3)
+    np.testing.assert_allclose(tr.mouth_open, tr.expression[:, 14, 1] - tr.expression[:, 13, 1]
+                               + neutral[14, 1] - neutral[13, 1], atol=1e-5)
+
+
+def test_mouth_closed_in_silence_open_on_vowels(driver100, speech):
+    a = driver100.analysis()
+    t = np.arange(len(driver100)) / 100.0
+    dur = len(speech) / 16000
+    lead, trail = t < PAD_S - 0.06, t > dur - PAD_S + 0.15
+    assert np.all(a.mouth_open[lead] == 0.0) and np.all(a.mouth_open[trail] == 0.0)
+    vowels = [p for p in a.phones if p.phone in OPEN_VOWELS and p.end - p.start >= 0.05]
+    assert vowels, "the recognizer found no open vowel"
+    for p in vowels:
+        mid = int(round(0.5 * (p.start + p.end) * 100))
+        assert a.mouth_open[mid] > 0.12, p
+    assert a.mouth_open.max() > 0.2
+
+
+def test_mouth_closed_at_bilabials_and_stop_closures(driver100, speech):
+    a = driver100.analysis()
+    bil = [p for p in a.phones if p.phone in BILABIALS]
+    assert bil, "the recognizer found no bilabial"
+    for p in bil:
+        mid = int(round(0.5 * (p.start + p.end) * 100))
+        assert a.mouth_open[mid] == 0.0, p
+    # acoustic stop closures inside the speech (near-silent 10 ms hops between loud ones) close the lips
+    rms, _, _ = hop_features(speech)
+    rel = rms - speech_level(rms)
+    loud = np.flatnonzero(rel > -20)
+    gaps = [h for h in range(loud[0], loud[-1]) if rel[h] < -50]
+    assert gaps, "espeak speech has no stop closure"
+    for h in gaps:
+        assert a.mouth_open[h] < 0.01, h / 100
+
+
+def test_opening_times_follow_phone_times(driver100):
+    a = driver100.analysis()
+    mo = a.mouth_open
+    speech = [p for p in a.phones if p.phone != SILENCE]
+    onset = speech[0].start
+    first_open = np.flatnonzero(mo > 0.03)[0] / 100.0
+    assert abs(first_open - onset) <= 0.06
+    last_open = np.flatnonzero(mo > 0.03)[-1] / 100.0
+    assert abs(last_open - speech[-1].end) <= 0.06
+    for p in a.phones:
+        if p.phone in BILABIALS:
+            after = np.flatnonzero(mo[int(p.end * 100) - 5 :] > 0.03)
+            if len(after):  # the release of the bilabial opens the mouth within 60 ms
+                assert (int(p.end * 100) - 5 + after[0]) / 100.0 - p.end <= 0.06
+
+
+def test_chunks_equal_whole_track_and_blink_does_not_move_head(speech, neutral):
+    d = AudioDriver(speech, neutral, blink="natural", seed=1)
+    whole = d.track()
+    parts = list(d.chunks(size=16))
+    assert [len(p) for p in parts][:-1] == [16] * (len(parts) - 1) and sum(map(len, parts)) == len(d)
+    for name in ("rotation", "translation", "expression", "blink", "mouth_open"):
+        np.testing.assert_array_equal(np.concatenate([getattr(p, name) for p in parts]), getattr(whole, name))
+    np.testing.assert_allclose(whole.expression, mouth_offsets(neutral, d.analysis().mouth_params), atol=1e-6)
+    none = AudioDriver(speech, neutral, blink="none", seed=1).track()
+    assert np.all(none.blink == 0)
+    np.testing.assert_array_equal(none.rotation, whole.rotation)
+    np.testing.assert_array_equal(none.expression, whole.expression)
+    # idle head motion: small, smooth, deterministic; --still removes it
+    deg = np.rad2deg(whole.rotation)
+    assert 0.05 < np.abs(deg).max() < 5.0 and np.abs(np.diff(deg, axis=0)).max() < 0.5
+    assert np.all(AudioDriver(speech, neutral, still=True).track().rotation == 0)
+
+
+def test_silent_audio_gives_closed_mouth_with_blinks(neutral):
+    d = AudioDriver(np.zeros(16000 * 6, np.float32), neutral, blink="natural", seed=0)
+    tr = d.track()
+    assert len(tr) == 150
+    assert np.all(tr.mouth_open == 0.0)
+    assert tr.blink.max() == pytest.approx(1.0)
+    assert np.abs(np.rad2deg(tr.rotation)).max() < 5.0
+    periodic = AudioDriver(np.zeros(16000 * 6, np.float32), neutral, blink="periodic").track()
+    assert periodic.blink[0] == 0.0 and periodic.blink[5] > 0.5 and periodic.blink[125 + 5] > 0.5
+
+
+def test_very_short_and_empty_audio(neutral):
+    tr = AudioDriver(np.full(1600, 0.1, np.float32), neutral).track()  # 0.1 s
+    assert len(tr) == 2 and np.all(np.isfinite(tr.expression))
+    tiny = AudioDriver(np.zeros(80, np.float32), neutral).track()  # 5 ms still gives one frame
+    assert len(tiny) == 1 and tiny.mouth_open[0] == 0.0
+    with pytest.raises(InputError, match="zero length"):
+        AudioDriver(np.zeros(0, np.float32), neutral)
+    with pytest.raises(InputError, match="mono"):
+        AudioDriver(np.zeros((2, 100), np.float32), neutral)
