@@ -1,0 +1,463 @@
+"""Tri-plane volume renderer (EG3D, Chan et al. CVPR 2022, Sec. 4; Real3D-Portrait Sec. 3.1).
+
+Renders three axis-aligned feature planes into a low-resolution feature image, a depth map and the
+accumulated opacity used as head alpha by the super-resolution network:
+
+1. one ray per pixel centre from an EG3D camera (`camera_from_pose`, `rays_from_camera`);
+2. near/far from the ray/box intersection with the cube [-box_warp/2, box_warp/2]^3;
+3. stratified depths, then importance depths drawn from the coarse weights (inverse CDF);
+4. tri-plane lookup on the planes (x,y), (x,z), (z,x) and the `TriplaneDecoder` MLP;
+5. alpha compositing with midpoint colours and densities (Mip-NeRF style ray marcher).
+
+Every step is a stateless function testable on a few rays; `VolumeRenderer` chains them in ray
+chunks. Two sampling modes: `stochastic` follows the released code (uniform jitter and random inverse
+CDF, also at inference); `deterministic` replaces both random draws by their documented
+deterministic counterparts (midpoint jitter, det=True inverse CDF), which is what the official
+parity fixtures were produced with. Shapes use b batch, k planes, c channels, r rays, s samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from real3d.config.volume_renderer import SamplingMode, VolumeRendererConfig
+from real3d.errors import CheckpointError
+from real3d.layers.equalized import EqualizedLinear
+
+FFHQ_FOCAL = 4.2647
+"""Normalised focal length of the EG3D FFHQ intrinsics (2985.29 / 700)."""
+CAMERA_SCALE = 0.27
+"""3DMM-to-world scale of the camera centre."""
+CAMERA_OFFSET = (0.0, 0.006, 0.161)
+"""World offset added to the scaled camera centre."""
+CAMERA_DISTANCE_3DMM = 10.0
+"""Distance of the 3DMM camera along +z (the translation is taken relative to it)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Camera and rays
+
+
+def _rotation_from_euler(euler: torch.Tensor) -> torch.Tensor:
+    """euler [B,3] = (pitch x, yaw y, roll z) radians -> R = (Rz Ry Rx)^T [B,3,3]."""
+    x, y, z = euler.unbind(-1)
+    one, zero = torch.ones_like(x), torch.zeros_like(x)
+    rot_x = torch.stack([one, zero, zero, zero, x.cos(), -x.sin(), zero, x.sin(), x.cos()], -1)
+    rot_y = torch.stack([y.cos(), zero, y.sin(), zero, one, zero, -y.sin(), zero, y.cos()], -1)
+    rot_z = torch.stack([z.cos(), -z.sin(), zero, z.sin(), z.cos(), zero, zero, zero, one], -1)
+    rot = [rearrange(r, "b (i j) -> b i j", i=3) for r in (rot_x, rot_y, rot_z)]
+    return (rot[2] @ rot[1] @ rot[0]).transpose(1, 2)  # Bx3x3
+
+
+def camera_from_pose(euler: torch.Tensor, trans: torch.Tensor, focal: float = FFHQ_FOCAL) -> torch.Tensor:
+    """3DMM head pose -> EG3D camera: row-major c2w (16, OpenCV axes) + normalised K (9).
+
+    euler: [B,3] (pitch, yaw, roll) radians; trans: [B,3] 3DMM translation. Returns [B,25] in the
+    dtype of `euler` (computed in float64). c = 0.27 * (-R (trans - [0,0,10])) + [0, 0.006, 0.161],
+    c2w[:3,:3] = R diag(1,-1,-1), K = [[f,0,.5],[0,f,.5],[0,0,1]].
+    """
+    if euler.ndim != 2 or euler.shape[-1] != 3 or trans.shape != euler.shape:
+        raise ValueError(f"euler and trans must both be [B,3], got {tuple(euler.shape)} and {tuple(trans.shape)}")
+    e, t = euler.double(), trans.double()
+    rot = _rotation_from_euler(e)  # Bx3x3
+    t = t - t.new_tensor([0.0, 0.0, CAMERA_DISTANCE_3DMM])
+    centre = -(rot @ t.unsqueeze(-1)).squeeze(-1) * CAMERA_SCALE + t.new_tensor(CAMERA_OFFSET)  # Bx3
+    c2w = torch.zeros(e.shape[0], 4, 4, dtype=torch.float64, device=e.device)
+    c2w[:, :3, :3] = rot * t.new_tensor([1.0, -1.0, -1.0])  # R @ diag(1,-1,-1)
+    c2w[:, :3, 3] = centre
+    c2w[:, 3, 3] = 1.0
+    intr = t.new_tensor([[focal, 0.0, 0.5], [0.0, focal, 0.5], [0.0, 0.0, 1.0]]).expand(e.shape[0], 3, 3)
+    cam = torch.cat([rearrange(c2w, "b i j -> b (i j)"), rearrange(intr, "b i j -> b (i j)")], -1)  # Bx25
+    return cam.to(euler.dtype)
+
+
+def rays_from_camera(camera: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ray per pixel centre ((i + 0.5) / resolution), ray index r = row * resolution + col.
+
+    camera: [B,25] (c2w row-major 16 + normalised K 9, OpenCV axes: +x right, +y down, +z forward).
+    Returns origins [B,R,3] and unit directions [B,R,3], R = resolution**2.
+    """
+    if camera.ndim != 2 or camera.shape[-1] != 25:
+        raise ValueError(f"camera must be [B,25] (c2w 16 + K 9), got {tuple(camera.shape)}")
+    b = camera.shape[0]
+    c2w = rearrange(camera[:, :16], "b (i j) -> b i j", i=4)
+    intr = rearrange(camera[:, 16:25], "b (i j) -> b i j", i=3)
+    fx, fy = intr[:, 0, 0, None], intr[:, 1, 1, None]  # Bx1
+    cx, cy, sk = intr[:, 0, 2, None], intr[:, 1, 2, None], intr[:, 0, 1, None]
+    centres = torch.arange(resolution, dtype=camera.dtype, device=camera.device) * (1.0 / resolution) + (
+        0.5 / resolution
+    )
+    rows, cols = torch.meshgrid(centres, centres, indexing="ij")
+    x_cam = cols.reshape(1, -1)  # 1xR
+    y_cam = rows.reshape(1, -1)  # 1xR
+    x_lift = (x_cam - cx + cy * sk / fy - sk * y_cam / fy) / fx  # BxR
+    y_lift = (y_cam - cy) / fy  # BxR
+    ones = torch.ones_like(x_lift)
+    cam_points = torch.stack([x_lift, y_lift, ones, ones], -1)  # BxRx4
+    world = (c2w @ cam_points.transpose(1, 2)).transpose(1, 2)[..., :3]  # BxRx3
+    origins = c2w[:, None, :3, 3].expand(b, resolution * resolution, 3)  # BxRx3
+    directions = F.normalize(world - origins, dim=-1)
+    return origins.contiguous(), directions
+
+
+def ray_box_intersection(
+    origins: torch.Tensor, directions: torch.Tensor, box_warp: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Slab test against the cube [-box_warp/2, box_warp/2]^3.
+
+    origins, directions: [..., 3]. Returns near [...], far [...], valid [...] (bool). Missed rays get
+    near = -1, far = -2 (the official marker values), so `far > near` is false for them.
+    """
+    half = box_warp / 2
+    inv = 1.0 / directions
+    negative = inv < 0
+    valid = torch.ones(origins.shape[:-1], dtype=torch.bool, device=origins.device)
+    near = far = None
+    for axis in range(3):
+        o, i, neg = origins[..., axis], inv[..., axis], negative[..., axis]
+        t_lo = (torch.where(neg, half, -half) - o) * i
+        t_hi = (torch.where(neg, -half, half) - o) * i
+        if near is None:
+            near, far = t_lo, t_hi
+            continue
+        valid = valid & ~((near > t_hi) | (t_lo > far))
+        near, far = torch.maximum(near, t_lo), torch.minimum(far, t_hi)
+    near = torch.where(valid, near, torch.full_like(near, -1.0))
+    far = torch.where(valid, far, torch.full_like(far, -2.0))
+    return near, far, valid
+
+
+def fill_missed_rays(near: torch.Tensor, far: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Give rays that miss the box the official placeholder interval (batch-wide, as released).
+
+    near, far: [B,R]. Missed rays (far <= near) get near = min(valid near) and far = max(valid near)
+    (the release uses the *near* maximum for far, reproduced here). Returns near, far, hit [B,R].
+    """
+    hit = far > near
+    if hit.any() and not hit.all():
+        near_hit = near[hit]
+        near = torch.where(hit, near, near_hit.min())
+        far = torch.where(hit, far, near_hit.max())
+    return near, far, hit
+
+
+# --------------------------------------------------------------------------------------------------
+# Depth sampling
+
+
+def _uniform(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+def stratified_depths(
+    near: torch.Tensor,
+    far: torch.Tensor,
+    num_samples: int,
+    mode: SamplingMode = "deterministic",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """t_i = near + i/(S-1) * (far - near) + u_i * (far - near)/(S-1), i = 0..S-1.
+
+    near, far: [B,R]. `deterministic` uses u = 0.5 (so the last sample lies half a step past far,
+    as in the official layout); `stochastic` draws u ~ U[0,1). Returns depths [B,R,S].
+    """
+    steps = torch.arange(num_samples, dtype=near.dtype, device=near.device) / (num_samples - 1)  # S
+    span = far - near  # BxR
+    depths = near[..., None] + steps * span[..., None]  # BxRxS
+    delta = span / (num_samples - 1)
+    if mode == "deterministic":
+        return depths + 0.5 * delta[..., None]
+    return depths + _uniform(depths.shape, depths, generator) * delta[..., None]
+
+
+def sample_pdf(
+    bins: torch.Tensor,
+    weights: torch.Tensor,
+    num_samples: int,
+    mode: SamplingMode = "deterministic",
+    generator: torch.Generator | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Inverse-CDF sampling of a piecewise-linear CDF over bin edges (NeRF importance sampling).
+
+    bins: [N,M+1] or longer (only edges 0..M are used); weights: [N,M]. `deterministic` uses
+    u = linspace(0, 1, num_samples) (both ends included), `stochastic` u ~ U[0,1). Returns [N,num].
+    """
+    n, m = weights.shape
+    weights = weights + eps
+    pdf = weights / weights.sum(-1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, -1)], -1)  # Nx(M+1)
+    if mode == "deterministic":
+        u = torch.linspace(0, 1, num_samples, dtype=cdf.dtype, device=cdf.device).expand(n, num_samples)
+    else:
+        u = _uniform((n, num_samples), cdf, generator)
+    u = u.contiguous()
+    idx = torch.searchsorted(cdf, u, right=True)
+    lo = (idx - 1).clamp_min(0)
+    hi = idx.clamp_max(m)
+    cdf_lo, cdf_hi = cdf.gather(1, lo), cdf.gather(1, hi)
+    bin_lo, bin_hi = bins.gather(1, lo), bins.gather(1, hi)
+    denom = cdf_hi - cdf_lo
+    denom = torch.where(denom < eps, torch.ones_like(denom), denom)
+    return bin_lo + (u - cdf_lo) / denom * (bin_hi - bin_lo)
+
+
+def importance_depths(
+    depths: torch.Tensor,
+    weights: torch.Tensor,
+    num_samples: int,
+    mode: SamplingMode = "deterministic",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """EG3D importance samples from the coarse pass.
+
+    depths: [B,R,S] coarse depths; weights: [B,R,S-1] coarse interval weights. The weights are
+    max-pooled (k2, pad 1), avg-pooled (k2) and raised by 0.01; the end bins are dropped and the S-1
+    interval midpoints serve as bin edges. Returns [B,R,num_samples] (unsorted).
+    """
+    b, r, s = depths.shape
+    with torch.no_grad():
+        w = rearrange(weights, "b r s -> (b r) 1 s").float()
+        w = F.avg_pool1d(F.max_pool1d(w, 2, 1, padding=1), 2, 1)[:, 0] + 0.01  # (BR)x(S-1)
+        z = rearrange(depths, "b r s -> (b r) s")
+        mids = 0.5 * (z[:, :-1] + z[:, 1:])  # (BR)x(S-1)
+        fine = sample_pdf(mids, w[:, 1:-1], num_samples, mode, generator)
+    return rearrange(fine, "(b r) s -> b r s", b=b, r=r)
+
+
+# --------------------------------------------------------------------------------------------------
+# Tri-plane features and decoder
+
+
+def project_to_planes(points: torch.Tensor) -> torch.Tensor:
+    """points [B,P,3] -> plane coordinates [B,3,P,2] for the planes (x,y), (x,z), (z,x).
+
+    The pairs are the first two columns of `points @ inv(axes_k)` for the released (fixed EG3D)
+    plane axes; each pair is (grid_sample x = width axis, grid_sample y = height axis).
+    """
+    x, y, z = points.unbind(-1)
+    uv = [torch.stack(pair, -1) for pair in ((x, y), (x, z), (z, x))]  # 3 x BxPx2
+    return torch.stack(uv, 1)  # Bx3xPx2
+
+
+def sample_triplanes(planes: torch.Tensor, points: torch.Tensor, box_warp: float = 1.0) -> torch.Tensor:
+    """Bilinear plane lookup (zeros padding, align_corners=False) at points scaled by 2/box_warp.
+
+    planes: [B,3,C,H,W]; points: [B,P,3] world coordinates. Returns features [B,3,P,C].
+    """
+    b, k, c, h, w = planes.shape
+    if k != 3 or points.shape[0] != b or points.shape[-1] != 3:
+        raise ValueError(f"need planes [B,3,C,H,W] and points [B,P,3], got {tuple(planes.shape)}, {tuple(points.shape)}")
+    grid = rearrange(project_to_planes((2 / box_warp) * points), "b k p two -> (b k) 1 p two")
+    feats = F.grid_sample(
+        rearrange(planes, "b k c h w -> (b k) c h w"),
+        grid.to(planes.dtype),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    )  # (BK)xCx1xP
+    return rearrange(feats, "(b k) c 1 p -> b k p c", k=k)
+
+
+@dataclass
+class DecodedSamples:
+    """Decoder output per sample."""
+
+    rgb: torch.Tensor
+    """[B,P,C] colours/features in (-0.001, 1.001)."""
+    sigma: torch.Tensor
+    """[B,P] raw density (before softplus(sigma - 1))."""
+
+
+class TriplaneDecoder(nn.Module):
+    """EG3D `OSGDecoder`: mean over planes, FC(C,64) - Softplus - FC(64,1+C), equalized lr.
+
+    Keys `net.0.weight/bias`, `net.2.weight/bias` as in the official `decoder.net.*`.
+    """
+
+    def __init__(self, feature_dim: int = 32, hidden_dim: int = 64, lr_multiplier: float = 1.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            EqualizedLinear(feature_dim, hidden_dim, lr_multiplier=lr_multiplier),
+            nn.Softplus(),
+            EqualizedLinear(hidden_dim, 1 + feature_dim, lr_multiplier=lr_multiplier),
+        )
+
+    def forward(self, features: torch.Tensor) -> DecodedSamples:
+        """features: [B,3,P,C] plane samples -> DecodedSamples (rgb [B,P,C], sigma [B,P])."""
+        x = self.net(features.mean(1))  # BxPx(1+C)
+        rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001
+        return DecodedSamples(rgb=rgb, sigma=x[..., 0])
+
+
+# --------------------------------------------------------------------------------------------------
+# Ray marching
+
+
+@dataclass
+class RayMarchResult:
+    """Composited values per ray."""
+
+    rgb: torch.Tensor
+    """[B,R,C] composite colour/feature scaled to 2*sum(w c) - 1."""
+    depth: torch.Tensor
+    """[B,R] expected depth sum(w t_mid)/sum(w) (+inf where sum(w) = 0 and unclamped)."""
+    weights: torch.Tensor
+    """[B,R,S-1] interval weights w = alpha * transmittance."""
+
+
+def march_rays(
+    colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor, clamp_depth: bool = True
+) -> RayMarchResult:
+    """Alpha compositing over S-1 intervals with midpoint colours and densities (MipRayMarcher2).
+
+    colors: [B,R,S,C]; densities: [B,R,S] raw sigma; depths: [B,R,S] sorted. Density is
+    softplus(sigma_mid - 1), alpha = 1 - exp(-density * delta), T_i = prod_{j<i}(1 - alpha_j + 1e-10).
+    With `clamp_depth` the depth is clamped to the min/max of all given depths (the released rule);
+    the renderer clamps itself with the batch-wide range instead.
+    """
+    deltas = depths[..., 1:] - depths[..., :-1]  # BxRx(S-1)
+    colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2  # BxRx(S-1)xC
+    density_mid = F.softplus((densities[..., :-1] + densities[..., 1:]) / 2 - 1)
+    depths_mid = (depths[..., :-1] + depths[..., 1:]) / 2
+    alpha = 1 - torch.exp(-(density_mid * deltas))
+    shifted = torch.cat([torch.ones_like(alpha[..., :1]), 1 - alpha + 1e-10], -1)  # BxRxS
+    weights = alpha * torch.cumprod(shifted, -1)[..., :-1]
+    rgb = torch.sum(weights[..., None] * colors_mid, -2)  # BxRxC
+    depth = torch.nan_to_num(torch.sum(weights * depths_mid, -1) / weights.sum(-1), nan=math.inf)
+    if clamp_depth:
+        depth = depth.clamp(depths.min(), depths.max())
+    return RayMarchResult(rgb=rgb * 2 - 1, depth=depth, weights=weights)
+
+
+def merge_samples(
+    depths_a: torch.Tensor, values_a: torch.Tensor, depths_b: torch.Tensor, values_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate two sample sets along s and sort by depth.
+
+    depths_*: [B,R,S*]; values_*: [B,R,S*,D]. Returns depths [B,R,S] and values [B,R,S,D].
+    """
+    depths = torch.cat([depths_a, depths_b], -1)
+    values = torch.cat([values_a, values_b], -2)
+    depths, order = torch.sort(depths, dim=-1)
+    values = values.gather(-2, order[..., None].expand_as(values))
+    return depths, values
+
+
+# --------------------------------------------------------------------------------------------------
+# Renderer
+
+
+@dataclass
+class VolumeRenderOutput:
+    """Rendered images (channels-first) and the per-ray samples that produced them."""
+
+    feature_image: torch.Tensor
+    """[B,C,H,W] composited features before any clamp; channels 0-2 are RGB in ~[-1,1]."""
+    depth: torch.Tensor
+    """[B,1,H,W] expected ray depth, clamped to the batch-wide sample range."""
+    weights: torch.Tensor
+    """[B,1,H,W] accumulated opacity sum(w) (the head alpha)."""
+    depths_coarse: torch.Tensor
+    """[B,R,Sc] stratified depths, ray r = row * W + col."""
+    depths_fine: torch.Tensor | None
+    """[B,R,Sf] importance depths before merging (None without a fine pass)."""
+    ray_hit: torch.Tensor
+    """[B,R] bool, whether the ray intersects the box."""
+
+    @property
+    def image_raw(self) -> torch.Tensor:
+        """[B,3,H,W] RGB clamped to [-1,1] (the official `image_raw`)."""
+        return self.feature_image[:, :3].clamp(-1, 1)
+
+
+class VolumeRenderer(nn.Module):
+    """Tri-plane importance renderer; its only weights are the decoder's (`decoder.net.*`)."""
+
+    def __init__(self, config: VolumeRendererConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or VolumeRendererConfig()
+        cfg = self.config
+        self.decoder = TriplaneDecoder(cfg.feature_dim, cfg.decoder_hidden_dim, cfg.decoder_lr_multiplier)
+
+    def _decode(self, planes: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, depths: torch.Tensor):
+        """origins, directions [B,r,3], depths [B,r,s] -> colors [B,r,s,C], sigma [B,r,s]."""
+        b, r, s = depths.shape
+        points = origins[:, :, None] + depths[..., None] * directions[:, :, None]  # Bxrxsx3
+        feats = sample_triplanes(planes, rearrange(points, "b r s d -> b (r s) d"), self.config.box_warp)
+        out = self.decoder(feats)
+        colors = rearrange(out.rgb, "b (r s) c -> b r s c", r=r, s=s)
+        return colors, rearrange(out.sigma, "b (r s) -> b r s", r=r, s=s)
+
+    def forward(
+        self, planes: torch.Tensor, camera: torch.Tensor, generator: torch.Generator | None = None
+    ) -> VolumeRenderOutput:
+        """planes: [B,3,C,Hp,Wp] tri-plane features; camera: [B,25] EG3D camera.
+
+        `generator` seeds the stochastic mode (ignored in deterministic mode).
+        """
+        cfg = self.config
+        if planes.ndim != 5 or planes.shape[1] != 3 or planes.shape[2] != cfg.feature_dim:
+            raise ValueError(f"planes must be [B,3,{cfg.feature_dim},H,W], got {tuple(planes.shape)}")
+        if camera.shape != (planes.shape[0], 25):
+            raise ValueError(f"camera must be [{planes.shape[0]},25], got {tuple(camera.shape)}")
+        res = cfg.resolution
+        origins, directions = rays_from_camera(camera.to(planes.dtype), res)  # BxRx3
+        near, far, _ = ray_box_intersection(origins, directions, cfg.box_warp)
+        near, far, hit = fill_missed_rays(near, far)
+        depths_coarse = stratified_depths(near, far, cfg.num_samples_coarse, cfg.mode, generator)  # BxRxSc
+
+        rgb, depth, opacity, fine_all = [], [], [], []
+        for start in range(0, res * res, cfg.chunk_rays):
+            sl = slice(start, start + cfg.chunk_rays)
+            o, d, z = origins[:, sl], directions[:, sl], depths_coarse[:, sl]
+            colors, sigma = self._decode(planes, o, d, z)
+            if cfg.num_samples_fine > 0:
+                coarse = march_rays(colors, sigma, z, clamp_depth=False)
+                z_fine = importance_depths(z, coarse.weights, cfg.num_samples_fine, cfg.mode, generator)
+                colors_fine, sigma_fine = self._decode(planes, o, d, z_fine)
+                values = torch.cat([colors, sigma[..., None]], -1)  # Bxrxsx(C+1)
+                values_fine = torch.cat([colors_fine, sigma_fine[..., None]], -1)
+                z, values = merge_samples(z, values, z_fine, values_fine)
+                colors, sigma = values[..., :-1], values[..., -1]
+                fine_all.append(z_fine)
+            result = march_rays(colors, sigma, z, clamp_depth=False)
+            rgb.append(result.rgb)
+            depth.append(result.depth)
+            opacity.append(result.weights.sum(-1))
+            depth_range = (z.min(), z.max()) if start == 0 else (
+                torch.minimum(depth_range[0], z.min()),
+                torch.maximum(depth_range[1], z.max()),
+            )
+
+        depth_map = torch.cat(depth, 1).clamp(*depth_range)  # BxR
+        return VolumeRenderOutput(
+            feature_image=rearrange(torch.cat(rgb, 1), "b (h w) c -> b c h w", h=res),
+            depth=rearrange(depth_map, "b (h w) -> b 1 h w", h=res),
+            weights=rearrange(torch.cat(opacity, 1), "b (h w) -> b 1 h w", h=res),
+            depths_coarse=depths_coarse,
+            depths_fine=torch.cat(fine_all, 1) if fine_all else None,
+            ray_hit=hit,
+        )
+
+
+def remap_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official torso/secc2plane state dict -> `VolumeRenderer` state dict (the `decoder.*` keys).
+
+    The official decoder keys (`decoder.net.{0,2}.{weight,bias}`) already match this module, so the
+    mapping is a selection; other models' keys (e.g. `*.low_reso_encoder.decoder.*`) are ignored.
+    """
+    expected = ("decoder.net.0.weight", "decoder.net.0.bias", "decoder.net.2.weight", "decoder.net.2.bias")
+    missing = [k for k in expected if k not in state_dict]
+    if missing:
+        raise CheckpointError(
+            f"official state dict lacks the tri-plane decoder keys {missing}; pass "
+            "ckpt['state_dict']['model'] of a secc2plane / secc2plane_torso checkpoint"
+        )
+    return {k: v for k, v in state_dict.items() if k.startswith("decoder.")}
