@@ -73,6 +73,8 @@ def test_exit_codes(tmp_path, a2m_ckpt_dir, a2m_npz, a2m_fixture, capsys):
     unknown = _write_npz(tmp_path / "unknown.npz", {"foo": np.zeros(2)})
     assert parity_main(["--checkpoint", str(a2m_ckpt_dir), "--fixture", str(unknown)]) == InputError.exit_code
     assert "not a known parity fixture" in capsys.readouterr().err
+    # the CLI's argparse REMAINDER may hand over a leading "--"
+    assert parity_main(["--", "--checkpoint", str(a2m_ckpt_dir), "--fixture", str(unknown)]) == InputError.exit_code
 
 
 def test_other_inputs_of_the_same_format(tmp_path, a2m_ckpt_dir):

@@ -1,6 +1,6 @@
 """Audio2Motion: audio (HuBERT + pitch) -> 25 fps 3DMM expression with a flow-enhanced VAE.
 
-Real3D-Portrait (Ye et al., ICLR 2024), Sec. 3.4 "Audio-to-Motion" (generic A2M model): a VAE whose
+Real3D-Portrait (Ye et al., ICLR 2024), method section "Generic Audio-to-Motion Model": a VAE whose
 prior is a normalising flow (VITS-style mean-only residual couplings), conditioned on HuBERT features,
 the pitch contour, a blink token and a mouth-amplitude scalar. Checkpoint-compatible with the released
 `audio2secc_vae` (`PitchContourVAEModel`): the state-dict keys here are the official ones.

@@ -106,6 +106,9 @@ def convert_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("src", type=Path, help="official checkpoint directory or .ckpt file")
     parser.add_argument("out", type=Path, help="output directory (created; existing files are replaced)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `real3d dev parity -- --checkpoint ...` (argparse REMAINDER passes the --)
+        argv = argv[1:]
     args = parser.parse_args(argv)
     try:
         out = convert_official(args.src, args.out)

@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -210,6 +210,9 @@ def parity_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fixture", required=True, type=Path, help="golden-tensor .npz (e.g. a2m_seed0.npz)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (TF32 is disabled)")
     parser.add_argument("--output", type=Path, help="also write the JSON report to this file")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `real3d dev parity -- --checkpoint ...` (argparse REMAINDER passes the --)
+        argv = argv[1:]
     args = parser.parse_args(argv)
     try:
         report = run_parity(args.checkpoint, args.fixture, args.device)
