@@ -145,3 +145,16 @@ def test_unregistered_model_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="MODEL_REGISTRY"):
         io.save_pretrained(_Toy(_ToyConfig()), _ToyConfig(), tmp_path)
     assert not (tmp_path / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("model_type", sorted(io.MODEL_REGISTRY))
+def test_every_registered_model_round_trips_with_its_tiny_preset(tmp_path, model_type):
+    entry = io.MODEL_REGISTRY[model_type]
+    config = entry.config_class().tiny()
+    torch.manual_seed(0)
+    model = entry.model_class()(config)
+    io.save_pretrained(model, config, tmp_path)
+    loaded = io.from_pretrained(tmp_path)
+    assert type(loaded) is type(model) and loaded.config == config
+    sd_a, sd_b = model.state_dict(), loaded.state_dict()
+    assert list(sd_a) == list(sd_b) and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)

@@ -50,26 +50,35 @@ class Audio2MotionConfig:
     n_flows: int = 4
     """Number of mean-only coupling layers (each followed by a channel flip)."""
 
+    @classmethod
+    def official(cls) -> Audio2MotionConfig:
+        """The released `audio2secc_vae` sizes (checkpoint-compatible)."""
+        return cls()
+
+    @classmethod
+    def tiny(cls) -> Audio2MotionConfig:
+        """A very small model for fast unit tests (same structure, 4-8 channels)."""
+        return cls(
+            audio_dim=12,
+            motion_dim=6,
+            cond_dim=8,
+            hidden_dim=8,
+            latent_dim=4,
+            kernel_size=3,
+            enc_layers=2,
+            dec_layers=2,
+            flow_hidden_dim=4,
+            flow_kernel_size=3,
+            flow_layers=2,
+            n_flows=2,
+        )
+
 
 def official() -> Audio2MotionConfig:
-    """The released `audio2secc_vae` sizes (checkpoint-compatible)."""
-    return Audio2MotionConfig()
+    """The released `audio2secc_vae` sizes (same as `Audio2MotionConfig.official()`)."""
+    return Audio2MotionConfig.official()
 
 
 def tiny() -> Audio2MotionConfig:
-    """A very small model for fast unit tests (same structure, 4-8 channels)."""
-    return Audio2MotionConfig(
-        audio_dim=12,
-        motion_dim=6,
-        cond_dim=8,
-        pitch_bins=300,
-        hidden_dim=8,
-        latent_dim=4,
-        kernel_size=3,
-        enc_layers=2,
-        dec_layers=2,
-        flow_hidden_dim=4,
-        flow_kernel_size=3,
-        flow_layers=2,
-        n_flows=2,
-    )
+    """Unit-test sizes (same as `Audio2MotionConfig.tiny()`)."""
+    return Audio2MotionConfig.tiny()
