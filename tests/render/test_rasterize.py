@@ -302,5 +302,7 @@ def test_bad_inputs_raise_input_error() -> None:
     assert isinstance(frags, Fragments)
     with pytest.raises(InputError, match="attrs"):
         interpolate(frags, np.zeros(3))
+    with pytest.raises(InputError, match="rows"):
+        interpolate(frags, np.zeros((2, 4)))
     with pytest.raises(InputError, match="texture"):
         sample_texture(np.zeros((4, 4, 3), dtype=np.float32), np.zeros((3, 2)), frags)
