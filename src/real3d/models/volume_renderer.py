@@ -253,7 +253,9 @@ def sample_triplanes(planes: torch.Tensor, points: torch.Tensor, box_warp: float
     """
     b, k, c, h, w = planes.shape
     if k != 3 or points.shape[0] != b or points.shape[-1] != 3:
-        raise ValueError(f"need planes [B,3,C,H,W] and points [B,P,3], got {tuple(planes.shape)}, {tuple(points.shape)}")
+        raise ValueError(
+            f"need planes [B,3,C,H,W] and points [B,P,3], got {tuple(planes.shape)} and {tuple(points.shape)}"
+        )
     grid = rearrange(project_to_planes((2 / box_warp) * points), "b k p two -> (b k) 1 p two")
     feats = F.grid_sample(
         rearrange(planes, "b k c h w -> (b k) c h w"),
@@ -329,7 +331,7 @@ def march_rays(
     alpha = 1 - torch.exp(-(density_mid * deltas))
     shifted = torch.cat([torch.ones_like(alpha[..., :1]), 1 - alpha + 1e-10], -1)  # BxRxS
     weights = alpha * torch.cumprod(shifted, -1)[..., :-1]
-    rgb = torch.sum(weights[..., None] * colors_mid, -2)  # BxRxC
+    rgb = torch.einsum("brs,brsc->brc", weights, colors_mid)  # BxRxC
     depth = torch.nan_to_num(torch.sum(weights * depths_mid, -1) / weights.sum(-1), nan=math.inf)
     if clamp_depth:
         depth = depth.clamp(depths.min(), depths.max())
@@ -337,17 +339,23 @@ def march_rays(
 
 
 def merge_samples(
-    depths_a: torch.Tensor, values_a: torch.Tensor, depths_b: torch.Tensor, values_b: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concatenate two sample sets along s and sort by depth.
+    depths_a: torch.Tensor,
+    depths_b: torch.Tensor,
+    values_a: tuple[torch.Tensor, ...],
+    values_b: tuple[torch.Tensor, ...],
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Concatenate two sample sets along s and sort them by depth.
 
-    depths_*: [B,R,S*]; values_*: [B,R,S*,D]. Returns depths [B,R,S] and values [B,R,S,D].
+    depths_*: [B,R,S*]; each value tensor: [B,R,S*,...] (e.g. colours [B,R,S*,C], sigma [B,R,S*]).
+    Returns depths [B,R,S] and the values in the same order, [B,R,S,...] each.
     """
-    depths = torch.cat([depths_a, depths_b], -1)
-    values = torch.cat([values_a, values_b], -2)
-    depths, order = torch.sort(depths, dim=-1)
-    values = values.gather(-2, order[..., None].expand_as(values))
-    return depths, values
+    depths, order = torch.sort(torch.cat([depths_a, depths_b], -1), dim=-1)  # BxRxS
+    merged = []
+    for va, vb in zip(values_a, values_b, strict=True):
+        values = torch.cat([va, vb], 2)
+        index = order.reshape(order.shape + (1,) * (values.ndim - 3)).expand_as(values)
+        merged.append(values.gather(2, index))
+    return depths, merged
 
 
 # --------------------------------------------------------------------------------------------------
@@ -386,7 +394,9 @@ class VolumeRenderer(nn.Module):
         cfg = self.config
         self.decoder = TriplaneDecoder(cfg.feature_dim, cfg.decoder_hidden_dim, cfg.decoder_lr_multiplier)
 
-    def _decode(self, planes: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, depths: torch.Tensor):
+    def _decode(
+        self, planes: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, depths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """origins, directions [B,r,3], depths [B,r,s] -> colors [B,r,s,C], sigma [B,r,s]."""
         b, r, s = depths.shape
         points = origins[:, :, None] + depths[..., None] * directions[:, :, None]  # Bxrxsx3
@@ -413,7 +423,7 @@ class VolumeRenderer(nn.Module):
         near, far, hit = fill_missed_rays(near, far)
         depths_coarse = stratified_depths(near, far, cfg.num_samples_coarse, cfg.mode, generator)  # BxRxSc
 
-        rgb, depth, opacity, fine_all = [], [], [], []
+        rgb, depth, opacity, fine_all, lows, highs = [], [], [], [], [], []
         for start in range(0, res * res, cfg.chunk_rays):
             sl = slice(start, start + cfg.chunk_rays)
             o, d, z = origins[:, sl], directions[:, sl], depths_coarse[:, sl]
@@ -422,21 +432,17 @@ class VolumeRenderer(nn.Module):
                 coarse = march_rays(colors, sigma, z, clamp_depth=False)
                 z_fine = importance_depths(z, coarse.weights, cfg.num_samples_fine, cfg.mode, generator)
                 colors_fine, sigma_fine = self._decode(planes, o, d, z_fine)
-                values = torch.cat([colors, sigma[..., None]], -1)  # Bxrxsx(C+1)
-                values_fine = torch.cat([colors_fine, sigma_fine[..., None]], -1)
-                z, values = merge_samples(z, values, z_fine, values_fine)
-                colors, sigma = values[..., :-1], values[..., -1]
+                z, (colors, sigma) = merge_samples(z, z_fine, (colors, sigma), (colors_fine, sigma_fine))
                 fine_all.append(z_fine)
             result = march_rays(colors, sigma, z, clamp_depth=False)
             rgb.append(result.rgb)
             depth.append(result.depth)
             opacity.append(result.weights.sum(-1))
-            depth_range = (z.min(), z.max()) if start == 0 else (
-                torch.minimum(depth_range[0], z.min()),
-                torch.maximum(depth_range[1], z.max()),
-            )
+            lows.append(z.min())
+            highs.append(z.max())
 
-        depth_map = torch.cat(depth, 1).clamp(*depth_range)  # BxR
+        # the release clamps to the range of all sample depths of the batch, not of one chunk
+        depth_map = torch.cat(depth, 1).clamp(torch.stack(lows).min(), torch.stack(highs).max())  # BxR
         return VolumeRenderOutput(
             feature_image=rearrange(torch.cat(rgb, 1), "b (h w) c -> b c h w", h=res),
             depth=rearrange(depth_map, "b (h w) -> b 1 h w", h=res),
