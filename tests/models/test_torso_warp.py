@@ -59,7 +59,8 @@ def test_spectral_norm_divides_by_top_singular_value_and_matches_legacy() -> Non
     conv.weight_v.copy_(vh[0].float())
     torch.testing.assert_close(conv.sigma().double(), s[0], rtol=1e-5, atol=0)
     eff = conv.normalized_weight().detach().reshape(6, -1).double()
-    torch.testing.assert_close(torch.linalg.matrix_norm(eff, ord=2), torch.tensor(1.0, dtype=torch.float64), rtol=1e-5, atol=0)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    torch.testing.assert_close(torch.linalg.matrix_norm(eff, ord=2), one, rtol=1e-5, atol=0)
 
     # same keys and eval output as torch's legacy spectral_norm
     legacy = torch.nn.utils.spectral_norm(torch.nn.Conv2d(4, 6, 3, 1, 1)).eval()

@@ -43,9 +43,9 @@ def upfirdn2d(
     """
     b, c, h, w = x.shape
     if up > 1:
-        x = x.reshape(b, c, h, 1, w, 1)
+        x = x.reshape(b, c, h, 1, w, 1)  # [B,C,H,1,W,1]
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])  # zeros after every pixel along W and H
-        x = x.reshape(b, c, h * up, w * up)
+        x = x.reshape(b, c, h * up, w * up)  # [B,C,up*H,up*W]
     px0, px1, py0, py1 = padding
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
     x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
@@ -96,7 +96,8 @@ def conv2d_resample(
     pxt = max(min(-px0, -px1), 0)
     pyt = max(min(-py0, -py1), 0)
     # conv_transpose2d wants [Cin, Cout/groups, kh, kw] per group
-    wt = w.reshape(groups, cout // groups, cin_g, kh, kw).transpose(1, 2).reshape(groups * cin_g, cout // groups, kh, kw)
+    wt = w.reshape(groups, cout // groups, cin_g, kh, kw)  # [G,Cout/G,Cin/G,kh,kw]
+    wt = wt.transpose(1, 2).reshape(groups * cin_g, cout // groups, kh, kw)  # [G*Cin/G,Cout/G,kh,kw]
     if flip_weight:
         wt = wt.flip([2, 3])
     x = F.conv_transpose2d(x, wt, stride=up, padding=(pyt, pxt), groups=groups)
@@ -126,22 +127,28 @@ def modulated_conv2d(
     wmod = weight.unsqueeze(0) * styles.reshape(b, 1, cin, 1, 1)  # [B,Cout,Cin,kh,kw]
     dcoefs = (wmod.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() if demodulate else None  # [B,Cout]
     if not fused:
-        x = x * styles.reshape(b, cin, 1, 1)
+        x = x * styles.reshape(b, cin, 1, 1)  # styles [B,Cin] -> [B,Cin,1,1]
         x = conv2d_resample(x, weight, resample_filter, up=up, padding=padding, flip_weight=flip_weight)
-        return x * dcoefs.reshape(b, cout, 1, 1) if dcoefs is not None else x
+        return x * dcoefs.reshape(b, cout, 1, 1) if dcoefs is not None else x  # dcoefs [B,Cout,1,1]
     if dcoefs is not None:
-        wmod = wmod * dcoefs.reshape(b, cout, 1, 1, 1)
+        wmod = wmod * dcoefs.reshape(b, cout, 1, 1, 1)  # [B,Cout,Cin,kh,kw]
     h, w = x.shape[2:]
-    x = x.reshape(1, b * cin, h, w)  # batch folded into groups
+    x = x.reshape(1, b * cin, h, w)  # [1,B*Cin,H,W]: batch folded into groups
     x = conv2d_resample(
-        x, wmod.reshape(b * cout, cin, kh, kw), resample_filter, up=up, padding=padding, groups=b, flip_weight=flip_weight
+        x,
+        wmod.reshape(b * cout, cin, kh, kw),  # [B*Cout,Cin,kh,kw]
+        resample_filter,
+        up=up,
+        padding=padding,
+        groups=b,
+        flip_weight=flip_weight,
     )
-    return x.reshape(b, cout, *x.shape[2:])
+    return x.reshape(b, cout, *x.shape[2:])  # [1,B*Cout,H',W'] -> [B,Cout,H',W']
 
 
 def effective_weights(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     """The demodulated per-sample weights [B,Cout,Cin,kh,kw] that `modulated_conv2d` applies."""
-    wmod = weight.unsqueeze(0) * styles.reshape(styles.shape[0], 1, -1, 1, 1)
+    wmod = weight.unsqueeze(0) * styles.reshape(styles.shape[0], 1, -1, 1, 1)  # [B,Cout,Cin,kh,kw]
     return wmod * (wmod.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
 
 

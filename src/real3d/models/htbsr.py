@@ -128,7 +128,11 @@ class HTBSR(nn.Module):
         self.fuse_head_torso_convs = nn.Sequential(_conv(2 * c0, c0, 3), nn.LeakyReLU(), _conv(c0, c0, 3))
         self.head_torso_block = SynthesisBlock(c0, c0, wd, mid, upsample=False)
         self.fuse_fg_bg_convs = nn.Sequential(
-            _conv(2 * c0, cfg.fuse_hidden, 1), nn.LeakyReLU(), _conv(cfg.fuse_hidden, c0, 3), nn.LeakyReLU(), _conv(c0, c0, 3)
+            _conv(2 * c0, cfg.fuse_hidden, 1),
+            nn.LeakyReLU(),
+            _conv(cfg.fuse_hidden, c0, 3),
+            nn.LeakyReLU(),
+            _conv(c0, c0, 3),
         )
 
     def _resize(self, x: torch.Tensor, size: int, antialias: bool | None = None) -> torch.Tensor:
@@ -168,7 +172,9 @@ class HTBSR(nn.Module):
         cfg = self.cfg
         if cache is None:
             if ref_torso_img is None or bg_img is None or segmap is None:
-                raise InputError("HTBSR.forward needs either cache= (from encode_source) or ref_torso_img, bg_img and segmap")
+                raise InputError(
+                    "HTBSR.forward needs either cache= (from encode_source) or ref_torso_img, bg_img and segmap"
+                )
             cache = self.encode_source(ref_torso_img, bg_img, segmap)
         b = feature128.shape[0]
         if rgb128.shape[1] != 3 or feature128.shape[1] != cfg.feature_channels or weights128.shape[1] != 1:
@@ -231,7 +237,9 @@ class HTBSR(nn.Module):
         own = model.state_dict()
         missing = [k for k in own if k not in sd]
         unexpected = [k for k in sd if k not in own]
-        wrong = [f"{k} {list(sd[k].shape)} vs {list(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+        wrong = [
+            f"{k} {list(sd[k].shape)} vs {list(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape
+        ]
         if missing or unexpected or wrong:
             raise CheckpointError(
                 f"official HTB-SR weights do not match the model: {len(missing)} missing (e.g. {missing[:3]}), "

@@ -39,7 +39,7 @@ class SNConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.weight_orig = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         # start u, v near the top singular pair so a freshly built module is already normalised in eval
-        mat = self.weight_orig.detach().reshape(out_channels, -1)
+        mat = self.weight_orig.detach().reshape(out_channels, -1)  # [out, in*k*k]
         u = F.normalize(torch.randn(out_channels), dim=0, eps=eps)
         for _ in range(20):
             v = F.normalize(mat.t() @ u, dim=0, eps=eps)
@@ -225,9 +225,12 @@ class MotionFieldEstimator(nn.Module):
         # identity rotations: driving->source motion of keypoint k is grid - kp_d[k] + kp_s[k]
         shifted = grid[None, None] - kp_d[:, :, None, None, None, :] + kp_s[:, :, None, None, None, :]  # [B,K,D,H,W,3]
         sparse_motion = torch.cat([grid.expand(b, 1, d, h, w, 3), shifted], dim=1)  # [B,K+1,D,H,W,3]
-        src = fs_compressed.unsqueeze(1).expand(b, k + 1, c, d, h, w).reshape(b * (k + 1), c, d, h, w)
-        deformed = F.grid_sample(src, sparse_motion.reshape(b * (k + 1), d, h, w, 3), align_corners=True)
-        deformed = deformed.reshape(b, k + 1, c, d, h, w)
+        src = fs_compressed.unsqueeze(1).expand(b, k + 1, c, d, h, w)  # [B,K+1,c,D,h,w]
+        src = src.reshape(b * (k + 1), c, d, h, w)  # [B*(K+1),c,D,h,w]
+        grids = sparse_motion.reshape(b * (k + 1), d, h, w, 3)  # [B*(K+1),D,h,w,3]
+        deformed = F.grid_sample(src, grids, align_corners=True)  # [B*(K+1),c,D,h,w]
+        deformed = deformed.reshape(b, k + 1, c, d, h, w)  # [B,K+1,c,D,h,w]
+        # per motion k: (heatmap, c deformed channels), then flattened: [B,K+1,1+c,D,h,w] -> [B,(K+1)(1+c),D,h,w]
         inp = torch.cat([heat.unsqueeze(2), deformed], dim=2).reshape(b, (k + 1) * (c + 1), d, h, w)
         x = torch.cat([inp, self.up(self.down(inp))], dim=1)  # [B, hg_in + hg_out, D, h, w]
 
@@ -235,7 +238,7 @@ class MotionFieldEstimator(nn.Module):
         r = head.shape[-1]
         head = F.interpolate(head, size=(r // 2, r // 2), mode="bilinear", align_corners=False)
         head = F.interpolate(self.tgt_head_encoder(head), size=(h, w), mode="bilinear", align_corners=False)
-        x = torch.cat([x, head.unsqueeze(2).expand(-1, -1, d, -1, -1)], dim=1)
+        x = torch.cat([x, head.unsqueeze(2).expand(-1, -1, d, -1, -1)], dim=1)  # head [B,hid,h,w] repeated over D
         x = self.tgt_head_fuser(x)  # [B,hid,D,h,w]
 
         mask = F.softmax(self.mask_conv(x), dim=1).unsqueeze(-1)  # [B,K+1,D,h,w,1]
@@ -252,7 +255,8 @@ class Generator(nn.Module):
     def __init__(self, cfg: TorsoWarpConfig) -> None:
         super().__init__()
         ch = cfg.generator_channels
-        self.in_conv = ConvBlock("CNA", 2, cfg.feature_channels * cfg.feature_depth, ch[0], 3, 1, spectral=True, leaky=True)
+        cd = cfg.feature_channels * cfg.feature_depth
+        self.in_conv = ConvBlock("CNA", 2, cd, ch[0], 3, 1, spectral=True, leaky=True)
         self.mid_conv = nn.Conv2d(ch[0], ch[0], 1)
         self.res = nn.Sequential(*[ResBlock(2, ch[0], spectral=True) for _ in range(cfg.generator_res_blocks)])
         self.up = nn.Sequential(*[UpBlock(2, ch[i], ch[i + 1], spectral=True) for i in range(len(ch) - 1)])
@@ -295,7 +299,8 @@ class TorsoSource:
             return self
         if self.appearance.shape[0] != 1:
             raise ValueError(f"cannot broadcast a torso source of batch {self.appearance.shape[0]} to {batch}")
-        return TorsoSource(*(t.expand(batch, *t.shape[1:]) for t in (self.appearance_raw, self.appearance, self.compressed)))
+        parts = (self.appearance_raw, self.appearance, self.compressed)
+        return TorsoSource(*(t.expand(batch, *t.shape[1:]) for t in parts))
 
 
 @dataclass
@@ -347,7 +352,8 @@ class TorsoWarp(nn.Module):
         body_f = F.interpolate(body, size=(fr, fr), mode="bilinear", align_corners=False)  # [B,2,h,w]
         mask = dilate(body_f.sum(dim=1, keepdim=True), cfg.mask_dilate_ksize)  # [B,1,h,w]
         feats = raw * mask.unsqueeze(1)
-        motion_in = torch.cat([feats, body_f.unsqueeze(2).expand(-1, -1, feats.shape[2], -1, -1)], dim=1)
+        masks = body_f.unsqueeze(2).expand(-1, -1, feats.shape[2], -1, -1)  # [B,2,h,w] -> [B,2,D,h,w]
+        motion_in = torch.cat([feats, masks], dim=1)  # [B,C+2,D,h,w]
         return TorsoSource(raw, feats, self.motion_field_estimator.compress(motion_in))
 
     def forward(
