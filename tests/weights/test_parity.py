@@ -1,5 +1,5 @@
 """The parity runner: passes on the real fixture, fails on perturbed ones, works for other inputs of the
-same format, dispatches the torso format, and its CLI entry points return the right exit codes."""
+same format (A2M and the torso model), and its CLI entry points return the right exit codes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from real3d.errors import InputError
+from real3d.errors import CheckpointError, InputError
 from real3d.weights.convert import convert_main, convert_official
 from real3d.weights.parity import load_checkpoint_model, parity_main, run_parity
 
@@ -117,10 +117,135 @@ def test_convert_errors(tmp_path, capsys):
         convert_official(tmp_path, tmp_path / "out")
 
 
-def test_torso_format_is_dispatched_with_a_clear_message(tmp_path, a2m_ckpt_dir, capsys):
+def test_torso_fixture_against_another_model_kind(tmp_path, a2m_ckpt_dir, capsys):
     keys = ["img", "camera", "cond_cano", "cond_src", "cond_tgt", "image"]
     path = _write_npz(tmp_path / "torso_like.npz", {k: np.zeros((1, 3, 4, 4), np.float32) for k in keys})
-    with pytest.raises(NotImplementedError, match="torso parity needs"):
+    with pytest.raises(CheckpointError, match="secc2plane_torso fixture but the checkpoint holds a Audio2Motion"):
         run_parity(a2m_ckpt_dir, path)
-    assert parity_main(["--checkpoint", str(a2m_ckpt_dir), "--fixture", str(path)]) == 1
-    assert "not supported yet" in capsys.readouterr().err
+    assert parity_main(["--checkpoint", str(a2m_ckpt_dir), "--fixture", str(path)]) == CheckpointError.exit_code
+
+
+# --------------------------------------------------------------------------------------------- torso
+TORSO_GOLDEN = [
+    "image", "image_raw", "feature_image", "weights_img", "image_depth", "occlusion_2", "occlusion",
+    "torso_occlusion_2_pre", "sr_block0_rgb", "sr_head_torso_block_rgb", "sr_block1_in_rgb", "torso_rgb",
+    "torso_deformation", "debug_depths_coarse", "debug_depths_fine", "cano_planes", "secc_planes",
+    "torso_appearance_feats", "deformed_torso_hid",
+]
+FLOAT16_GOLDEN = {"cano_planes", "secc_planes", "torso_appearance_feats", "deformed_torso_hid"}
+
+
+def test_torso_parity_on_the_real_fixture(torso_ckpt_dir, official_dir):
+    """The full official-size model from the official-format seed-0 checkpoint against every golden tensor
+    of torso_seed0.npz (~30-80 s on a busy 2-core CPU; CI must prove parity, so it is in the default suite)."""
+    torch.set_num_threads(2)
+    report = run_parity(torso_ckpt_dir, official_dir / "torso_seed0.npz")
+    by_name = {t.name: t for t in report.tensors}
+    assert sorted(by_name) == sorted(TORSO_GOLDEN), "every golden tensor of the fixture is compared"
+    failed = {t.name: (t.max_abs, t.worst_ratio, t.note) for t in report.tensors if not t.passed}
+    assert report.passed and report.model == "secc2plane_torso", failed
+    image = by_name["image"]
+    assert image.tolerance == 2e-3 and image.mean_tolerance == 1e-4 and image.mean_abs <= 1e-4
+    assert by_name["occlusion_2"].tolerance == 1e-4 and by_name["debug_depths_fine"].tolerance == 2e-4
+    assert {t.name for t in report.tensors if t.rel_tolerance == 1e-3} == FLOAT16_GOLDEN
+    assert by_name["debug_depths_coarse"].shape == [256, 48]
+    # a semantic mistake is orders of magnitude away; ours is far inside every bound
+    assert all(t.worst_ratio < 0.5 for t in report.tensors), {t.name: t.worst_ratio for t in report.tensors}
+
+
+def _tiny_torso_fixture(tmp_path):
+    """A tiny Real3DPortrait checkpoint and a 2-frame, 2-source fixture of the torso format whose golden
+    values come from that model (float16 storage for the plane/volume intermediates, as in the release)."""
+    from real3d.config.real3d_portrait import Real3DPortraitConfig
+    from real3d.models.real3d_portrait import Real3DPortrait
+    from real3d.models.volume_renderer import camera_from_pose
+    from real3d.weights.io import save_pretrained
+
+    torch.manual_seed(1)
+    model = Real3DPortrait(Real3DPortraitConfig.tiny()).eval()
+    ckpt = save_pretrained(model, None, tmp_path / "tiny")
+    g = torch.Generator().manual_seed(7)
+    s, b = model.config.image_resolution, 2
+
+    def img():
+        return torch.rand(b, 3, s, s, generator=g) * 2 - 1
+
+    seg = torch.zeros(b, 6, s, s, dtype=torch.uint8)
+    seg[:, 4, s // 2:] = 1
+    seg[:, 0, : s // 2] = 1
+    kp_s = torch.rand(b, 68, 3, generator=g) * 1.6 - 0.8
+    kp_s[..., 2] = 0
+    kp_d = kp_s + 0.05
+    kp_d[..., 2] = 0
+    camera = camera_from_pose(torch.tensor([[0.05, -0.1, 0.02], [-0.05, 0.2, 0.0]]), torch.zeros(b, 3))
+    inputs = {"img": img(), "ref_torso_img": img(), "bg_img": img(), "segmap": seg, "cond_cano": img(),
+              "cond_src": img(), "cond_tgt": img(), "camera": camera, "kp_s": kp_s, "kp_d": kp_d}
+    with torch.no_grad():
+        cache = model.encode_source(inputs["img"], inputs["ref_torso_img"], inputs["bg_img"], seg.float())
+        out = model(cache, *(inputs[k] for k in ("cond_cano", "cond_src", "cond_tgt", "camera", "kp_s", "kp_d")),
+                    return_intermediates=True)
+    rays = torch.arange(0, out.depths_coarse.shape[1], 5)
+    arrays = {k: v.numpy() for k, v in inputs.items()}
+    arrays["debug_ray_index"] = rays.numpy()
+    arrays["debug_depths_coarse"] = out.depths_coarse[:, rays].numpy()
+    arrays["debug_depths_fine"] = out.depths_fine[:, rays].numpy()
+    for name in TORSO_GOLDEN:
+        if not name.startswith("debug_"):
+            value = getattr(out, name).numpy()
+            arrays[name] = value.astype(np.float16) if name in FLOAT16_GOLDEN else value
+    return ckpt, arrays
+
+
+def test_torso_runner_takes_everything_from_the_file(tmp_path):
+    """Another model size, batch 2, other rays: it passes only if every shape and index comes from the npz."""
+    ckpt, arrays = _tiny_torso_fixture(tmp_path)
+    report = run_parity(ckpt, _write_npz(tmp_path / "tiny.npz", arrays))
+    assert report.passed, [(t.name, t.max_abs, t.note) for t in report.tensors if not t.passed]
+    by_name = {t.name: t for t in report.tensors}
+    assert sorted(by_name) == sorted(TORSO_GOLDEN)
+    assert by_name["image"].max_abs < 1e-5 and by_name["image"].shape[0] == 2
+    assert by_name["debug_depths_fine"].shape == list(arrays["debug_depths_fine"].shape)
+    assert by_name["cano_planes"].max_abs > 0  # float16 storage rounding, accepted by the relative rule
+
+    def fails(name, change, **extra):
+        bad = {**arrays, **extra}
+        bad[name] = change(arrays[name].copy())
+        rep = run_parity(ckpt, _write_npz(tmp_path / f"bad_{name}.npz", bad))
+        return sorted(t.name for t in rep.tensors if not t.passed)
+
+    def shift_one(x, by=3e-3):
+        x.flat[11] += by
+        return x
+
+    assert fails("image", lambda x: x + 2e-4) == ["image"]  # max within 2e-3 but the mean is not
+    assert fails("occlusion_2", shift_one) == ["occlusion_2"]
+    # float16 rule: |a - ref| <= 2e-3 + 1e-3 |ref|
+    assert fails("secc_planes", lambda x: shift_one(x, np.float16(3e-3 + 2e-3 * abs(float(x.flat[11]))))) == ["secc_planes"]
+    assert fails("debug_depths_coarse", lambda x: x[:, :-1]) == ["debug_depths_coarse"]  # shape
+    assert fails("image", lambda x: x, extra_golden=np.zeros(3, np.float32)) == ["extra_golden"]
+
+
+def test_convert_official_torso(tmp_path, torso_ckpt_dir, capsys):
+    """`real3d convert-official` on the torso checkpoint: model.safetensors + config.json that rebuild the
+    exact official-layout module (state dict bit-identical to the official file)."""
+    from real3d.config.real3d_portrait import Real3DPortraitConfig
+    from real3d.models.real3d_portrait import Real3DPortrait
+    from real3d.weights.io import from_pretrained, read_config
+    from real3d.weights.official import load_official_checkpoint
+
+    assert convert_main([str(torso_ckpt_dir), str(tmp_path / "ours")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "ours")
+    assert read_config(tmp_path / "ours") == ("real3d_portrait", Real3DPortraitConfig.official())
+    model = from_pretrained(tmp_path / "ours")
+    assert isinstance(model, Real3DPortrait) and not model.training
+    official = load_official_checkpoint(torso_ckpt_dir).state_dict
+    ours = model.state_dict()
+    assert list(ours) == list(official) and len(ours) == 1030
+    assert all(torch.equal(ours[k], official[k]) for k in ours)
+
+
+@pytest.mark.slow
+def test_converted_torso_checkpoint_passes_parity(tmp_path, torso_ckpt_dir, official_dir):
+    assert convert_main([str(torso_ckpt_dir), str(tmp_path / "ours")]) == 0
+    report = run_parity(tmp_path / "ours", official_dir / "torso_seed0.npz")
+    assert report.passed, [(t.name, t.max_abs) for t in report.tensors if not t.passed]

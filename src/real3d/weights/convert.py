@@ -1,9 +1,8 @@
 """Official Real3D-Portrait checkpoint -> real3d checkpoint (`real3d convert-official SRC OUT`).
 
 Each official model kind is an `OfficialKind` in `OFFICIAL_KINDS`: how to recognise it from its state
-dict / config.yaml, and how to build our module from it (key remap + config + strict load). The A2M
-model (`audio2secc_vae`) is supported; the torso model (`secc2plane_torso`) is recognised and its
-`build` is the extension point to fill in.
+dict / config.yaml, and how to build our module from it (key remap + config + strict load): the A2M
+model (`audio2secc_vae` -> `Audio2Motion`) and the torso model (`secc2plane_torso` -> `Real3DPortrait`).
 """
 
 from __future__ import annotations
@@ -54,11 +53,11 @@ def _detect_torso(sd: Mapping[str, torch.Tensor], hparams: Mapping[str, Any] | N
 
 
 def _build_torso(ckpt: OfficialCheckpoint) -> tuple[nn.Module, Any]:
-    raise NotImplementedError(
-        "converting the secc2plane_torso checkpoint needs the full torso model (Img2Plane + MotionAdapter + "
-        "volume renderer + HTBSR) with a remap_official_state_dict; it is not wired into "
-        "real3d.weights.convert.OFFICIAL_KINDS['secc2plane_torso'] yet"
-    )
+    from real3d.models.real3d_portrait import Real3DPortrait, config_from_official, remap_official_state_dict
+
+    sd = remap_official_state_dict(ckpt.state_dict)
+    config = config_from_official(ckpt.hparams)
+    return instantiate_with_weights(Real3DPortrait, config, sd, str(ckpt.path)), config
 
 
 # Detection runs in this order; the first kind whose `detect` is true wins.

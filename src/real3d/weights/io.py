@@ -57,6 +57,9 @@ MODEL_REGISTRY: dict[str, ModelEntry] = {
     "audio2motion": ModelEntry("real3d.config.audio2motion:Audio2MotionConfig", "real3d.models.audio2motion:Audio2Motion"),
     "img2plane": ModelEntry("real3d.config.img2plane:Img2PlaneConfig", "real3d.models.img2plane:Img2Plane"),
     "motion_adapter": ModelEntry("real3d.config.motion_adapter:MotionAdapterConfig", "real3d.models.motion_adapter:MotionAdapter"),
+    "real3d_portrait": ModelEntry(
+        "real3d.config.real3d_portrait:Real3DPortraitConfig", "real3d.models.real3d_portrait:Real3DPortrait"
+    ),
     "volume_renderer": ModelEntry("real3d.config.volume_renderer:VolumeRendererConfig", "real3d.models.volume_renderer:VolumeRenderer"),
 }
 
