@@ -45,6 +45,8 @@ class AnimateOptions:
     """Seed for everything random (blinks, idle motion)."""
     face_index: int = 0
     """Which face of the photo to animate (0 = largest)."""
+    framing: Literal["auto", "crop", "full"] = "auto"
+    """How the photo becomes 512x512: head-and-shoulders crop, the whole photo, or auto."""
     mouth_amp: float = 0.45
     """Mouth amplitude for audio driving (official default 0.45 = neutral)."""
     blink: Literal["natural", "periodic", "none"] = "natural"
@@ -100,7 +102,7 @@ class Pipeline:
         analyzer = FaceAnalyzer()
         try:
             portrait = analyze_portrait(
-                opts.source, face_index=opts.face_index, background=opts.background, analyzer=analyzer
+                opts.source, face_index=opts.face_index, background=opts.background, framing=opts.framing, analyzer=analyzer
             )
             timings["source_analysis"] = time.perf_counter() - t0
             t0 = time.perf_counter()

@@ -28,3 +28,18 @@ def test_tight_photo_shrinks_crop_before_padding():
 def test_tiny_face_is_refused():
     with pytest.raises(NoFaceError, match="too|only"):
         frame_face((10, 10, 30, 32), (1000, 1000))
+
+
+def test_auto_keeps_a_portrait_crop_whole_and_crops_a_wide_shot():
+    full = frame_face((150, 120, 360, 380), (512, 512))  # face fills 40% of a square photo
+    np.testing.assert_allclose(full.matrix, [[1, 0, 0], [0, 1, 0]])
+    wide = frame_face((150, 120, 250, 240), (1000, 1500))
+    assert wide.matrix[0, 0] > 1  # zoomed in on the face
+    forced = frame_face((150, 120, 360, 380), (512, 512), mode="crop")
+    assert forced.matrix[0, 0] != 1
+
+
+def test_full_framing_pads_a_tall_photo_to_square():
+    f = frame_face((100, 200, 400, 500), (1000, 600), mode="full")
+    assert f.matrix[0, 0] == pytest.approx(0.512)
+    assert f.padded_fraction == pytest.approx(1 - 0.6, abs=1e-9)

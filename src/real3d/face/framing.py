@@ -9,6 +9,7 @@ crop side, face centre at 45% of the height. When the photo is too tight, the cr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -20,6 +21,11 @@ FACE_FRACTION = 1 / 2.4
 MIN_FACE_FRACTION_TIGHT = 1 / 1.7
 FACE_CENTER_Y = 0.45
 MIN_FACE_PX = 40
+FULL_MIN_FACE_FRACTION = 0.28
+"""`auto` keeps the whole photo when the face box is at least this fraction of its shorter side and the
+photo is nearly square (it is already a portrait crop); otherwise it crops head-and-shoulders."""
+
+FramingMode = Literal["auto", "crop", "full"]
 
 
 @dataclass
@@ -48,8 +54,14 @@ class Framing:
         return out
 
 
-def frame_face(bbox: tuple[float, float, float, float], image_size: tuple[int, int], size: int = SIZE) -> Framing:
-    """Choose the square crop for a face box (x0, y0, x1, y1) in a photo of (height, width)."""
+def frame_face(
+    bbox: tuple[float, float, float, float], image_size: tuple[int, int], size: int = SIZE, mode: FramingMode = "auto"
+) -> Framing:
+    """Choose the square crop for a face box (x0, y0, x1, y1) in a photo of (height, width).
+
+    mode: "crop" = head-and-shoulders crop; "full" = the whole photo, scaled to fit and padded to a
+    square; "auto" = "full" for photos that already are portrait crops, else "crop".
+    """
     h, w = image_size
     x0, y0, x1, y1 = bbox
     face = max(x1 - x0, y1 - y0)
@@ -58,6 +70,13 @@ def frame_face(bbox: tuple[float, float, float, float], image_size: tuple[int, i
             f"the face is only {face:.0f} px tall in this photo; use a photo where the face is at least "
             f"{MIN_FACE_PX} px (ideally 200+ px) tall"
         )
+    if mode == "auto":
+        square = 0.8 <= w / h <= 1.25
+        mode = "full" if square and face >= FULL_MIN_FACE_FRACTION * min(h, w) else "crop"
+    if mode == "full":
+        s = size / max(h, w)
+        m = np.array([[s, 0.0, (size - w * s) / 2], [0.0, s, (size - h * s) / 2]])
+        return Framing(matrix=m, size=size, padded_fraction=float(1 - (w * s) * (h * s) / size**2))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     side = face / FACE_FRACTION
     # shrink toward the tight limit while the crop sticks out of the photo

@@ -11,7 +11,7 @@ import numpy as np
 
 from real3d.errors import InputError, NoFaceError
 from real3d.face.canonical import HeadFrame, head_frame
-from real3d.face.framing import SIZE, Framing, frame_face
+from real3d.face.framing import SIZE, Framing, FramingMode, frame_face
 from real3d.face.landmarks import Face, FaceAnalyzer
 from real3d.face.segmentation import PersonSegmenter, knn_fill
 from real3d.io.image import load_image
@@ -46,6 +46,7 @@ def analyze_portrait(
     *,
     face_index: int = 0,
     background: str | Path | np.ndarray | None = None,
+    framing: FramingMode = "auto",
     analyzer: FaceAnalyzer | None = None,
     segmenter: PersonSegmenter | None = None,
 ) -> Portrait:
@@ -64,9 +65,9 @@ def analyze_portrait(
         if len(faces) > 1:
             log.warning("%s has %d faces; using face %d (0 = largest; choose another with --face)", name, len(faces), face_index)
         face = faces[face_index]
-        framing = frame_face(face.bbox, photo.shape[:2])
-        image = framing.apply(photo)
-        lm = _refine(analyzer, image, framing.map_points(face.landmarks).astype(np.float32))
+        crop = frame_face(face.bbox, photo.shape[:2], mode=framing)
+        image = crop.apply(photo)
+        lm = _refine(analyzer, image, crop.map_points(face.landmarks).astype(np.float32))
         mask = segmenter(image)
     finally:
         if own_analyzer:
@@ -80,7 +81,7 @@ def analyze_portrait(
         canonical=frame.to_canonical(lm).astype(np.float32),
         person_mask=mask,
         background=bg,
-        framing=framing,
+        framing=crop,
         n_faces=len(faces),
     )
 
