@@ -19,7 +19,7 @@ def test_framing_keeps_aspect_and_places_face():
 
 def test_tight_photo_shrinks_crop_before_padding():
     # a 600x600 photo filled by a 400 px face cannot be framed at 2.4x without padding
-    f = frame_face((100, 100, 500, 500), (600, 600))
+    f = frame_face((100, 100, 500, 500), (600, 600), mode="crop")
     pts = f.map_points(np.array([[100.0, 100.0], [500.0, 500.0]]))
     assert 512 / 2.4 < pts[1, 1] - pts[0, 1] <= 512 / 1.7 + 1e-6
     assert (pts[:, 0] >= 0).all() and (pts[:, 1] <= 512).all()  # the face is never cut
