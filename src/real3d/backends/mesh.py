@@ -47,8 +47,8 @@ class MeshConfig:
     """Gaussian kernel (px) that feathers the face layer's edge."""
     eye_depth: float = 0.04
     """How far (canonical units) the eyeballs sit behind the lids."""
-    teeth_height: float = 0.11
-    """Height of the visible upper teeth, canonical units (eye-corner distance = 1)."""
+    teeth_height: float = 0.075
+    """Height of the upper teeth below the resting upper lip, canonical units (eye-corner distance = 1)."""
 
 
 def _fan(loop: tuple[int, ...], center: int) -> np.ndarray:
@@ -101,13 +101,14 @@ class MeshRenderer:
         # --- background and mouth colours
         self.background = portrait.background.astype(np.float32)
         self.person = portrait.person_mask.astype(np.float32)
-        skin = portrait.image[_polygon_mask(self.size, self.src_lm[list(topo.FACE_OVAL), :2])]
-        lum = float(np.median(skin.mean(1))) if len(skin) else 160.0
-        k = float(np.clip(lum / 170.0, 0.55, 1.1))
-        self._teeth_rgb = np.array([236, 230, 218], np.float32) * k
-        self._lower_teeth_rgb = np.array([200, 192, 182], np.float32) * k
-        self._cavity_rgb = np.array([52, 18, 20], np.float32) * k
-        self._tongue_rgb = np.array([128, 52, 58], np.float32) * k
+        skin_px = portrait.image[_polygon_mask(self.size, self.src_lm[list(topo.FACE_OVAL), :2])]
+        skin = np.median(skin_px, 0).astype(np.float32) if len(skin_px) else np.array([190, 150, 130], np.float32)
+        k = float(np.clip(skin.mean() / 160.0, 0.6, 1.1))  # overall exposure of the photo
+        white = np.array([242, 238, 228], np.float32) * k
+        self._teeth_rgb = 0.7 * white + 0.3 * skin
+        self._lower_teeth_rgb = 0.85 * self._teeth_rgb
+        self._cavity_rgb = skin * np.array([0.28, 0.15, 0.15], np.float32)
+        self._tongue_rgb = skin * np.array([0.72, 0.40, 0.40], np.float32)
 
     # ------------------------------------------------------------------ per-source helpers
     def _lift_nodes(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -174,7 +175,8 @@ class MeshRenderer:
         out = warped.astype(np.float32) * a3 + self.background * (1 - a3)
 
         # mouth interior under the face layer
-        self._draw_mouth(out, tgt, scale)
+        jaw_rest = center + scale * (self.canon[list(topo.INNER_LIP_UPPER)] @ rot.T)
+        self._draw_mouth(out, tgt, jaw_rest, scale)
 
         # face layer, rasterized in its bounding box only
         pad = 4
@@ -191,7 +193,9 @@ class MeshRenderer:
             sub += (face.astype(np.float32) - sub) * fa
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
-    def _draw_mouth(self, out: np.ndarray, tgt: np.ndarray, scale: float) -> None:
+    def _draw_mouth(self, out: np.ndarray, tgt: np.ndarray, jaw_rest: np.ndarray, scale: float) -> None:
+        """Cavity, tongue and teeth inside the target inner-lip contour (drawn under the face layer).
+        jaw_rest: [11,3] the upper inner lip at rest, posed with the head (where the teeth hang)."""
         loop = tgt[list(topo.INNER_LIP_LOOP), :2]
         upper = tgt[list(topo.INNER_LIP_UPPER), :2]
         lower = tgt[list(topo.INNER_LIP_LOWER), :2]
@@ -215,18 +219,24 @@ class MeshRenderer:
         rel = np.clip((yy * sub[0] + y0 - upper[:, 1].mean()) / max(gap, 1.0), 0, 1)
         colour = self._cavity_rgb + (self._tongue_rgb - self._cavity_rgb) * np.clip(rel - 0.55, 0, 1) * 1.6
         colour = np.broadcast_to(colour, sub + (3,)).copy()
-        teeth_h = min(self.cfg.teeth_height * scale, 0.45 * gap)
+        # upper teeth hang from the skull: their edge is the rest position of the upper lip (posed
+        # rigidly, no expression) lowered by the teeth height; a raised lip shows more of them
+        edge = jaw_rest[:, :2] + [0.0, self.cfg.teeth_height * scale]
+        edge[:, 1] = np.minimum(edge[:, 1], upper[:, 1] + 0.45 * gap)
         teeth = np.zeros(sub, np.float32)
-        band = np.concatenate([upper, (upper + [0, teeth_h])[::-1]])
+        band = np.concatenate([upper, edge[::-1]])
         cv2.fillPoly(teeth, [to_i(band)], 1.0, cv2.LINE_AA, shift=sh)
-        low_h = min(0.6 * self.cfg.teeth_height * scale, 0.25 * gap) if gap > 0.5 * self.cfg.teeth_height * scale else 0.0
+        teeth *= region
+        # lower teeth show only in a wide-open mouth
+        low_h = min(0.05 * scale, 0.2 * gap) if gap > 0.3 * scale else 0.0
         lteeth = np.zeros(sub, np.float32)
         if low_h > 0.5:
             lband = np.concatenate([lower, (lower - [0, low_h])[::-1]])
             cv2.fillPoly(lteeth, [to_i(lband)], 1.0, cv2.LINE_AA, shift=sh)
+            lteeth *= region
         # corners of the mouth are shaded; teeth darken away from the centre
         xs = np.linspace(-1, 1, sub[1], dtype=np.float32)[None, :, None]
-        shade = 1.0 - 0.45 * np.abs(xs) ** 2
+        shade = 1.0 - 0.6 * np.abs(xs) ** 1.5
         col = colour * (1 - teeth[..., None]) + self._teeth_rgb * teeth[..., None] * shade
         col = col * (1 - lteeth[..., None]) + self._lower_teeth_rgb * lteeth[..., None] * shade
         r = region[..., None]
