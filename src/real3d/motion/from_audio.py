@@ -118,7 +118,7 @@ class AudioDriver:
         rms_db, _, _ = hop_features(self.samples, SAMPLE_RATE)
         phones = recognize_phones(self.samples, SAMPLE_RATE, self.phone_config)
         params_hop = visemes_from_phones(phones, rms_db, self.mouth_amp, self.viseme_config)
-        params = sample_at_frames(params_hop, n, self.fps)
+        params = sample_at_frames(params_hop, n, self.fps, offset_s=self.viseme_config.visual_lead_s)
         mouth_open = inner_lip_gap(self.neutral, params, self.rig)
         blink = blink_curve(n, self.fps, self.blink_mode, np.random.default_rng(self.seed))
         power = np.power(10.0, rms_db.astype(np.float64) / 10.0)

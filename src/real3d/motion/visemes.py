@@ -100,6 +100,9 @@ class VisemeConfig:
     """... and 1 at this level and above."""
     min_gain: float = 0.15
     """Jaw gain of very quiet speech."""
+    visual_lead_s: float = 0.0
+    """The mouth shows what is heard this much later: visible articulation leads the sound
+    (lips close before a /m/ is heard, the jaw opens before a vowel's onset)."""
 
 
 def amplitude_scale(mouth_amp: float) -> float:
