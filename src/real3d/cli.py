@@ -8,8 +8,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
+from real3d._stderr import filtered_stderr
 from real3d.errors import DependencyError, Real3DError
 
 log = logging.getLogger("real3d")
@@ -251,8 +253,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run(handler, args, verbose: bool) -> int:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _keep_freed_memory()
+    warnings.filterwarnings("ignore", message=".*SymbolDatabase.GetPrototype.*")
     try:
-        return handler(args)
+        with filtered_stderr():
+            return handler(args)
     except Real3DError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
