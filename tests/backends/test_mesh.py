@@ -91,3 +91,22 @@ def test_open_mouth_shows_a_dark_cavity_and_teeth(renderer):
     lum = column.mean(1)
     assert lum.min() < 70  # dark cavity
     assert lum[: max(2, len(lum) // 4)].max() > 150  # bright upper teeth right under the upper lip
+
+
+def test_gaze_moves_the_iris_inside_a_still_eye(renderer):
+    tr = _track(2)
+    tr.expression[1, [468, 473], 0] += 0.12  # look to the image right
+    lm = renderer.target_landmarks(tr, 0)
+    loop = list(topo.RIGHT_EYE_LOOP)
+    x0, y0 = np.floor(lm[loop, :2].min(0)).astype(int)
+    x1, y1 = np.ceil(lm[loop, :2].max(0)).astype(int)
+
+    def dark_centroid(img):
+        g = img[y0:y1, x0:x1].astype(float).mean(2)
+        w = np.clip(g.max() - g, 0, None) ** 2
+        return (w * np.arange(x1 - x0)[None]).sum() / w.sum()
+
+    a, b = renderer.render(tr, 0), renderer.render(tr, 1)
+    assert dark_centroid(b) > dark_centroid(a) + 1.0
+    rigid = list(topo.RIGID)
+    np.testing.assert_allclose(renderer.target_landmarks(tr, 1)[rigid], lm[rigid])

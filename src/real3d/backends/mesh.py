@@ -47,6 +47,8 @@ class MeshConfig:
     """Gaussian kernel (px) that feathers the face layer's edge."""
     eye_depth: float = 0.04
     """How far (canonical units) the eyeballs sit behind the lids."""
+    max_gaze: float = 0.3
+    """Largest iris shift inside the eye, as a fraction of the eye's width."""
     teeth_height: float = 0.075
     """Height of the upper teeth below the resting upper lip, canonical units (eye-corner distance = 1)."""
 
@@ -72,6 +74,7 @@ class MeshRenderer:
         eye_r = list(topo.RIGHT_EYE_LOOP) + [468]
         eye_l = list(topo.LEFT_EYE_LOOP) + [473]
         self._eye_src_idx = np.array(eye_r + eye_l)
+        self._iris_rows = np.array([len(eye_r) - 1, len(eye_r) + len(eye_l) - 1])  # the fan centres
         base = len(self.src_lm)
         n_r = len(eye_r)
         fan_r = _fan(tuple(range(base, base + n_r - 1)), base + n_r - 1)
@@ -154,7 +157,14 @@ class MeshRenderer:
         h, w = self.size
         rot, scale, center = self.pose(track, i)
         tgt = self.target_landmarks(track, i)
-        eyes = center + scale * (self.canon[self._eye_src_idx] @ rot.T)
+        eye_q = self.canon[self._eye_src_idx].copy()
+        # gaze: the fan centre (iris centre) follows the driver's iris inside the rigid eye, which
+        # slides the iris texture; bounded to a third of the eye width
+        gaze = track.expression[i, [468, 473], :2].astype(np.float64)
+        eye_w = np.linalg.norm(self.canon[[133, 362]] - self.canon[[33, 263]], axis=1)
+        gaze *= np.minimum(1.0, self.cfg.max_gaze * eye_w / np.maximum(np.linalg.norm(gaze, axis=1), 1e-9))[:, None]
+        eye_q[self._iris_rows, :2] += gaze
+        eyes = center + scale * (eye_q @ rot.T)
         eyes[:, 2] += self.cfg.eye_depth * scale
         verts = np.concatenate([tgt, eyes])
 
