@@ -101,7 +101,8 @@ def _reference(sd: dict, cfg: HubertConfig, wav: torch.Tensor) -> torch.Tensor:
             x = _layer_norm(x.T, sd[p + "layer_norm.weight"], sd[p + "layer_norm.bias"], 1e-5).T
         elif i == 0:  # GroupNorm with one channel per group: normalise each channel over time
             mu, var = x.mean(1, keepdim=True), x.var(1, unbiased=False, keepdim=True)
-            x = (x - mu) / torch.sqrt(var + 1e-5) * sd[p + "layer_norm.weight"][:, None] + sd[p + "layer_norm.bias"][:, None]
+            gain, shift = sd[p + "layer_norm.weight"][:, None], sd[p + "layer_norm.bias"][:, None]
+            x = (x - mu) / torch.sqrt(var + 1e-5) * gain + shift
         x = _gelu(x)
     h = x.T  # [T,512]
     if cfg.feat_proj_layer_norm:
@@ -109,9 +110,11 @@ def _reference(sd: dict, cfg: HubertConfig, wav: torch.Tensor) -> torch.Tensor:
     h = h @ sd["feature_projection.projection.weight"].T + sd["feature_projection.projection.bias"]
     # positional conv: weight norm per kernel tap, same padding, drop the last frame for even kernels
     v, gain = sd["encoder.pos_conv_embed.conv.weight_v"], sd["encoder.pos_conv_embed.conv.weight_g"]
-    w = torch.stack([gain.flatten()[k] * v[:, :, k] / v[:, :, k].pow(2).sum().sqrt() for k in range(v.shape[2])], 2)
+    w = torch.stack([gain.flatten()[k] * v[:, :, k] / v[:, :, k].pow(2).sum().sqrt()
+                     for k in range(v.shape[2])], 2)
     k = cfg.num_conv_pos_embeddings
-    pos = _conv1d(h.T, w, sd["encoder.pos_conv_embed.conv.bias"], padding=k // 2, groups=cfg.num_conv_pos_embedding_groups)
+    pos = _conv1d(h.T, w, sd["encoder.pos_conv_embed.conv.bias"], padding=k // 2,
+                  groups=cfg.num_conv_pos_embedding_groups)
     pos = pos[:, : h.shape[0]]
     h = h + _gelu(pos).T
     ln = lambda t, name: _layer_norm(t, sd[name + ".weight"], sd[name + ".bias"], eps)  # noqa: E731
@@ -184,8 +187,8 @@ def test_each_block_against_reference():
     # attention: softmax(q k^T / sqrt(d)) v per head
     att = model.encoder.layers[0].attention
     q, k, v = att.q_proj(h[0]), att.k_proj(h[0]), att.v_proj(h[0])
-    heads = [torch.softmax(q[:, i * 8:(i + 1) * 8] @ k[:, i * 8:(i + 1) * 8].T / math.sqrt(8), -1) @ v[:, i * 8:(i + 1) * 8]
-             for i in range(2)]
+    sl = [slice(i * 8, (i + 1) * 8) for i in range(2)]
+    heads = [torch.softmax(q[:, s] @ k[:, s].T / math.sqrt(8), -1) @ v[:, s] for s in sl]
     assert torch.allclose(att(h)[0], att.out_proj(torch.cat(heads, 1)), atol=1e-12)
 
 
@@ -306,6 +309,35 @@ def test_load_ctc_snapshot_with_prefix_head_and_bin(tmp_path):
     cache = tmp_path / "models--facebook--hubert-large-ls960-ft"
     save_hubert(model, cache / "snapshots" / "abc123", prefix="hubert.")
     assert torch.equal(load_hubert(cache)(wav).last_hidden_state, model(wav).last_hidden_state)
+
+
+def test_mask_embedding_follows_the_file(tmp_path):
+    model = _tiny(7)  # has masked_spec_embed (mask_time_prob 0.05 in its config.json)
+    save_hubert(model, tmp_path / "s")
+    from safetensors.torch import load_file, save_file
+    sd = load_file(str(tmp_path / "s" / "model.safetensors"))
+    del sd["masked_spec_embed"]
+    save_file(sd, str(tmp_path / "s" / "model.safetensors"))
+    loaded = load_hubert(tmp_path / "s")
+    assert not loaded.config.masked_spec_embed and not hasattr(loaded, "masked_spec_embed")
+    wav = torch.randn(1, 800, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loaded(wav).last_hidden_state, model(wav).last_hidden_state)
+
+
+@pytest.mark.slow
+def test_large_random_init_forward():
+    """The published architecture end to end (315 M random weights, ~1.3 GB): 1 s -> 49 frames of 1024."""
+    torch.manual_seed(0)
+    model = Hubert(HubertConfig.large_ls960_ft()).eval()
+    wav = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    with torch.no_grad():
+        out = model(normalize_waveform(wav)[None])
+    assert out.last_hidden_state.shape == (1, 49, 1024) and torch.isfinite(out.last_hidden_state).all()
+    ln = out.last_hidden_state[0]  # final LayerNorm (gain 1, bias 0 at init): zero mean, unit variance
+    assert torch.allclose(ln.mean(-1), torch.zeros(49), atol=1e-4)
+    feats = hubert_features(model, wav)
+    assert feats.shape == (56, 1024) and torch.allclose(feats[:49], ln, atol=1e-4)
+    assert torch.count_nonzero(feats[49:]) == 0
 
 
 def test_missing_and_mismatched_snapshots(tmp_path):

@@ -56,7 +56,8 @@ def praat_pitch(wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
             pitch_ceiling=PITCH_CEILING_HZ,
         )
     except parselmouth.PraatError as err:
-        raise InputError(f"Praat cannot track the pitch of this audio ({str(err).strip()}); pass longer audio") from None
+        reason = str(err).strip()
+        raise InputError(f"Praat cannot track the pitch of this audio ({reason}); pass longer audio") from None
     return np.asarray(pitch.selected_array["frequency"], dtype=np.float64)
 
 

@@ -19,6 +19,7 @@ or `pytorch_model.bin`); `save_hubert` writes the same layout.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -410,7 +411,8 @@ def load_hubert(directory: str | Path, *, dtype: torch.dtype = torch.float32,
     """A `Hubert` in eval mode from a local Hugging Face snapshot folder (`config.json` plus
     `model.safetensors` or `pytorch_model.bin`; a hub-cache `models--facebook--...` folder also works).
 
-    Loading is strict apart from the ignored task heads (see `remap_hf_state_dict`). A missing folder or file
+    Loading is strict apart from the ignored task heads (see `remap_hf_state_dict`) and the training-only
+    `masked_spec_embed`, kept only when the file has it. A missing folder or file
     raises `DependencyError` naming it and the model id to download.
     """
     from real3d.weights.io import instantiate_with_weights
@@ -433,6 +435,10 @@ def load_hubert(directory: str | Path, *, dtype: torch.dtype = torch.float32,
         raise CheckpointError(f"{config_path} is not a JSON object; it is not a Hugging Face config")
     config = config_from_hf(hf_config)
     state_dict = remap_hf_state_dict(_read_weights(weights))
+    # The training-only mask vector follows the file, not the config's mask probabilities: it never
+    # affects inference, so a snapshot saved with or without it loads either way.
+    if config.masked_spec_embed != ("masked_spec_embed" in state_dict):
+        config = dataclasses.replace(config, masked_spec_embed="masked_spec_embed" in state_dict)
     model = instantiate_with_weights(Hubert, config, state_dict, str(weights))
     log.info("loaded HuBERT (%d layers, width %d) from %s", config.num_hidden_layers, config.hidden_size, weights)
     return model.to(device=device, dtype=dtype)
