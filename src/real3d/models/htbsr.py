@@ -137,6 +137,8 @@ class HTBSR(nn.Module):
 
     def _resize(self, x: torch.Tensor, size: int, antialias: bool | None = None) -> torch.Tensor:
         aa = self.cfg.antialias if antialias is None else antialias
+        if aa and x.dtype in (torch.bfloat16, torch.float16):  # no reduced-precision antialias kernel on CPU
+            return F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True).to(x.dtype)
         return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=aa)
 
     def encode_source(self, ref_torso_img: torch.Tensor, bg_img: torch.Tensor, segmap: torch.Tensor) -> HTBSRSource:

@@ -19,6 +19,7 @@ scalars, `decoder.*` (the tri-plane MLP; the renderer itself has no weights), `c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -138,6 +139,10 @@ class Real3DPortrait(nn.Module):
         self._renderers = {m: _renderer_with(self.decoder, dataclasses.replace(r, mode=m))
                            for m in ("deterministic", "stochastic")}
 
+    def _plane_precision(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """float32 for the tri-plane networks under autocast when `config.float32_planes`."""
+        return torch.autocast(device.type, enabled=False) if self.config.float32_planes else contextlib.nullcontext()
+
     # ------------------------------------------------------------------------------------ per source
     def encode_source(
         self, img: torch.Tensor, ref_torso_img: torch.Tensor, bg_img: torch.Tensor, segmap: torch.Tensor
@@ -152,7 +157,8 @@ class Real3DPortrait(nn.Module):
         for name, t in (("ref_torso_img", ref_torso_img), ("bg_img", bg_img), ("segmap", segmap)):
             if t.shape[0] != b:
                 raise InputError(f"{name} has batch {t.shape[0]} but img has batch {b}; give one of each per source")
-        cano = self.cano_img2plane_backbone(img)  # Bx3xCxHpxWp
+        with self._plane_precision(img.device):
+            cano = self.cano_img2plane_backbone(img)  # Bx3xCxHpxWp
         htbsr = self.superresolution.encode_source(ref_torso_img, bg_img, segmap.to(img.dtype))
         return SourceCache(cano, htbsr)
 
@@ -177,6 +183,10 @@ class Real3DPortrait(nn.Module):
         kp_s, kp_d: [B,68,3] source / driving lm68 landmarks, xy in [-1,1], z = 0.
         mode: volume sampling (`deterministic`, the default of the config, or `stochastic` as released;
         `generator` seeds the latter).
+        Reduced precision: keep the weights float32 and run under `torch.autocast` (bf16/fp16 convs and
+        matmuls in HTB-SR; the tri-plane networks too unless `config.float32_planes`); the volume
+        rendering (rays, plane sampling, decoder, compositing) is always float32. A cache encoded under
+        autocast is meant for frames rendered under autocast (or convert it with `SourceCache.to`).
         """
         b = cond_tgt.shape[0]
         if cache.batch not in (1, b):
@@ -190,9 +200,14 @@ class Real3DPortrait(nn.Module):
         if mode not in self._renderers:
             raise InputError(f"mode must be 'deterministic' or 'stochastic', got {mode!r}")
 
-        secc = self.secc_img2plane_backbone(cond_cano, cond_src, cond_tgt)  # Bx3xCxHpxWp
-        planes = cache.cano_planes + secc  # official phase1_plane_fusion_mode = add
-        rendered = self._renderers[mode](planes, camera.to(planes.dtype), generator)
+        with self._plane_precision(cond_tgt.device):
+            secc = self.secc_img2plane_backbone(cond_cano, cond_src, cond_tgt)  # Bx3xCxHpxWp
+        # official phase1_plane_fusion_mode = add. Rendering runs in float32 even under autocast: bf16 rays
+        # and sample positions would misplace samples by up to a plane pixel, and its one matmul-heavy
+        # part (the 4k-parameter decoder MLP) is ~1% of the frame's FLOPs.
+        planes = cache.cano_planes.float() + secc.float()
+        with torch.autocast(planes.device.type, enabled=False):
+            rendered = self._renderers[mode](planes, camera.float(), generator)
         feat = rendered.feature_image  # BxCx128x128
         sr = self.superresolution(feat[:, :3], feat, rendered.weights, kp_s, kp_d, cache=cache.htbsr)
         out = Real3DPortraitOutput(

@@ -58,7 +58,8 @@ class SNConv2d(nn.Module):
                 self.weight_u.copy_(u)
                 self.weight_v.copy_(v)
             u, v = u.clone(), v.clone()
-        return torch.dot(u, mat @ v)
+        with torch.autocast(mat.device.type, enabled=False):  # float32 under autocast (dot needs one dtype)
+            return torch.dot(u, mat @ v)
 
     def normalized_weight(self) -> torch.Tensor:
         """The normalised weight [out, in, k, k]."""
