@@ -1,0 +1,154 @@
+"""`real3d eval`: run the evaluation protocols and write JSON per case + a markdown summary.
+
+    real3d eval --clips DIR [--sources DIR] [--audios DIR] [--manifest cases.csv] -o OUT
+                [--protocols same,cross,audio] [--methods mesh,static,gt] [--max-frames N] [--workers N]
+                [--lpips alex BACKBONE.pth HEADS.pth] [--fid INCEPTION.pth] [--arcface BACKBONE.pth] [--syncnet FILE]
+
+Outputs: OUT/cases/<protocol>/<case>__<method>.json, OUT/summary.md, OUT/summary.json, OUT/cache/*.mp4
+(generated videos, reused by later runs with the same inputs and options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+from real3d.errors import InputError, Real3DError
+from real3d.eval import protocols as P
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="real3d eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--clips", type=Path, help="folder of real videos (same-identity clips, drivers, speech videos)")
+    p.add_argument("--sources", type=Path, help="folder of portrait photos (cross-identity and audio sources)")
+    p.add_argument("--audios", type=Path, help="folder of speech files (audio-driven, no reference video)")
+    p.add_argument("--manifest", type=Path, help="CSV/JSON of cases: protocol,source,driver,audio,reference[,name]")
+    p.add_argument("-o", "--out", type=Path, default=Path("eval_out"), help="output folder (default eval_out)")
+    p.add_argument("--cache", type=Path, default=None, help="generated-video cache (default OUT/cache)")
+    p.add_argument("--protocols", default="same,cross,audio", help="comma list of same, cross, audio")
+    p.add_argument("--methods", default="mesh,static,gt", help="comma list of mesh, static, gt")
+    p.add_argument("--max-frames", type=int, default=None, help="frames per case (default: whole clips)")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--id-every", type=int, default=5, help="identity metrics on every n-th frame (default 5)")
+    p.add_argument("--audio-fps", type=float, default=25.0, help="fps of audio-driven outputs without reference")
+    p.add_argument("--framing", choices=["auto", "crop", "full"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--visible-watermark", action="store_true",
+                   help="keep the visible label in generated videos (off by default: it counts as pixel error)")
+    p.add_argument("--lpips", nargs=3, metavar=("alex|vgg", "BACKBONE", "HEADS"),
+                   help="enable LPIPS: torchvision backbone weights + lpips v0.1 head weights")
+    p.add_argument("--fid", metavar="INCEPTION", help="enable FID: pt_inception-2015-12-05 or torchvision weights")
+    p.add_argument("--arcface", metavar="BACKBONE", help="enable ArcFace CSIM: insightface IResNet-50/100 backbone.pth")
+    p.add_argument("--syncnet", metavar="FILE", help="enable LSE-C/LSE-D: syncnet_v2.model")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def _split(value: str, allowed: tuple[str, ...], what: str) -> tuple:
+    items = tuple(x.strip() for x in value.split(",") if x.strip())
+    bad = [x for x in items if x not in allowed]
+    if bad or not items:
+        raise InputError(f"--{what} {value!r}: choose from {', '.join(allowed)}")
+    return items
+
+
+_WORKER_PLUGINS = None
+
+
+def _init_worker(cfg: P.EvalConfig) -> None:
+    global _WORKER_PLUGINS  # one set of plug-in networks per worker process
+    logging.basicConfig(level=logging.WARNING)
+    _WORKER_PLUGINS = P._Plugins(cfg)
+
+
+def _run_one(case: P.Case, method: str, cfg: P.EvalConfig):
+    return P.evaluate_case(case, method, cfg, _WORKER_PLUGINS)  # type: ignore[arg-type]
+
+
+def run(cases: list[P.Case], cfg: P.EvalConfig, workers: int = 1, quiet: bool = False) -> list[P.CaseResult]:
+    """Evaluate every case with every method; writes the per-case JSONs and the summary into cfg.out_dir."""
+    from tqdm import tqdm
+
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = [(c, m) for c in cases for m in cfg.methods if not (m == "gt" and c.reference is None)]
+    # render-heavy tasks first so parallel workers do not wait on the cache at the end
+    tasks.sort(key=lambda t: t[1] != "mesh")
+    results: list[P.CaseResult] = []
+    bar = tqdm(total=len(tasks), desc="eval", unit="case", disable=quiet)
+
+    def done(res: P.CaseResult | None) -> None:
+        bar.update(1)
+        if res is None:
+            return
+        results.append(res)
+        path = out / "cases" / res.protocol / f"{res.case}__{res.method}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(res.to_json(), indent=1))
+        bar.set_postfix_str(f"{res.protocol}/{res.case}/{res.method}")
+
+    if workers <= 1:
+        _init_worker(cfg)
+        for c, m in tasks:
+            done(_run_one(c, m, cfg))
+    else:
+        import multiprocessing as mp
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(cfg,)) as pool:
+            futures = [pool.submit(_run_one, c, m, cfg) for c, m in tasks]
+            for f in as_completed(futures):
+                done(f.result())
+    bar.close()
+    order = {(c.protocol, c.name): i for i, c in enumerate(cases)}
+    results.sort(key=lambda r: (order.get((r.protocol, r.case), 0), P.METHODS.index(r.method)))
+    fid = P.fid_by_group(results, out) if cfg.fid else {}
+    table, data = P.summarize(results, fid)
+    (out / "summary.md").write_text(table + "\n")
+    (out / "summary.json").write_text(json.dumps(data, indent=1))
+    return results
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    """Entry point of `real3d eval` (argv without the subcommand); returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        protocols = _split(args.protocols, P.PROTOCOLS, "protocols")
+        methods = _split(args.methods, P.METHODS, "methods")
+        if args.lpips and args.lpips[0] not in ("alex", "vgg"):
+            raise InputError(f"--lpips backbone must be alex or vgg, got {args.lpips[0]!r}")
+        if args.max_frames is not None and args.max_frames < 3:
+            raise InputError("--max-frames must be at least 3")
+        if args.manifest:
+            cases = [c for c in P.cases_from_manifest(args.manifest) if c.protocol in protocols]
+        else:
+            if not (args.clips or args.sources or args.audios):
+                raise InputError("nothing to evaluate: give --clips/--sources/--audios folders or --manifest FILE")
+            cases = P.cases_from_folders(args.clips, args.sources, args.audios, protocols)
+        if not cases:
+            raise InputError("no cases found for the chosen protocols (check the folders / manifest)")
+        cfg = P.EvalConfig(out_dir=args.out, cache_dir=args.cache, methods=methods, max_frames=args.max_frames,
+                           audio_fps=args.audio_fps, framing=args.framing, seed=args.seed, id_every=args.id_every,
+                           visible_watermark=args.visible_watermark,
+                           lpips=tuple(args.lpips) if args.lpips else None, fid=args.fid, arcface=args.arcface,
+                           syncnet=args.syncnet)
+        P._Plugins(cfg)  # fail fast on a wrong weight file, before any rendering
+        run(cases, cfg, workers=args.workers, quiet=args.quiet)
+    except Real3DError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    print((Path(args.out) / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(eval_main())
