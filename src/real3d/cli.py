@@ -50,6 +50,23 @@ def _animate_parser(sub) -> None:
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--crf", type=int, default=18, help="x264 quality, lower = better (default 18)")
     p.add_argument("--no-visible-watermark", action="store_true", help="omit the small 'AI-generated' label")
+    n = p.add_argument_group("neural backend (the paper's networks; weights you supply)")
+    n.add_argument("--backend", choices=["mesh", "neural"], default="mesh", help="mesh (default, weights-free) or neural")
+    n.add_argument("--checkpoints", help="folder with the official (or converted) checkpoints [$REAL3D_CHECKPOINTS]")
+    n.add_argument("--torso-ckpt", "--torso_ckpt", dest="torso_ckpt", help="the torso checkpoint folder itself")
+    n.add_argument("--a2m-ckpt", "--a2m_ckpt", dest="a2m_ckpt", help="the audio-to-motion checkpoint folder itself")
+    n.add_argument("--bfm", help="BFM 2009 folder (deep_3drecon/BFM of the release) [$REAL3D_BFM]")
+    n.add_argument("--hubert", help="local facebook/hubert-large-ls960-ft snapshot [$REAL3D_HUBERT]")
+    n.add_argument("--segmenter-model", dest="segmenter_model", help="selfie_multiclass_256x256.tflite (optional)")
+    n.add_argument("--temperature", type=float, default=0.2, help="A2M sampling temperature (default 0.2)")
+    n.add_argument("--sampling", choices=["deterministic", "stochastic"], default="deterministic",
+                   help="volume sampling: deterministic (no flicker, default) or the official random jitter")
+    n.add_argument("--out-mode", "--out_mode", dest="out_mode", choices=["final", "debug", "concat_debug"], default="final",
+                   help="debug adds PNCC, raw render and depth panels")
+    n.add_argument("--batch-size", type=int, default=4, help="frames per network call")
+    n.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    n.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="network precision")
+    n.add_argument("--map_to_init_pose", choices=["True", "False"], default="True", help=argparse.SUPPRESS)
     p.add_argument("-o", "--output", "--out_name", dest="output", help="output video (.mp4)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -92,7 +109,27 @@ def _cmd_animate(args) -> int:
         max_seconds=args.max_seconds,
         crf=args.crf,
         quiet=args.quiet,
+        backend=args.backend,
+        checkpoints=args.checkpoints,
+        bfm=args.bfm,
+        hubert=args.hubert,
+        segmenter_model=args.segmenter_model,
+        torso_ckpt=args.torso_ckpt,
+        a2m_ckpt=args.a2m_ckpt,
     )
+    if args.backend == "neural":
+        from real3d.backends.neural import NeuralConfig
+
+        opts.neural = NeuralConfig(
+            batch_size=args.batch_size,
+            sampling=args.sampling,
+            temperature=args.temperature,
+            blink="none" if args.blink == "none" else "period",
+            map_to_init_pose=args.map_to_init_pose == "True",
+            out_mode="debug" if args.out_mode in ("debug", "concat_debug") else "final",
+            device=args.device,
+            dtype=args.dtype,
+        )
     res = Pipeline()(opts)
     t = res.timings
     print(

@@ -61,6 +61,22 @@ class AnimateOptions:
     """x264 quality (lower = better, larger)."""
     quiet: bool = False
     """No progress bars."""
+    backend: Literal["mesh", "neural"] = "mesh"
+    """mesh = weights-free (default); neural = the paper's networks with your checkpoints."""
+    checkpoints: Path | str | None = None
+    """Neural: folder with the official (or converted) checkpoints; else $REAL3D_CHECKPOINTS / config file."""
+    bfm: Path | str | None = None
+    """Neural: the BFM folder; else $REAL3D_BFM / config file."""
+    hubert: Path | str | None = None
+    """Neural, audio driving: local facebook/hubert-large-ls960-ft snapshot; else $REAL3D_HUBERT / config file."""
+    segmenter_model: Path | str | None = None
+    """Neural: MediaPipe selfie_multiclass_256x256.tflite (optional)."""
+    torso_ckpt: Path | str | None = None
+    """Neural: the torso-model checkpoint folder itself (overrides the one found under `checkpoints`)."""
+    a2m_ckpt: Path | str | None = None
+    """Neural: the A2M checkpoint folder itself (overrides the one found under `checkpoints`)."""
+    neural: object | None = None
+    """Neural: a `real3d.backends.neural.NeuralConfig` (batch size, sampling, temperature, device, dtype, debug)."""
 
 
 @dataclass
@@ -88,7 +104,7 @@ class Pipeline:
         from real3d.backends.mesh import MeshRenderer
         from real3d.face.landmarks import FaceAnalyzer
         from real3d.face.portrait import analyze_portrait
-        from real3d.io.writer import VideoWriter, check_writable
+        from real3d.io.writer import check_writable
 
         timings: dict[str, float] = {}
         out = check_writable(opts.output)
@@ -105,6 +121,10 @@ class Pipeline:
                 opts.source, face_index=opts.face_index, background=opts.background, framing=opts.framing, analyzer=analyzer
             )
             timings["source_analysis"] = time.perf_counter() - t0
+            if opts.backend == "neural":
+                return self._neural(opts, out, portrait, analyzer, timings)
+            if opts.backend != "mesh":
+                raise InputError(f"unknown backend {opts.backend!r}; use 'mesh' or 'neural'")
             t0 = time.perf_counter()
             n_frames, chunks, audio = self._driver(opts, portrait, analyzer)
             timings["driver_analysis"] = time.perf_counter() - t0
@@ -113,12 +133,20 @@ class Pipeline:
         if opts.max_seconds is not None:
             n_frames = min(n_frames, max(1, int(round(opts.max_seconds * opts.fps))))
         renderer = MeshRenderer(portrait, self.mesh_config)
+        return self._write(opts, out, portrait.image.shape[:2], audio, n_frames,
+                           (renderer.render(chunk, i) for chunk in chunks for i in range(len(chunk))), timings)
+
+    def _write(self, opts: AnimateOptions, out: Path, size: tuple[int, int], audio, n_frames: int, frames,
+               timings: dict[str, float]) -> AnimateResult:
+        """Stream `frames` (an iterator of RGB uint8 arrays) into the output, timing render vs encode."""
+        from real3d.io.writer import VideoWriter
+
         t_render = t_write = 0.0
         written = 0
         with VideoWriter(
             out,
             fps=opts.fps,
-            size=(portrait.image.shape[1], portrait.image.shape[0]),
+            size=(size[1], size[0]),
             audio=audio,
             crf=opts.crf,
             visible_watermark=opts.visible_watermark,
@@ -126,22 +154,70 @@ class Pipeline:
             total=n_frames,
             quiet=opts.quiet,
         ) as writer:
-            for chunk in chunks:
-                for i in range(len(chunk)):
-                    if written >= n_frames:
-                        break
-                    a = time.perf_counter()
-                    frame = renderer.render(chunk, i)
-                    b = time.perf_counter()
-                    writer.write(frame)
-                    t_write += time.perf_counter() - b
-                    t_render += b - a
-                    written += 1
-                if written >= n_frames:
+            it = iter(frames)
+            while written < n_frames:
+                a = time.perf_counter()
+                frame = next(it, None)
+                if frame is None:
                     break
-        timings["render"] = t_render
+                b = time.perf_counter()
+                writer.write(frame)
+                t_write += time.perf_counter() - b
+                t_render += b - a
+                written += 1
+        timings["render"] = timings.get("render", 0.0) + t_render
         timings["encode"] = t_write
         return AnimateResult(output=out, frames=written, fps=opts.fps, timings=timings)
+
+    # ------------------------------------------------------------------ neural backend
+    def _neural(self, opts: AnimateOptions, out: Path, portrait, analyzer, timings: dict[str, float]) -> AnimateResult:
+        import torch
+
+        from real3d.assets import NeuralAssets
+        from real3d.backends.neural import NeuralBackend, NeuralConfig
+        from real3d.face.cameras import PoseSequence, driving_pose
+        from real3d.io.audio import has_audio, load_audio
+
+        cfg = opts.neural if opts.neural is not None else NeuralConfig()
+        need_audio = opts.audio is not None
+        explicit = opts.torso_ckpt is not None and (opts.a2m_ckpt is not None or not need_audio)
+        assets = NeuralAssets.locate(opts.checkpoints if opts.checkpoints is not None or not explicit else opts.torso_ckpt,
+                                     opts.bfm, opts.hubert, opts.segmenter_model, need_hubert=need_audio)
+        backend = NeuralBackend(assets, cfg, need_audio=need_audio, torso_dir=opts.torso_ckpt, a2m_dir=opts.a2m_ckpt)
+        src = backend.prepare_source(portrait)
+        limit = None if opts.max_seconds is None else max(1, int(round(opts.max_seconds * opts.fps)))
+        pose = None
+        if opts.audio is not None:
+            speech = load_audio(opts.audio, sample_rate=16000, mono=True)
+            exp25 = backend.expression_from_audio(speech.samples, opts.mouth_amp, opts.seed)
+            n = max(1, int(round(speech.duration * opts.fps)))
+            idx = np.minimum(np.round(np.arange(n) * 25.0 / opts.fps).astype(np.int64), exp25.shape[0] - 1)
+            exp = exp25[torch.from_numpy(idx)]
+            audio = load_audio(opts.audio, sample_rate=None, mono=False)
+        else:
+            lms, size = driver_landmarks(opts.video, opts.fps, analyzer, opts.quiet, limit)
+            fit = backend.motion_from_landmarks(lms, size)
+            exp = fit.exp
+            n = exp.shape[0]
+            if not opts.still:
+                pose = PoseSequence(euler=fit.euler, trans=fit.trans)
+            audio = load_audio(opts.video, sample_rate=None, mono=False) if has_audio(opts.video) else None
+        if opts.pose_video is not None:
+            lms, size = driver_landmarks(opts.pose_video, opts.fps, analyzer, opts.quiet, limit)
+            pfit = backend.motion_from_landmarks(lms, size)
+            pose = PoseSequence(euler=pfit.euler, trans=pfit.trans)
+        if opts.still:
+            pose = None
+        if limit is not None:
+            n = min(n, limit)
+            exp = exp[:n]
+        poses = driving_pose(src.euler, src.trans, n, pose, map_to_init=cfg.map_to_init_pose)
+        timings.update(src.timings)
+        frames = backend.frames(src, exp, poses, seed=opts.seed)
+        size = (backend.resolution, backend.resolution * (4 if cfg.out_mode == "debug" else 1))
+        result = self._write(opts, out, size, audio, n, frames, timings)
+        result.timings.update(backend.timings)
+        return result
 
     # ------------------------------------------------------------------ drivers
     def _driver(self, opts: AnimateOptions, portrait, analyzer) -> tuple[int, Iterator[MotionTrack], object]:
@@ -201,6 +277,32 @@ def video_track(
     track = track_from_landmarks(lms, source_canonical, fps)
     track.meta["driver"] = str(path)
     return track
+
+
+def driver_landmarks(path, fps: float, analyzer, quiet: bool = False, max_frames: int | None = None):
+    """([T,478,3] landmarks with missing frames interpolated, (height, width)) of a driving video at `fps`."""
+    from itertools import islice
+
+    from tqdm import tqdm
+
+    from real3d.io.video import iter_frames, probe_video
+    from real3d.motion.from_video import fill_missing_landmarks, video_landmarks
+
+    info = probe_video(path)
+    total = max(1, int(round(info.duration * fps)))
+    if max_frames is not None:
+        total = min(total, max_frames)
+    frames = islice(iter_frames(path, max_size=DRIVER_MAX_SIDE, fps=fps), total)
+    sizes: list[tuple[int, int]] = []
+
+    def tracked():
+        for fr in tqdm(frames, total=total, desc="tracking driver", unit="frame", disable=quiet, leave=False):
+            if not sizes:
+                sizes.append(fr.shape[:2])
+            yield fr
+
+    lms = fill_missing_landmarks(video_landmarks(tracked(), analyzer).astype(np.float64))
+    return lms.astype(np.float32), sizes[0]
 
 
 def _with_pose(chunks: Iterator[MotionTrack], pose: MotionTrack) -> Iterator[MotionTrack]:

@@ -40,7 +40,7 @@ class RetargetConfig:
     """Multiplier on all expression offsets (1 = as the driver)."""
 
 
-def _fill_missing(lms: np.ndarray) -> np.ndarray:
+def fill_missing_landmarks(lms: np.ndarray) -> np.ndarray:
     """Linearly interpolate frames without a face (NaN rows); hold at the ends."""
     ok = ~np.isnan(lms).any(axis=(1, 2))
     if not ok.any():
@@ -125,7 +125,7 @@ def track_from_landmarks(
     source_canonical: [478,3] the source's neutral canonical landmarks (`Portrait.canonical`).
     """
     cfg = config or RetargetConfig()
-    lms = _fill_missing(np.asarray(landmarks, np.float64))
+    lms = fill_missing_landmarks(np.asarray(landmarks, np.float64))
     n = len(lms)
     rigid = list(topo.RIGID)
     f0 = head_frame(lms[0])

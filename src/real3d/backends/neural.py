@@ -1,0 +1,274 @@
+"""The neural backend: the paper's networks driven by 3DMM expression and head pose.
+
+What `inference/real3d_infer.py` does, from local files only, in bounded memory:
+
+  source  -> framed 512 image, 6-class parsing, head image, inpainted torso, background, 3DMM fit
+             -> I2P planes + torso/background features (computed once: `SourceState`)
+  driver  -> 64-d BFM expression per frame (A2M on HuBERT + f0 for audio; a 3DMM fit for a video)
+             + head pose (static / the video's / a pose video), depth fixed, mapped to the source pose,
+             EG3D cameras smoothed over 7 frames, lm68 torso keypoints smoothed over 7 frames
+  frames  -> PNCC maps (cano = exp 0, src = first driving exp, tgt), blink painting, the network in
+             batches, streamed to the writer.
+Official facts are in `shared/docs/official-architecture.md` (§1.3); differences on purpose: the
+source is framed keeping its aspect ratio, the volume sampling is deterministic by default (no
+flicker), per-source features are computed once, and frames stream to the encoder.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+
+from real3d.assets import NeuralAssets
+from real3d.errors import CheckpointError
+from real3d.face.portrait import Portrait
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NeuralConfig:
+    """Options of the neural backend (official defaults where the official code has one)."""
+
+    batch_size: int = 4
+    """Frames per network call."""
+    sampling: Literal["deterministic", "stochastic"] = "deterministic"
+    """Volume sampling: deterministic (no flicker) or the official random jitter."""
+    temperature: float = 0.2
+    """A2M prior temperature."""
+    blink: Literal["period", "none"] = "period"
+    """Official blink painting into the PNCC every 5 s, or none."""
+    map_to_init_pose: bool = True
+    """Shift the driving poses so the first frame has the source's pose (official default)."""
+    out_mode: Literal["final", "debug"] = "final"
+    """`debug` adds PNCC, raw render and depth panels beside the result (like the official concat_debug)."""
+    device: str = "cpu"
+    """torch device."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Autocast dtype of the networks (float32 = parity)."""
+
+
+def _find_model_dir(root: Path, kind: Literal["torso", "a2m"]) -> Path:
+    """The checkpoint folder of one model under the user's --checkpoints folder (official or converted)."""
+    import json
+
+    names = {"torso": ("secc2plane_torso", "torso"), "a2m": ("audio2secc", "a2m", "audio2motion")}[kind]
+    model_type = {"torso": "real3d_portrait", "a2m": "audio2motion"}[kind]
+    candidates = [root] + sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [root]
+    for c in candidates:
+        cfg = c / "config.json"
+        if cfg.is_file():
+            try:
+                if json.loads(cfg.read_text()).get("model_type") == model_type:
+                    return c
+            except (OSError, ValueError):
+                continue
+        elif any(c.glob("model_ckpt_steps_*.ckpt")) and (c == root or any(n in c.name for n in names)):
+            return c
+    raise CheckpointError(
+        f"no {kind} checkpoint under {root}: expected the official release's "
+        f"{'secc2plane_torso_orig' if kind == 'torso' else 'audio2secc_vae'}/ (config.yaml + model_ckpt_steps_*.ckpt) "
+        f"or a folder made by `real3d convert-official`"
+    )
+
+
+def load_model(path: Path) -> torch.nn.Module:
+    """A converted folder (config.json + model.safetensors) or an official one (converted on the fly)."""
+    from real3d.weights.convert import load_official_model
+    from real3d.weights.io import from_pretrained
+
+    if (path / "config.json").is_file():
+        return from_pretrained(path).eval()
+    return load_official_model(path)[0].eval()
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    """[H,W,3] uint8 -> [1,3,H,W] float32 in [-1,1]."""
+    return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[B,3,H,W] in [-1,1] -> [B,H,W,3] uint8."""
+    return ((x.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@dataclass
+class SourceState:
+    """Everything about the source the frames need (computed once)."""
+
+    cache: object
+    fit_id: torch.Tensor
+    fit_exp: torch.Tensor
+    euler: torch.Tensor
+    trans: torch.Tensor
+    kp_s: torch.Tensor
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class NeuralBackend:
+    """Loads the user's models once; animates any number of sources/drivers."""
+
+    def __init__(self, assets: NeuralAssets, config: NeuralConfig | None = None, need_audio: bool = True,
+                 torso_dir: str | Path | None = None, a2m_dir: str | Path | None = None) -> None:
+        from real3d.face.bfm import BFMFiles, ParametricFace
+        from real3d.face.pncc import PNCCRenderer
+
+        self.cfg = config or NeuralConfig()
+        self.device = torch.device(self.cfg.device)
+        self.timings: dict[str, float] = {}
+        t = time.perf_counter()
+        torso = Path(torso_dir) if torso_dir is not None else _find_model_dir(assets.checkpoints, "torso")
+        self.model = load_model(torso).to(self.device)
+        self.resolution = int(self.model.config.image_resolution)
+        self.a2m = None
+        if need_audio:
+            self.a2m = load_model(Path(a2m_dir) if a2m_dir is not None else _find_model_dir(assets.checkpoints, "a2m"))
+        self.hubert = None
+        if need_audio:
+            from real3d.models.hubert import load_hubert
+
+            self.hubert = load_hubert(assets.hubert).eval()
+        files = BFMFiles.locate(assets.bfm)
+        data = files.load_front()
+        self.face = ParametricFace(data, files.mp468_index(data.n_vertices))
+        left, right = files.eye_faces(data)
+        self.pncc = PNCCRenderer(data.faces, files.ncc_code(data), np.concatenate([left, right]), image_size=self.resolution)
+        self.segmenter_model = assets.segmenter_model
+        self.timings["load_models"] = time.perf_counter() - t
+
+    # ------------------------------------------------------------------ source
+    def prepare_source(self, portrait: Portrait) -> SourceState:
+        from real3d.face.cameras import torso_keypoints
+        from real3d.face.fitting import fit_image
+        from real3d.face.parsing import MulticlassSegmenter, approximate_parsing, head_image, inpaint_torso, one_hot
+
+        times = {}
+        t = time.perf_counter()
+        if self.segmenter_model is not None:
+            labels = MulticlassSegmenter(self.segmenter_model)(portrait.image)
+        else:
+            labels = approximate_parsing(portrait.image, portrait.landmarks, portrait.person_mask)
+        r = self.resolution
+        fit_px = lambda img: img if img.shape[0] == r else cv2.resize(img, (r, r), interpolation=cv2.INTER_AREA)  # noqa: E731
+        head = _to_tensor(fit_px(head_image(portrait.image, labels)))
+        torso = _to_tensor(fit_px(inpaint_torso(portrait.image, labels)))
+        bg = _to_tensor(fit_px(portrait.background))
+        if labels.shape[0] != r:
+            labels = cv2.resize(labels, (r, r), interpolation=cv2.INTER_NEAREST)
+        segmap = torch.from_numpy(one_hot(labels))[None]
+        times["parsing"] = time.perf_counter() - t
+        t = time.perf_counter()
+        fit = fit_image(self.face, portrait.landmarks[:468, :2], portrait.image.shape[:2])
+        times["fit_source"] = time.perf_counter() - t
+        t = time.perf_counter()
+        with torch.inference_mode(), self._autocast():
+            cache = self.model.encode_source(*(x.to(self.device) for x in (head, torso, bg, segmap)))
+        times["encode_source"] = time.perf_counter() - t
+        lm2d = self.face.reconstruct_lm2d_official(fit.id, fit.exp, fit.euler, fit.trans)
+        return SourceState(cache, fit.id, fit.exp, fit.euler, fit.trans, torso_keypoints(lm2d), times)
+
+    # ------------------------------------------------------------------ drivers
+    def expression_from_audio(self, wav16k: np.ndarray, mouth_amp: float, seed: int) -> torch.Tensor:
+        """[T25,64] expression from speech (HuBERT + f0 -> A2M)."""
+        from real3d.audio.pitch import official_f0
+        from real3d.models.hubert import hubert_features
+        from real3d.motion.neural_audio import a2m_expression
+
+        t = time.perf_counter()
+        with torch.inference_mode():
+            feats = hubert_features(self.hubert, wav16k)
+        self.timings["hubert"] = time.perf_counter() - t
+        t = time.perf_counter()
+        f0 = official_f0(wav16k, feats.shape[0])
+        with torch.inference_mode():
+            exp = a2m_expression(self.a2m, feats, f0, mouth_amp=mouth_amp, temperature=self.cfg.temperature, seed=seed)
+        self.timings["a2m"] = time.perf_counter() - t
+        return exp
+
+    def motion_from_landmarks(self, landmarks: np.ndarray, size: tuple[int, int]):
+        """3DMM fit of driver landmarks [T,478,3] (pixels of frames of `size`) -> the fit (exp, euler, trans)."""
+        from real3d.face.fitting import fit_video
+
+        t = time.perf_counter()
+        fit = fit_video(self.face, landmarks[:, :468, :2], size)
+        self.timings["fit_driver"] = time.perf_counter() - t
+        return fit
+
+    # ------------------------------------------------------------------ frames
+    def frames(
+        self, src: SourceState, exp: torch.Tensor, pose, seed: int = 0
+    ) -> Iterator[np.ndarray]:
+        """RGB uint8 frames for expression [T,64] and a `PoseSequence` of length T."""
+        from real3d.face.blink import blink_schedule, close_eyes
+        from real3d.face.cameras import smooth_features, torso_keypoints
+
+        n = exp.shape[0]
+        ident = src.fit_id
+        cameras = pose.cameras().float()
+        lm2d = self.face.reconstruct_lm2d_official(ident.expand(n, -1), exp, pose.euler, pose.trans)
+        kp_d = smooth_features(torso_keypoints(lm2d))
+        cano = self._pncc(ident, torch.zeros(1, exp.shape[1]))
+        src_secc = self._pncc(ident, exp[:1])
+        blinks = blink_schedule(n, random.Random(seed)) if self.cfg.blink == "period" else np.full(n, np.nan)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        b = max(1, self.cfg.batch_size)
+        self.timings.setdefault("pncc", 0.0)
+        self.timings.setdefault("networks", 0.0)
+        for start in range(0, n, b):
+            sl = slice(start, min(n, start + b))
+            k = sl.stop - sl.start
+            t = time.perf_counter()
+            tgt = self._pncc(ident.expand(k, -1), exp[sl])
+            for j in range(k):
+                frac = blinks[sl.start + j]
+                if np.isfinite(frac):
+                    tgt[j] = close_eyes(tgt[j], float(frac))
+            self.timings["pncc"] += time.perf_counter() - t
+            t = time.perf_counter()
+            with torch.inference_mode(), self._autocast():
+                out = self.model(
+                    src.cache,
+                    cano.expand(k, -1, -1, -1).to(self.device),
+                    src_secc.expand(k, -1, -1, -1).to(self.device),
+                    tgt.to(self.device),
+                    cameras[sl].to(self.device),
+                    src.kp_s.expand(k, -1, -1).to(self.device),
+                    kp_d[sl].to(self.device),
+                    mode=self.cfg.sampling,
+                    generator=gen if self.cfg.sampling == "stochastic" else None,
+                )
+            self.timings["networks"] += time.perf_counter() - t
+            images = _to_uint8(out.image.float())
+            if self.cfg.out_mode == "debug":
+                images = self._debug_panels(images, tgt, out)
+            yield from images
+
+    def _pncc(self, ident: torch.Tensor, exp: torch.Tensor) -> torch.Tensor:
+        zeros = torch.zeros(exp.shape[0], 3)
+        verts = self.face.posed_vertices(ident.expand(exp.shape[0], -1), exp, zeros, zeros)
+        return self.pncc(verts)
+
+    def _debug_panels(self, images: np.ndarray, tgt: torch.Tensor, out) -> np.ndarray:
+        import torch.nn.functional as F
+
+        size = images.shape[1]
+        raw = F.interpolate(out.image_raw.float(), size=size, mode="bilinear", align_corners=False)
+        depth = out.image_depth.float()
+        d = (depth - depth.amin(dim=(2, 3), keepdim=True)) / (depth.amax(dim=(2, 3), keepdim=True) - depth.amin(dim=(2, 3), keepdim=True) + 1e-6)
+        depth_img = F.interpolate(d.repeat(1, 3, 1, 1) * 2 - 1, size=size, mode="bilinear", align_corners=False)
+        panels = [_to_uint8(tgt.float()), _to_uint8(raw), _to_uint8(depth_img.cpu()), images]
+        return np.concatenate(panels, axis=2)
+
+    def _autocast(self):
+        if self.cfg.dtype == "float32":
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=getattr(torch, self.cfg.dtype))
