@@ -90,3 +90,28 @@ def a2m_fixture(official_dir) -> dict:
     """Golden tensors of the A2M model (`a2m_seed0.npz`) as numpy arrays."""
     with np.load(official_dir / "a2m_seed0.npz") as z:
         return {k: z[k] for k in z.files}
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread: tiny convs are dominated by thread hand-off on a shared 2-core
+    machine (measured ~50x faster); results do not depend on it. Use with `pytest.mark.usefixtures`."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def astronaut_canonical() -> np.ndarray:
+    """[478,3] canonical landmarks of scikit-image's astronaut (the neutral face of many tests)."""
+    from skimage import data
+
+    from real3d.face.canonical import head_frame
+    from real3d.face.landmarks import FaceAnalyzer
+
+    with FaceAnalyzer() as fa:
+        lm = fa.detect(data.astronaut())[0].landmarks.astype(np.float64)
+    return head_frame(lm).to_canonical(lm)

@@ -21,14 +21,7 @@ from real3d.layers.stylegan2 import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run on one intra-op thread: these small convs are dominated by thread hand-off on a shared
-    2-core machine (measured ~50x faster); results do not depend on it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_equalized_gain_matches_plain_layers_with_scaled_weight() -> None:

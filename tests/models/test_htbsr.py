@@ -42,14 +42,7 @@ FRAME_KEYS = ("rgb128", "feature128", "weights128", "kp_s", "kp_d")
 SOURCE_KEYS = ("ref_torso_img", "bg_img", "segmap")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run on one intra-op thread: these small convs are dominated by thread hand-off on a shared
-    2-core machine (measured ~50x faster); results do not depend on it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

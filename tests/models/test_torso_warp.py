@@ -14,14 +14,7 @@ from real3d.models.torso_warp import SNConv2d, TorsoWarp, coordinate_grid_3d
 PREFIX = "superresolution.torso_model."
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run on one intra-op thread: these small convs are dominated by thread hand-off on a shared
-    2-core machine (measured ~50x faster); results do not depend on it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_inputs(cfg: TorsoWarpConfig, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -10,19 +10,9 @@ from real3d.motion.mouth import JAW, MOUTH_PARAMS, PRESS, ROUND, SPREAD, build_r
 
 
 @pytest.fixture(scope="module")
-def neutral() -> np.ndarray:
-    """[478,3] canonical landmarks of scikit-image's astronaut (MediaPipe FaceMesh, refined)."""
-    mp = pytest.importorskip("mediapipe")
-    from skimage import data
-
-    from real3d.face.canonical import head_frame
-
-    img = data.astronaut()
-    h, w = img.shape[:2]
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as fm:
-        res = fm.process(img)
-    lm = np.array([[p.x * w, p.y * h, p.z * w] for p in res.multi_face_landmarks[0].landmark])
-    return head_frame(lm).to_canonical(lm)
+def neutral(astronaut_canonical) -> np.ndarray:
+    """The astronaut's neutral canonical face."""
+    return astronaut_canonical
 
 
 def params(**cols) -> np.ndarray:
