@@ -56,8 +56,6 @@ def main() -> None:
     from skimage import data
 
     from real3d.backends.neural import NeuralConfig
-    from real3d.io.audio import Audio
-    from real3d.io.writer import VideoWriter  # noqa: F401
     from real3d.pipeline import AnimateOptions, Pipeline
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="real3d-bench-"))

@@ -21,7 +21,6 @@ def assets(tmp_path_factory):
     from skimage import data
 
     from real3d.backends.mesh import MeshRenderer
-    from real3d.backends.neural import NeuralConfig  # noqa: F401  (import check)
     from real3d.config.audio2motion import Audio2MotionConfig
     from real3d.config.hubert import HubertConfig
     from real3d.config.real3d_portrait import Real3DPortraitConfig

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from real3d.face import topology as topo
-from real3d.motion.mouth import JAW, MOUTH_PARAMS, PRESS, ROUND, SPREAD, build_rig, inner_lip_gap, mouth_offsets
+from real3d.motion.mouth import MOUTH_PARAMS, build_rig, inner_lip_gap, mouth_offsets
 
 
 @pytest.fixture(scope="module")

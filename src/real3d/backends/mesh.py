@@ -66,7 +66,6 @@ class MeshRenderer:
         self.cfg = config or MeshConfig()
         h, w = portrait.image.shape[:2]
         self.size = (h, w)
-        fr = portrait.frame
         self.src_lm = portrait.landmarks.astype(np.float64)
         self.canon = portrait.canonical.astype(np.float64)
 

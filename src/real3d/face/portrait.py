@@ -12,7 +12,7 @@ import numpy as np
 from real3d.errors import InputError, NoFaceError
 from real3d.face.canonical import HeadFrame, head_frame
 from real3d.face.framing import SIZE, Framing, FramingMode, frame_face
-from real3d.face.landmarks import Face, FaceAnalyzer
+from real3d.face.landmarks import FaceAnalyzer
 from real3d.face.segmentation import PersonSegmenter, knn_fill
 from real3d.io.image import load_image
 
