@@ -4,7 +4,8 @@
                 [--protocols same,cross,audio] [--methods mesh,static,gt] [--max-frames N] [--workers N]
                 [--lpips alex BACKBONE.pth HEADS.pth] [--fid INCEPTION.pth] [--arcface BACKBONE.pth] [--syncnet FILE]
 
-Outputs: OUT/cases/<protocol>/<case>__<method>.json, OUT/summary.md, OUT/summary.json, OUT/cache/*.mp4
+Outputs: OUT/cases/<protocol>/<case>__<method>.json, OUT/summary.md (mean [95% interval] per metric),
+OUT/summary.json, OUT/cases.md (every case), OUT/cache/*.mp4
 (generated videos, reused by later runs with the same inputs and options).
 """
 
@@ -112,6 +113,7 @@ def run(cases: list[P.Case], cfg: P.EvalConfig, workers: int = 1, quiet: bool = 
     fid = P.fid_by_group(results, out) if cfg.fid else {}
     table, data = P.summarize(results, fid)
     (out / "summary.md").write_text(table + "\n")
+    (out / "cases.md").write_text(P.case_tables(results) + "\n")
     (out / "summary.json").write_text(json.dumps(data, indent=1))
     return results
 

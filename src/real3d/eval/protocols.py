@@ -336,11 +336,13 @@ def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: _Plugins
         gen = list(ref)  # type: ignore[arg-type]
     else:
         still = src if from_video else framed_source(src, cfg.framing)
-        n = len(ref) if ref is not None else (cfg.max_frames or int(10 * fps))
-        if case.audio is not None and ref is None:
+        if ref is not None:
+            n = len(ref)
+        else:  # audio without a reference video: as long as the speech (capped like the mesh output)
             from real3d.io.audio import load_audio
 
-            n = min(n, int(len(load_audio(case.audio, 16000, True).samples) / 16000 * fps))
+            n = max(1, int(round(len(load_audio(case.audio, 16000, True).samples) / 16000 * fps)))
+            n = min(n, cfg.max_frames or n)
         gen = [still] * n
     n = min(len(gen), len(ref)) if ref is not None else len(gen)
     gen = gen[:n]
@@ -407,6 +409,11 @@ METRIC_ORDER = ("L1", "PSNR", "SSIM", "LPIPS", "AKD_px512", "pose_err_deg", "pos
                 "detect_rate", "jitter_px512", "mouth_open_std")
 HIGHER_BETTER = {"PSNR", "SSIM", "mouth_corr", "mouth_corr_best_lag", "CSIM_dlib", "CSIM_arcface", "LSE_C",
                  "detect_rate"}
+DISPLAY = {"AKD_px512": "AKD@512px", "pose_err_deg": "pose err °", "pose_rel_err_deg": "rel. pose err °",
+           "mouth_corr": "mouth corr", "mouth_corr_best_lag": "mouth corr ±2f", "CSIM_dlib": "CSIM-dlib",
+           "dlib_dist": "dlib dist", "CSIM_arcface": "CSIM-ArcFace", "LSE_D": "LSE-D", "LSE_C": "LSE-C",
+           "detect_rate": "face rate", "jitter_px512": "jitter@512px", "mouth_open_std": "mouth-open sd"}
+"""Column titles of the markdown table (JSON keys stay as they are)."""
 NO_DIRECTION = {"mouth_open_std"}
 """Descriptive columns (how much the mouth moves), neither better high nor low."""
 
@@ -450,7 +457,7 @@ def summarize(results: list[CaseResult], fid: dict[tuple[str, str], float] | Non
         methods = [m for m in METHODS if any(r.method == m for r in rs)]
         names = [k for k in METRIC_ORDER
                  if any(k in r.metrics for r in rs) or (k == "FID" and any(p == proto for p, _ in fid))]
-        heads = [n + ("" if n in NO_DIRECTION else " ↑" if n in HIGHER_BETTER else " ↓") for n in names]
+        heads = [DISPLAY.get(n, n) + ("" if n in NO_DIRECTION else " ↑" if n in HIGHER_BETTER else " ↓") for n in names]
         lines += [f"### {proto} ({len({r.case for r in rs})} cases)", "",
                   "| method | frames | " + " | ".join(heads) + " |",
                   "|---|---|" + "---|" * len(names)]
@@ -472,3 +479,20 @@ def summarize(results: list[CaseResult], fid: dict[tuple[str, str], float] | Non
             lines.append(f"| {meth} | {sum(r.frames for r in mr)} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines), data
+
+
+def case_tables(results: list[CaseResult]) -> str:
+    """Markdown tables of every (case, method) row, one table per protocol."""
+    lines: list[str] = []
+    for proto in PROTOCOLS:
+        rs = [r for r in results if r.protocol == proto]
+        if not rs:
+            continue
+        names = [k for k in METRIC_ORDER if any(k in r.metrics for r in rs)]
+        lines += [f"#### {proto}, per case", "", "| case | method | frames | " + " | ".join(DISPLAY.get(n, n) for n in names)
+                  + " |", "|---|---|---|" + "---|" * len(names)]
+        for r in rs:
+            cells = [_fmt(r.metrics.get(n, float("nan"))) for n in names]
+            lines.append(f"| {r.case} | {r.method} | {r.frames} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
