@@ -228,6 +228,12 @@ def _cmd_convert(args) -> int:
     return convert_main(args.rest)
 
 
+def _cmd_eval(args) -> int:
+    from real3d.eval.cli import eval_main
+
+    return eval_main(args.rest)
+
+
 def _cmd_parity(args) -> int:
     from real3d.weights.parity import parity_main
 
@@ -245,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="does a video carry the real3d watermark? (exit 0 yes, 1 no)", add_help=False)
     v.add_argument("rest", nargs=argparse.REMAINDER)
     sub.add_parser("doctor", help="report what is installed and what is missing")
+    e = sub.add_parser("eval", help="the paper's protocols and metrics (real3d eval --help)", add_help=False)
+    e.add_argument("rest", nargs=argparse.REMAINDER)
     c = sub.add_parser("convert-official", help="official checkpoint dir -> model.safetensors + config.json", add_help=False)
     c.add_argument("rest", nargs=argparse.REMAINDER)
     dev = sub.add_parser("dev", help="developer tools")
@@ -258,7 +266,8 @@ COMMANDS = {"animate": _cmd_animate, "demo": _cmd_demo, "verify": _cmd_verify, "
             "convert-official": _cmd_convert}
 
 
-PASS_THROUGH = {("verify",): "verify", ("convert-official",): "convert-official", ("dev", "parity"): "dev"}
+PASS_THROUGH = {("verify",): "verify", ("convert-official",): "convert-official", ("dev", "parity"): "dev",
+                ("eval",): "eval"}
 """Subcommands whose own parsers take the rest of the command line verbatim (options included)."""
 
 
@@ -279,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     for prefix, name in PASS_THROUGH.items():
         if tuple(argv[: len(prefix)]) == prefix:
-            handler = {"verify": _cmd_verify, "convert-official": _cmd_convert, "dev": _cmd_parity}[name]
+            handler = {"verify": _cmd_verify, "convert-official": _cmd_convert, "dev": _cmd_parity, "eval": _cmd_eval}[name]
             return _run(handler, argparse.Namespace(rest=argv[len(prefix) :]), verbose=False)
     args = build_parser().parse_args(argv)
     if args.command == "dev":
