@@ -8,8 +8,8 @@ Measures, on one device:
 - FLOPs per source and per frame (`torch.utils.flop_counter.FlopCounterMode`: convs, matmuls, attention;
   grid_sample and elementwise ops are not counted) and the achieved GFLOP/s;
 - peak memory (process RSS on CPU, allocator peak on CUDA);
-- a bfloat16 autocast run (weights stay float32; the tri-plane networks and the renderer stay float32
-  by the model's precision policy, HTB-SR runs in bf16) and its error on `image` against float32.
+- a bfloat16 autocast run (weights stay float32; by the model's `autocast_sr_only` policy only HTB-SR's
+  per-frame part runs in bf16) and its error on `image` against float32.
 
     python benchmarks/bench_real3d_portrait.py                          # random weights, synthetic inputs
     python benchmarks/bench_real3d_portrait.py --checkpoint CKPT_DIR --fixture torso_seed0.npz
@@ -130,7 +130,7 @@ def load_model(checkpoint: Path | None) -> Real3DPortrait:
 def stage_fns(model: Real3DPortrait, cache: SourceCache, f: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
     """The three per-frame stages as separate calls (the composition of `Real3DPortrait.forward`)."""
     def ma():
-        with model._plane_precision(planes_device):  # as in Real3DPortrait.forward
+        with model._float32_unless_sr(planes_device):  # as in Real3DPortrait.forward
             return model.secc_img2plane_backbone(f["cond_cano"], f["cond_src"], f["cond_tgt"])
 
     planes_device = cache.cano_planes.device
@@ -248,7 +248,7 @@ def print_table(r: dict) -> None:
     rows.append(("peak memory after fp32", f"{r['peak_memory_gb_fp32']:.2f} GiB", "process RSS" if r["device"] == "cpu" else "allocator"))
     if "bf16_frame_s" in r:
         rows += [
-            ("bf16 autocast: per source", f"{r['bf16_source_s']:.2f} s", ""),
+            ("bf16 autocast: per source", f"{r['bf16_source_s']:.2f} s", "float32 by the model's autocast_sr_only policy"),
             ("bf16 autocast: per frame", f"{r['bf16_frame_s']:.2f} s",
              ", ".join(f"{n} {s:.2f}" for n, s in r["bf16_stages_s"].items())),
             ("bf16 vs fp32 image: max / mean abs", f"{r['bf16_image_max_abs']:.2e} / {r['bf16_image_mean_abs']:.2e}",

@@ -139,9 +139,9 @@ class Real3DPortrait(nn.Module):
         self._renderers = {m: _renderer_with(self.decoder, dataclasses.replace(r, mode=m))
                            for m in ("deterministic", "stochastic")}
 
-    def _plane_precision(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """float32 for the tri-plane networks under autocast when `config.float32_planes`."""
-        return torch.autocast(device.type, enabled=False) if self.config.float32_planes else contextlib.nullcontext()
+    def _float32_unless_sr(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """Autocast off (float32) when `config.autocast_sr_only`, else no change."""
+        return torch.autocast(device.type, enabled=False) if self.config.autocast_sr_only else contextlib.nullcontext()
 
     # ------------------------------------------------------------------------------------ per source
     def encode_source(
@@ -157,9 +157,9 @@ class Real3DPortrait(nn.Module):
         for name, t in (("ref_torso_img", ref_torso_img), ("bg_img", bg_img), ("segmap", segmap)):
             if t.shape[0] != b:
                 raise InputError(f"{name} has batch {t.shape[0]} but img has batch {b}; give one of each per source")
-        with self._plane_precision(img.device):
+        with self._float32_unless_sr(img.device):
             cano = self.cano_img2plane_backbone(img)  # Bx3xCxHpxWp
-        htbsr = self.superresolution.encode_source(ref_torso_img, bg_img, segmap.to(img.dtype))
+            htbsr = self.superresolution.encode_source(ref_torso_img, bg_img, segmap.to(img.dtype))
         return SourceCache(cano, htbsr)
 
     # ------------------------------------------------------------------------------------ per frame
@@ -183,10 +183,9 @@ class Real3DPortrait(nn.Module):
         kp_s, kp_d: [B,68,3] source / driving lm68 landmarks, xy in [-1,1], z = 0.
         mode: volume sampling (`deterministic`, the default of the config, or `stochastic` as released;
         `generator` seeds the latter).
-        Reduced precision: keep the weights float32 and run under `torch.autocast` (bf16/fp16 convs and
-        matmuls in HTB-SR; the tri-plane networks too unless `config.float32_planes`); the volume
-        rendering (rays, plane sampling, decoder, compositing) is always float32. A cache encoded under
-        autocast is meant for frames rendered under autocast (or convert it with `SourceCache.to`).
+        Reduced precision: keep the weights float32 and run under `torch.autocast`: HTB-SR's convs and
+        matmuls run in bf16/fp16 (the source encoding and motion adapter too unless
+        `config.autocast_sr_only`); the volume rendering is always float32.
         """
         b = cond_tgt.shape[0]
         if cache.batch not in (1, b):
@@ -200,7 +199,7 @@ class Real3DPortrait(nn.Module):
         if mode not in self._renderers:
             raise InputError(f"mode must be 'deterministic' or 'stochastic', got {mode!r}")
 
-        with self._plane_precision(cond_tgt.device):
+        with self._float32_unless_sr(cond_tgt.device):
             secc = self.secc_img2plane_backbone(cond_cano, cond_src, cond_tgt)  # Bx3xCxHpxWp
         # official phase1_plane_fusion_mode = add. Rendering runs in float32 even under autocast: bf16 rays
         # and sample positions would misplace samples by up to a plane pixel, and its one matmul-heavy
