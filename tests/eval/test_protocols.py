@@ -104,6 +104,11 @@ def test_outputs_json_summary_and_cache(results):
     assert "| gt | 10 | 0 |" in summary  # L1 of the ground truth
     table = json.loads((out / "summary.json").read_text())
     assert table["same"]["gt"]["SSIM"]["mean"] == pytest.approx(1.0)
+    assert "| astro_talk | mesh | 10 |" in (out / "cases.md").read_text()
+    # the reports can be rebuilt from the case JSONs alone
+    (out / "summary.md").unlink()
+    assert eval_main(["--report-only", "-o", str(out)]) == 0
+    assert (out / "summary.md").read_text() == summary
     # a second generation with the same inputs and options comes from the cache
     video = out / "cache" / saved["video"].split("/")[-1]
     stamp = video.stat().st_mtime_ns

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fid", metavar="INCEPTION", help="enable FID: pt_inception-2015-12-05 or torchvision weights")
     p.add_argument("--arcface", metavar="BACKBONE", help="enable ArcFace CSIM: insightface IResNet-50/100 backbone.pth")
     p.add_argument("--syncnet", metavar="FILE", help="enable LSE-C/LSE-D: syncnet_v2.model")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rebuild OUT/summary.md, summary.json and cases.md from OUT/cases/*/*.json")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -110,12 +112,27 @@ def run(cases: list[P.Case], cfg: P.EvalConfig, workers: int = 1, quiet: bool = 
     bar.close()
     order = {(c.protocol, c.name): i for i, c in enumerate(cases)}
     results.sort(key=lambda r: (order.get((r.protocol, r.case), 0), P.METHODS.index(r.method)))
-    fid = P.fid_by_group(results, out) if cfg.fid else {}
+    write_reports(results, out, with_fid=cfg.fid is not None)
+    return results
+
+
+def write_reports(results: list[P.CaseResult], out: Path, with_fid: bool = False) -> None:
+    """summary.md (mean [95% interval] per metric), summary.json and cases.md (every case) in `out`."""
+    fid = P.fid_by_group(results, out) if with_fid else {}
     table, data = P.summarize(results, fid)
     (out / "summary.md").write_text(table + "\n")
-    (out / "cases.md").write_text(P.case_tables(results) + "\n")
     (out / "summary.json").write_text(json.dumps(data, indent=1))
-    return results
+    (out / "cases.md").write_text(P.case_tables(results) + "\n")
+
+
+def load_results(out: Path) -> list[P.CaseResult]:
+    """The per-case results a previous run wrote under out/cases."""
+    files = sorted((Path(out) / "cases").glob("*/*.json"))
+    if not files:
+        raise InputError(f"no case results under {Path(out) / 'cases'}; run the evaluation first")
+    res = [P.CaseResult(**json.loads(f.read_text())) for f in files]
+    res.sort(key=lambda r: (P.PROTOCOLS.index(r.protocol), r.case, P.METHODS.index(r.method)))
+    return res
 
 
 def eval_main(argv: list[str] | None = None) -> int:
@@ -124,6 +141,10 @@ def eval_main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.report_only:
+            write_reports(load_results(args.out), args.out, with_fid=(args.out / "features").is_dir())
+            print((Path(args.out) / "summary.md").read_text())
+            return 0
         protocols = _split(args.protocols, P.PROTOCOLS, "protocols")
         methods = _split(args.methods, P.METHODS, "methods")
         if args.lpips and args.lpips[0] not in ("alex", "vgg"):
