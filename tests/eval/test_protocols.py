@@ -8,7 +8,9 @@ import math
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 from skimage import data
 
@@ -152,3 +154,41 @@ def test_cli_refusals(media, tmp_path, capsys):
     rc = eval_main(["--clips", str(media / "clips"), "--syncnet", str(junk), "-o", str(tmp_path / "o")])
     assert rc == 4  # CheckpointError
     assert not (tmp_path / "o" / "cache").exists()
+
+
+class _TinyFeatures(torch.nn.Module):
+    """Stand-in for Inception in plumbing tests: 6 pooled colour statistics per image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], 1)
+
+
+def test_plugins_flow_through_the_protocol(media, tmp_path):
+    """LPIPS, ArcFace, SyncNet (random weights) and FID features reach the case metrics and the summary."""
+    from real3d.eval import plugins
+    from real3d.eval.nets import iresnet, lpips, syncnet
+
+    torch.manual_seed(0)
+    plug = P._Plugins(P.EvalConfig())
+    net = lpips.LPIPS("alex").eval()
+    with torch.no_grad():
+        for lin in net.lins:
+            lin.weight.abs_()  # LPIPS heads are non-negative
+    plug.lpips = plugins.LpipsMetric(None, None, model=net)
+    plug.arcface = plugins.ArcFaceMetric(model=iresnet.IResNet(iresnet.IResNetConfig.tiny()).eval())
+    plug.sync = plugins.SyncMetric(model=syncnet.SyncNet().eval())
+    plug.fid = plugins.FidMetric(model=_TinyFeatures())
+    cfg = P.EvalConfig(out_dir=tmp_path, max_frames=N, id_every=5, fid="stub")
+    same = next(c for c in P.cases_from_folders(media / "clips", None, None, ("same",)))
+    gt = P.evaluate_case(same, "gt", cfg, plug)
+    plug.sync = None  # (SyncNet is the slow one; once is enough)
+    static = P.evaluate_case(same, "static", cfg, plug)
+    assert "LSE_D" not in static.metrics
+    assert gt.metrics["LPIPS"] == pytest.approx(0.0, abs=1e-6) and static.metrics["LPIPS"] > 0
+    # static repeats the source image: only the landmark-based alignment differs (tracking vs single-image mode)
+    assert gt.metrics["CSIM_arcface"] <= 1.0 + 1e-6 and static.metrics["CSIM_arcface"] == pytest.approx(1.0, abs=3e-3)
+    assert np.isfinite(gt.metrics["LSE_D"]) and np.isfinite(gt.metrics["LSE_C"])  # the clip carries speech
+    fid = P.fid_by_group([gt, static], tmp_path)
+    assert fid[("same", "gt")] == pytest.approx(0.0, abs=1e-6) and fid[("same", "static")] > 0
+    table, _ = P.summarize([gt, static], fid)
+    assert "LPIPS ↓" in table and "FID ↓" in table and "LSE-C ↑" in table

@@ -13,6 +13,7 @@ The variant is recognised from the fc shape. Inputs: RGB [b,3,h,w] in [0, 1], re
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -228,10 +229,12 @@ def frechet_distance(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_
 
     mu_a, mu_b = np.atleast_1d(mu_a).astype(np.float64), np.atleast_1d(mu_b).astype(np.float64)
     cov_a, cov_b = np.atleast_2d(cov_a).astype(np.float64), np.atleast_2d(cov_b).astype(np.float64)
-    covmean = linalg.sqrtm(cov_a @ cov_b)
-    if not np.isfinite(covmean).all():  # singular product: regularise the diagonal
-        eps = 1e-6 * np.eye(len(cov_a))
-        covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+    with warnings.catch_warnings():  # singular products (e.g. a static video) are expected: warn nobody
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov_a @ cov_b)
+        if not np.isfinite(covmean).all():  # regularise the diagonal, as the reference implementation does
+            eps = 1e-6 * np.eye(len(cov_a))
+            covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
     covmean = np.real(covmean)
     diff = mu_a - mu_b
     return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
