@@ -169,7 +169,7 @@ def test_plugins_flow_through_the_protocol(media, tmp_path):
     from real3d.eval.nets import iresnet, lpips, syncnet
 
     torch.manual_seed(0)
-    plug = P._Plugins(P.EvalConfig())
+    plug = P.MetricModels(P.EvalConfig())
     net = lpips.LPIPS("alex").eval()
     with torch.no_grad():
         for lin in net.lins:

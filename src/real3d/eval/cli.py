@@ -63,20 +63,25 @@ def _split(value: str, allowed: tuple[str, ...], what: str) -> tuple:
 
 
 _WORKER_PLUGINS = None
+"""The metric networks of a worker process (set by the pool initializer; the only way to give each process its own)."""
 
 
 def _init_worker(cfg: P.EvalConfig) -> None:
     global _WORKER_PLUGINS  # one set of plug-in networks per worker process
     logging.basicConfig(level=logging.WARNING)
-    _WORKER_PLUGINS = P._Plugins(cfg)
+    _WORKER_PLUGINS = P.MetricModels(cfg)
 
 
 def _run_one(case: P.Case, method: str, cfg: P.EvalConfig):
     return P.evaluate_case(case, method, cfg, _WORKER_PLUGINS)  # type: ignore[arg-type]
 
 
-def run(cases: list[P.Case], cfg: P.EvalConfig, workers: int = 1, quiet: bool = False) -> list[P.CaseResult]:
-    """Evaluate every case with every method; writes the per-case JSONs and the summary into cfg.out_dir."""
+def run(cases: list[P.Case], cfg: P.EvalConfig, workers: int = 1, quiet: bool = False,
+        models: P.MetricModels | None = None) -> list[P.CaseResult]:
+    """Evaluate every case with every method; writes the per-case JSONs and the summary into cfg.out_dir.
+
+    `models` (already loaded metric networks) is reused when running in this process (workers <= 1).
+    """
     from tqdm import tqdm
 
     out = Path(cfg.out_dir)
@@ -98,9 +103,9 @@ def run(cases: list[P.Case], cfg: P.EvalConfig, workers: int = 1, quiet: bool = 
         bar.set_postfix_str(f"{res.protocol}/{res.case}/{res.method}")
 
     if workers <= 1:
-        _init_worker(cfg)
+        models = models or P.MetricModels(cfg)
         for c, m in tasks:
-            done(_run_one(c, m, cfg))
+            done(P.evaluate_case(c, m, cfg, models))
     else:
         import multiprocessing as mp
 
@@ -164,8 +169,8 @@ def eval_main(argv: list[str] | None = None) -> int:
                            visible_watermark=args.visible_watermark,
                            lpips=tuple(args.lpips) if args.lpips else None, fid=args.fid, arcface=args.arcface,
                            syncnet=args.syncnet)
-        P._Plugins(cfg)  # fail fast on a wrong weight file, before any rendering
-        run(cases, cfg, workers=args.workers, quiet=args.quiet)
+        models = P.MetricModels(cfg)  # fail fast on a wrong weight file, before any rendering
+        run(cases, cfg, workers=args.workers, quiet=args.quiet, models=models)
     except Real3DError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -103,10 +103,15 @@ class CaseResult:
     """Metrics of one method on one case."""
 
     protocol: Protocol
+    """The case's protocol."""
     case: str
+    """The case's name."""
     method: Method
+    """What was evaluated: the mesh pipeline or a baseline."""
     frames: int
+    """Frames compared."""
     fps: float
+    """Their frame rate."""
     metrics: dict[str, float] = field(default_factory=dict)
     """Scalar metrics by name (NaN when not computable)."""
     inputs: dict[str, str | None] = field(default_factory=dict)
@@ -298,7 +303,7 @@ def track_landmarks(frames: list[np.ndarray]) -> list[np.ndarray | None]:
 
 
 # ----------------------------------------------------------------------------------------- evaluation
-class _Plugins:
+class MetricModels:
     """Identity model and plug-in metrics, built once per process from the config."""
 
     def __init__(self, cfg: EvalConfig) -> None:
@@ -312,7 +317,7 @@ class _Plugins:
         self.dlib = M.DlibIdentity()  # its model files load on first use, once per process
 
 
-def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: _Plugins | None = None) -> CaseResult | None:
+def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: MetricModels | None = None) -> CaseResult | None:
     """Metrics of `method` on `case`; None when the method does not apply (gt without a reference)."""
     import time
 
@@ -321,7 +326,7 @@ def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: _Plugins
     t0 = time.perf_counter()
     if method == "gt" and case.reference is None:
         return None
-    plugins = plugins or _Plugins(cfg)
+    plugins = plugins or MetricModels(cfg)
     ref_path = case.reference
     fps = probe_video(ref_path).fps if ref_path is not None else (
         probe_video(case.driver).fps if case.driver is not None else cfg.audio_fps)
