@@ -32,6 +32,7 @@ from real3d.config.htbsr import HTBSRConfig
 from real3d.errors import CheckpointError, InputError
 from real3d.layers.stylegan2 import SynthesisBlock
 from real3d.models.torso_warp import TorsoSource, TorsoWarp
+from real3d.weights.official import select_prefix
 
 OFFICIAL_PREFIX = "superresolution."
 
@@ -255,10 +256,4 @@ class HTBSR(nn.Module):
 def remap_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Select the `superresolution.*` entries of the official `OSAvatarSECC_Img2plane_Torso` state dict
     and strip the prefix; the result loads strictly into `HTBSR(HTBSRConfig.official())`."""
-    out = {k[len(OFFICIAL_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(OFFICIAL_PREFIX)}
-    if not out:
-        raise CheckpointError(
-            "no 'superresolution.*' keys in the state dict; pass ckpt['state_dict']['model'] of the official "
-            "secc2plane_torso checkpoint"
-        )
-    return out
+    return select_prefix(state_dict, OFFICIAL_PREFIX)

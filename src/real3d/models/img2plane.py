@@ -28,8 +28,10 @@ from einops import rearrange
 from torch import nn
 
 from real3d.config.img2plane import Img2PlaneConfig
-from real3d.errors import CheckpointError, InputError
+from real3d.errors import InputError
 from real3d.layers.segformer import Block, OverlapPatchEmbed
+from real3d.weights.io import load_state_dict_strict
+from real3d.weights.official import select_prefix
 
 OFFICIAL_PREFIX = "cano_img2plane_backbone."
 
@@ -51,31 +53,7 @@ def remap_official_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch
     sd: `torch.load(ckpt)["state_dict"]["model"]` of `secc2plane(_torso)`. Keys under
     `cano_img2plane_backbone.` map one-to-one onto `Img2Plane(Img2PlaneConfig.official())`.
     """
-    out = {k[len(OFFICIAL_PREFIX) :]: v for k, v in sd.items() if k.startswith(OFFICIAL_PREFIX)}
-    if not out:
-        raise CheckpointError(
-            f"no '{OFFICIAL_PREFIX}*' tensors in the state dict; pass the generator weights "
-            "(ckpt['state_dict']['model']) of an official secc2plane checkpoint"
-        )
-    return out
-
-
-def load_state_dict_strict(module: nn.Module, sd: Mapping[str, torch.Tensor], what: str) -> None:
-    """`module.load_state_dict(sd, strict=True)`, raising CheckpointError that names the bad keys."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    mismatched = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
-    if missing or unexpected or mismatched:
-        def head(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" ... (+{len(keys) - 5})" if len(keys) > 5 else "")
-
-        raise CheckpointError(
-            f"{what} weights do not match the model config: missing [{head(missing)}], "
-            f"unexpected [{head(unexpected)}], shape mismatch [{head(mismatched)}]; "
-            "check that the checkpoint and the config preset belong together"
-        )
-    module.load_state_dict(sd, strict=True)
+    return select_prefix(sd, OFFICIAL_PREFIX)
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,10 +19,12 @@ import torch
 from torch import nn
 
 from real3d.config.motion_adapter import MotionAdapterConfig
-from real3d.errors import CheckpointError, InputError
+from real3d.errors import InputError
 from real3d.layers.equalized import EqualizedConv2d
 from real3d.layers.segformer import MixVisionTransformer, SegFormerHead
-from real3d.models.img2plane import load_state_dict_strict, triplanes_from_features
+from real3d.models.img2plane import triplanes_from_features
+from real3d.weights.io import load_state_dict_strict
+from real3d.weights.official import select_prefix
 
 OFFICIAL_PREFIX = "secc_img2plane_backbone."
 
@@ -33,13 +35,7 @@ def remap_official_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch
     sd: `torch.load(ckpt)["state_dict"]["model"]` of `secc2plane(_torso)`. Keys under
     `secc_img2plane_backbone.` map one-to-one onto `MotionAdapter(MotionAdapterConfig.official())`.
     """
-    out = {k[len(OFFICIAL_PREFIX) :]: v for k, v in sd.items() if k.startswith(OFFICIAL_PREFIX)}
-    if not out:
-        raise CheckpointError(
-            f"no '{OFFICIAL_PREFIX}*' tensors in the state dict; pass the generator weights "
-            "(ckpt['state_dict']['model']) of an official secc2plane checkpoint"
-        )
-    return out
+    return select_prefix(sd, OFFICIAL_PREFIX)
 
 
 class MotionAdapter(nn.Module):

@@ -9,6 +9,8 @@ refused with a `CheckpointError`. The config goes through `yaml.safe_load`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import logging
 import pickle
 import re
@@ -161,3 +163,16 @@ def load_official_checkpoint(path: str | Path, model_name: str = "model") -> Off
         global_step=step if isinstance(step, int) else None,
         other_entries=others,
     )
+
+
+def select_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of an official generator state dict under `prefix`, with the prefix stripped.
+
+    Raises CheckpointError when there are none (the caller passed another model's weights)."""
+    out = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if not out:
+        raise CheckpointError(
+            f"no '{prefix}*' tensors in the state dict; pass the generator weights (ckpt['state_dict']['model']) "
+            "of an official secc2plane / secc2plane_torso checkpoint"
+        )
+    return out
