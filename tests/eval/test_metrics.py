@@ -192,3 +192,34 @@ def test_mean_ci95_student_t():
     assert iv.low == pytest.approx(2 - half) and iv.high == pytest.approx(2 + half)
     one = M.mean_ci95([5.0])
     assert one.mean == 5.0 and math.isnan(one.low)
+
+
+def test_aed_apd_zero_for_identical_tracks_and_grow_with_expression(tmp_path):
+    """AED/APD from 3DMM fits: identical landmark tracks give 0; a changed expression gives AED > 0."""
+    import torch
+
+    from real3d.eval.metrics import expression_pose_distance
+    from real3d.face.bfm import ParametricFace
+    from real3d.face.bfm_synthetic import write_synthetic_bfm
+
+    face = ParametricFace.from_dir(write_synthetic_bfm(tmp_path / "bfm", n_vertices=600))
+    g = torch.Generator().manual_seed(0)
+    n = 4
+    ident = torch.randn(1, 80, generator=g) * 0.2
+    exp = torch.randn(n, 64, generator=g) * 0.2
+    euler = torch.zeros(n, 3)
+    euler[:, 1] = torch.linspace(-0.2, 0.2, n)
+    trans = torch.zeros(n, 3)
+
+    def track(e):
+        uv = face.project_keypoints(ident.expand(n, -1), e, euler, trans, "mp468")  # 224 px, y up
+        px = torch.stack([uv[..., 0], 224 - uv[..., 1]], -1) * (512 / 224)
+        lm = torch.cat([px, torch.zeros(n, 468, 1)], -1).numpy()
+        return [np.concatenate([f, np.zeros((10, 3))]) for f in lm]
+
+    a = track(exp)
+    aed0, apd0 = expression_pose_distance(face, a, a, (512, 512))
+    assert aed0 == 0.0 and apd0 == 0.0
+    aed1, apd1 = expression_pose_distance(face, a, track(exp + 0.6), (512, 512))
+    assert aed1 > 0.05
+    assert apd1 < 0.05  # the pose is the same: only the expression changed

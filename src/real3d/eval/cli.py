@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fid", metavar="INCEPTION", help="enable FID: pt_inception-2015-12-05 or torchvision weights")
     p.add_argument("--arcface", metavar="BACKBONE", help="enable ArcFace CSIM: insightface IResNet-50/100 backbone.pth")
     p.add_argument("--syncnet", metavar="FILE", help="enable LSE-C/LSE-D: syncnet_v2.model")
+    p.add_argument("--bfm", metavar="DIR", help="enable AED/APD (3DMM fits): the BFM folder of the official release")
     p.add_argument("--report-only", action="store_true",
                    help="only rebuild OUT/summary.md, summary.json and cases.md from OUT/cases/*/*.json")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -168,7 +169,7 @@ def eval_main(argv: list[str] | None = None) -> int:
                            audio_fps=args.audio_fps, framing=args.framing, seed=args.seed, id_every=args.id_every,
                            visible_watermark=args.visible_watermark,
                            lpips=tuple(args.lpips) if args.lpips else None, fid=args.fid, arcface=args.arcface,
-                           syncnet=args.syncnet)
+                           syncnet=args.syncnet, bfm=args.bfm)
         models = P.MetricModels(cfg)  # fail fast on a wrong weight file, before any rendering
         run(cases, cfg, workers=args.workers, quiet=args.quiet, models=models)
     except Real3DError as e:

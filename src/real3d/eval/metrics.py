@@ -357,3 +357,33 @@ def mean_ci95(values) -> Interval:
         return Interval(m, float("nan"), float("nan"), len(v))
     half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
     return Interval(m, m - half, m + half, len(v))
+
+
+def _stack_landmarks(lms: list[np.ndarray | None]) -> np.ndarray | None:
+    """[T,478,3] with missing frames interpolated (None when no frame has a face)."""
+    from real3d.motion.from_video import fill_missing_landmarks
+
+    if not any(lm is not None for lm in lms):
+        return None
+    arr = np.stack([np.full((478, 3), np.nan) if lm is None else np.asarray(lm, np.float64) for lm in lms])
+    return fill_missing_landmarks(arr)
+
+
+def expression_pose_distance(face, gen: list[np.ndarray | None], ref: list[np.ndarray | None],
+                             size: tuple[int, int]) -> tuple[float, float]:
+    """The paper's AED and APD: 3DMM fits (official video-fit schedule) of both landmark tracks, then the mean
+    L1 distance of the 64 expression coefficients (AED) and of the pose (Euler radians + translation; APD)
+    per frame. `face` is a `real3d.face.bfm.ParametricFace`; landmarks in pixels of frames of `size` (h, w)."""
+    from real3d.face.fitting import fit_video
+
+    g, r = _stack_landmarks(gen), _stack_landmarks(ref)
+    if g is None or r is None:
+        return float("nan"), float("nan")
+    n = min(len(g), len(r))
+    fg = fit_video(face, g[:n, :468, :2].astype(np.float32), size)
+    fr = fit_video(face, r[:n, :468, :2].astype(np.float32), size)
+    aed = float((fg.exp - fr.exp).abs().mean())
+    pose_g = np.concatenate([fg.euler.numpy(), fg.trans.numpy()], 1)
+    pose_r = np.concatenate([fr.euler.numpy(), fr.trans.numpy()], 1)
+    apd = float(np.abs(pose_g - pose_r).mean())
+    return aed, apd

@@ -96,6 +96,8 @@ class EvalConfig:
     """IResNet weights to enable ArcFace CSIM."""
     syncnet: str | None = None
     """SyncNet weights to enable LSE-C / LSE-D."""
+    bfm: str | None = None
+    """A BFM folder to enable AED / APD (3DMM fits of generated and reference landmarks)."""
 
 
 @dataclass
@@ -315,6 +317,11 @@ class MetricModels:
         self.arcface = P.ArcFaceMetric(cfg.arcface) if cfg.arcface else None
         self.sync = P.SyncMetric(cfg.syncnet) if cfg.syncnet else None
         self.dlib = M.DlibIdentity()  # its model files load on first use, once per process
+        self.face = None
+        if cfg.bfm:
+            from real3d.face.bfm import ParametricFace
+
+            self.face = ParametricFace.from_dir(cfg.bfm)
 
 
 def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: MetricModels | None = None) -> CaseResult | None:
@@ -378,6 +385,8 @@ def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: MetricMo
             m["mouth_corr_best_lag"], _lag = M.lagged_correlation(M.mouth_opening(lg), M.mouth_opening(lr), 2)
         if case.protocol == "cross":
             m["pose_rel_err_deg"] = _nanmean(M.relative_pose_error(lg, lr))
+        if plugins.face is not None and case.protocol in ("same", "cross"):
+            m["AED"], m["APD"] = M.expression_pose_distance(plugins.face, lg, lr, gen[0].shape[:2])
     ident = plugins.dlib.score(src, gen, lg, every=cfg.id_every)
     m["CSIM_dlib"], m["dlib_dist"] = ident.csim, ident.distance
     if plugins.arcface is not None:
@@ -409,7 +418,7 @@ def _nanmean(x: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------------------------------ summaries
-METRIC_ORDER = ("L1", "PSNR", "SSIM", "LPIPS", "AKD_px512", "pose_err_deg", "pose_rel_err_deg", "mouth_corr",
+METRIC_ORDER = ("L1", "PSNR", "SSIM", "LPIPS", "AKD_px512", "AED", "APD", "pose_err_deg", "pose_rel_err_deg", "mouth_corr",
                 "mouth_corr_best_lag", "CSIM_dlib", "dlib_dist", "CSIM_arcface", "LSE_D", "LSE_C", "FID",
                 "detect_rate", "jitter_px512", "mouth_open_std")
 HIGHER_BETTER = {"PSNR", "SSIM", "mouth_corr", "mouth_corr_best_lag", "CSIM_dlib", "CSIM_arcface", "LSE_C",
