@@ -34,10 +34,11 @@ def official_dir() -> Path:
 
 def _make_ckpt(model: str, tmp_factory) -> Path:
     official = _official_dir()
-    cache = os.environ.get("REAL3D_OFFICIAL_CKPT_CACHE", "/work/cache/ckpt")
-    cached = Path(cache) / model
-    if (cached / f"model_ckpt_steps_{STEPS[model]}.ckpt").is_file():
-        return cached
+    cache = os.environ.get("REAL3D_OFFICIAL_CKPT_CACHE")
+    if cache:
+        cached = Path(cache) / model
+        if (cached / f"model_ckpt_steps_{STEPS[model]}.ckpt").is_file():
+            return cached
     out = tmp_factory.mktemp(model)
     subprocess.run(
         [sys.executable, str(official / "make_official_ckpt.py"), "--model", model, "--seed", "0", "--out", str(out)],
