@@ -110,3 +110,21 @@ def test_gaze_moves_the_iris_inside_a_still_eye(renderer):
     assert dark_centroid(b) > dark_centroid(a) + 1.0
     rigid = list(topo.RIGID)
     np.testing.assert_allclose(renderer.target_landmarks(tr, 1)[rigid], lm[rigid])
+
+
+def test_head_moving_down_reveals_background_not_replicated_edge(renderer):
+    """Where the warp samples above the photo, the person is absent (alpha 0): the background shows."""
+    from dataclasses import replace
+
+    p = renderer.p
+    image = p.image.copy()
+    image[:6] = (255, 0, 255)  # a person-coloured top edge that would streak if replicated
+    mask = p.person_mask.copy()
+    mask[:40, 150:350] = 1.0
+    r = MeshRenderer(replace(p, image=image, person_mask=mask))
+    tr = _track(2)
+    tr.translation[1] = (0.0, 0.6, 0.0)  # head down by 0.6 eye distances
+    out = r.render(tr, 1).astype(float)
+    top = out[:8, 220:280]
+    assert np.abs(top - r.background[:8, 220:280]).mean() < 5
+    assert not (np.abs(top - [255, 0, 255]).sum(-1) < 60).any()

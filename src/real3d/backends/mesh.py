@@ -102,7 +102,11 @@ class MeshRenderer:
 
         # --- background and mouth colours
         self.background = portrait.background.astype(np.float32)
-        self.person = portrait.person_mask.astype(np.float32)
+        # the person continues below the frame (torso) but not above or beside it: outside the photo the
+        # alpha is the bottom row repeated downward and 0 elsewhere, so a head moving down reveals
+        # background, not replicated hair streaks
+        person = portrait.person_mask.astype(np.float32)
+        self.person = np.concatenate([person, np.repeat(person[-1:], h // 4, axis=0)])
         skin_px = portrait.image[_polygon_mask(self.size, self.src_lm[list(topo.FACE_OVAL), :2])]
         skin = np.median(skin_px, 0).astype(np.float32) if len(skin_px) else np.array([190, 150, 130], np.float32)
         k = float(np.clip(skin.mean() / 160.0, 0.6, 1.1))  # overall exposure of the photo
@@ -179,7 +183,7 @@ class MeshRenderer:
         fwd = (self._W @ d_ctrl).reshape(*self._field_shape, 2).astype(np.float32)
         map_x, map_y = _invert_field(fwd, self.cfg.field_step, (h, w))
         warped = cv2.remap(self.p.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        alpha = cv2.remap(self.person, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = cv2.remap(self.person, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         a3 = alpha[..., None]
         out = warped.astype(np.float32) * a3 + self.background * (1 - a3)
 
