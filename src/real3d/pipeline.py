@@ -126,7 +126,7 @@ class Pipeline:
             if opts.backend != "mesh":
                 raise InputError(f"unknown backend {opts.backend!r}; use 'mesh' or 'neural'")
             t0 = time.perf_counter()
-            n_frames, chunks, audio = self._driver(opts, portrait, analyzer)
+            n_frames, chunks, audio = self._driver(opts, portrait)
             timings["driver_analysis"] = time.perf_counter() - t0
         finally:
             analyzer.close()
@@ -220,13 +220,13 @@ class Pipeline:
         return result
 
     # ------------------------------------------------------------------ drivers
-    def _driver(self, opts: AnimateOptions, portrait, analyzer) -> tuple[int, Iterator[MotionTrack], object]:
+    def _driver(self, opts: AnimateOptions, portrait) -> tuple[int, Iterator[MotionTrack], object]:
         from real3d.io.audio import has_audio, load_audio
 
         limit = None if opts.max_seconds is None else max(1, int(round(opts.max_seconds * opts.fps)))
 
         if opts.video is not None:
-            track = video_track(opts.video, portrait.canonical, opts.fps, analyzer, quiet=opts.quiet, max_frames=limit)
+            track = video_track(opts.video, portrait.canonical, opts.fps, quiet=opts.quiet, max_frames=limit)
             audio = load_audio(opts.video, sample_rate=None, mono=False) if has_audio(opts.video) else None
         else:
             from real3d.motion.from_audio import AudioDriver
@@ -245,42 +245,32 @@ class Pipeline:
             n = len(driver)
             chunks: Iterator[MotionTrack] = driver.chunks(250)
             if opts.pose_video is not None:
-                pose = video_track(opts.pose_video, portrait.canonical, opts.fps, analyzer, quiet=opts.quiet, max_frames=limit)
+                pose = video_track(opts.pose_video, portrait.canonical, opts.fps, quiet=opts.quiet, max_frames=limit)
                 chunks = _with_pose(chunks, pose)
             return n, chunks, audio
         if opts.pose_video is not None:
-            pose = video_track(opts.pose_video, portrait.canonical, opts.fps, analyzer, quiet=opts.quiet, max_frames=limit)
+            pose = video_track(opts.pose_video, portrait.canonical, opts.fps, quiet=opts.quiet, max_frames=limit)
             track = track.with_pose_of(pose)
         if opts.still:
             track = track.without_pose()
         return len(track), iter([track]), audio
 
 
-def video_track(
-    path, source_canonical: np.ndarray, fps: float, analyzer, quiet: bool = False, max_frames: int | None = None
-) -> MotionTrack:
-    """Retargeted MotionTrack of a driving video, resampled to `fps` (at most `max_frames` frames)."""
-    from itertools import islice
+def video_track(path, source_canonical: np.ndarray, fps: float, quiet: bool = False,
+                max_frames: int | None = None) -> MotionTrack:
+    """Retargeted MotionTrack of a driving video, resampled to `fps` (at most `max_frames` frames); its own
+    tracker, so tracking state never carries over from another video."""
+    from real3d.motion.from_video import track_from_landmarks
 
-    from tqdm import tqdm
-
-    from real3d.io.video import iter_frames, probe_video
-    from real3d.motion.from_video import track_from_landmarks, video_landmarks
-
-    info = probe_video(path)
-    total = max(1, int(round(info.duration * fps)))
-    if max_frames is not None:
-        total = min(total, max_frames)
-    frames = islice(iter_frames(path, max_size=DRIVER_MAX_SIDE, fps=fps), total)
-    bar = tqdm(frames, total=total, desc="tracking driver", unit="frame", disable=quiet, leave=False)
-    lms = video_landmarks(bar)
+    lms, _ = driver_landmarks(path, fps, None, quiet, max_frames)
     track = track_from_landmarks(lms, source_canonical, fps)
     track.meta["driver"] = str(path)
     return track
 
 
 def driver_landmarks(path, fps: float, analyzer, quiet: bool = False, max_frames: int | None = None):
-    """([T,478,3] landmarks with missing frames interpolated, (height, width)) of a driving video at `fps`."""
+    """([T,478,3] landmarks with missing frames interpolated, (height, width)) of a driving video at `fps`
+    (`analyzer` None: a fresh tracker)."""
     from itertools import islice
 
     from tqdm import tqdm
