@@ -9,6 +9,10 @@ What `inference/real3d_infer.py` does, from local files only, in bounded memory:
              EG3D cameras smoothed over 7 frames, lm68 torso keypoints smoothed over 7 frames
   frames  -> PNCC maps (cano = exp 0, src = first driving exp, tgt), blink painting, the network in
              batches, streamed to the writer.
+Sizes: the head image, torso, background, segmentation and all three PNCC maps are made at
+`input_resolution(config)` = `config.image_resolution` (4 x the neural rendering resolution: 512 for
+the released model, the official SECC size; 32 for `Real3DPortraitConfig.tiny()`), because I2P and MA
+each turn their input into planes of half its size and the two planes are summed.
 Official facts are in `shared/docs/official-architecture.md` (§1.3); differences on purpose: the
 source is framed keeping its aspect ratio, the volume sampling is deterministic by default (no
 flicker), per-source features are computed once, and frames stream to the encoder.
@@ -91,6 +95,21 @@ def load_model(path: Path) -> torch.nn.Module:
     return load_official_model(path)[0].eval()
 
 
+def input_resolution(config) -> int:
+    """Side of the images and PNCC maps the generator of `config` (a `Real3DPortraitConfig`) reads.
+
+    I2P (head image) and MA (cano/src/tgt PNCC) both output tri-planes at half their input size and
+    the two are added, so they read one size; the model was trained with it equal to the output
+    frame size `config.image_resolution` (512 = the official SECC size). I2P needs a multiple of 16."""
+    size = int(config.image_resolution)
+    if size % 16:
+        raise CheckpointError(
+            f"the generator's image resolution {size} is not a multiple of 16, which I2P needs; "
+            "the checkpoint's neural_rendering_resolution must be a multiple of 4"
+        )
+    return size
+
+
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
     """[H,W,3] uint8 -> [1,3,H,W] float32 in [-1,1]."""
     return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1.0
@@ -128,7 +147,7 @@ class NeuralBackend:
         t = time.perf_counter()
         torso = Path(torso_dir) if torso_dir is not None else _find_model_dir(assets.checkpoints, "torso")
         self.model = load_model(torso).to(self.device)
-        self.resolution = int(self.model.config.image_resolution)
+        self.resolution = input_resolution(self.model.config)
         self.a2m = None
         if need_audio:
             self.a2m = load_model(Path(a2m_dir) if a2m_dir is not None else _find_model_dir(assets.checkpoints, "a2m"))

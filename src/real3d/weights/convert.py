@@ -3,6 +3,10 @@
 Each official model kind is an `OfficialKind` in `OFFICIAL_KINDS`: how to recognise it from its state
 dict / config.yaml, and how to build our module from it (key remap + config + strict load): the A2M
 model (`audio2secc_vae` -> `Audio2Motion`) and the torso model (`secc2plane_torso` -> `Real3DPortrait`).
+Both read their sizes from the tensor shapes, so official-format checkpoints of any size load.
+
+`save_official_format` goes the other way (our module -> an official-format directory), for tests
+and for tools that read the official layout.
 """
 
 from __future__ import annotations
@@ -53,10 +57,11 @@ def _detect_torso(sd: Mapping[str, torch.Tensor], hparams: Mapping[str, Any] | N
 
 
 def _build_torso(ckpt: OfficialCheckpoint) -> tuple[nn.Module, Any]:
-    from real3d.models.real3d_portrait import Real3DPortrait, config_from_official, remap_official_state_dict
+    from real3d.models.real3d_portrait import Real3DPortrait, remap_official_state_dict
+    from real3d.weights.official_sizes import torso_config_from_official
 
     sd = remap_official_state_dict(ckpt.state_dict)
-    config = config_from_official(ckpt.hparams)
+    config = torso_config_from_official(sd, ckpt.hparams)
     return instantiate_with_weights(Real3DPortrait, config, sd, str(ckpt.path)), config
 
 
@@ -93,6 +98,61 @@ def convert_official(src_dir: str | Path, out_dir: str | Path) -> Path:
     out = save_pretrained(model, config, out_dir)
     log.info("converted %s checkpoint %s -> %s", kind.name, src_dir, out)
     return out
+
+
+OFFICIAL_STEPS = {"real3d_portrait": 100000, "audio2motion": 400000}
+"""global_step of the released checkpoints (the default step of `save_official_format`)."""
+
+
+def official_hparams(model: nn.Module) -> dict[str, Any]:
+    """The config.yaml entries of an official-format checkpoint of `model` (a `Real3DPortrait` or
+    an `Audio2Motion`): the released architecture switches and the sizes config.yaml records."""
+    from real3d.weights.io import model_type_of
+    from real3d.weights.official_sizes import official_torso_hparams
+
+    kind = model_type_of(model)
+    cfg = model.config
+    if kind == "real3d_portrait":
+        return official_torso_hparams(cfg)
+    if kind == "audio2motion":
+        return {
+            "task_cls": "tasks.os_avatar.audio2motion_task.Audio2MotionTask",
+            "audio_type": "hubert",
+            "motion_type": "exp",
+            "use_pitch": True,
+            "use_flow": True,
+            "hidden_size": cfg.hidden_dim,
+            "use_mouth_amp_embed": cfg.use_mouth_amp_embed,
+            "use_eye_amp_embed": cfg.use_eye_amp_embed,
+        }
+    raise CheckpointError(f"no official format for model type '{kind}'; only real3d_portrait and audio2motion have one")
+
+
+def save_official_format(model: nn.Module, directory: str | Path, step: int | None = None) -> Path:
+    """Write `model` as an official checkpoint directory: `config.yaml` + `model_ckpt_steps_<step>.ckpt`,
+    a legacy (non-zip) torch pickle of {'epoch', 'global_step', 'state_dict': {'model': sd},
+    'optimizer_states'} with the official key names (ours are the official ones). Returns the .ckpt path.
+
+    Reading it back (`load_official_model`) rebuilds `model` exactly when its config carries the
+    released values of what checkpoints do not record (`official_sizes.with_released_hyperparameters`)."""
+    import yaml
+
+    from real3d.weights.io import model_type_of
+
+    hparams = official_hparams(model)
+    step = OFFICIAL_STEPS[model_type_of(model)] if step is None else int(step)
+    directory = Path(directory)
+    sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    ckpt = {"epoch": 0, "global_step": step, "state_dict": {"model": sd}, "optimizer_states": []}
+    path = directory / f"model_ckpt_steps_{step}.ckpt"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "config.yaml").write_text(yaml.safe_dump(hparams, sort_keys=True), encoding="utf-8")
+        torch.save(ckpt, path, _use_new_zipfile_serialization=False)
+    except OSError as err:
+        raise CheckpointError(f"cannot write the official-format checkpoint to {directory}: {err}") from None
+    log.info("wrote %s (%d tensors, official format)", path, len(sd))
+    return path
 
 
 def convert_main(argv: Sequence[str] | None = None) -> int:
