@@ -141,3 +141,22 @@ def test_very_short_and_empty_audio(neutral):
         AudioDriver(np.zeros(0, np.float32), neutral)
     with pytest.raises(InputError, match="mono"):
         AudioDriver(np.zeros((2, 100), np.float32), neutral)
+
+
+def test_steady_sound_between_speech_does_not_move_the_mouth(speech, neutral):
+    """A held musical note (360 Hz with harmonics through the 1-3 kHz band) as loud as the speech: the
+    recognizer hears a long vowel, but without syllabic rhythm the lips close as in silence."""
+    from real3d.audio.features import band_level_db
+
+    t = np.arange(int(2.5 * 16000)) / 16000
+    note = sum(np.sin(2 * np.pi * 360.0 * k * t) / k for k in range(1, 9)).astype(np.float32)
+    live = band_level_db(speech)
+    ref = np.percentile(live[live > -70], 90)
+    note *= np.float32(10 ** ((ref - np.median(band_level_db(note))) / 20))
+    x = np.concatenate([speech, note, speech])
+    a = AudioDriver(x, neutral, fps=100.0, still=True, blink="none").analysis()
+    n0 = len(speech) / 16000
+    held = a.mouth_open[int((n0 + 0.8) * 100) : int((n0 + 1.7) * 100)]
+    first = a.mouth_open[: int(n0 * 100)]
+    assert first.max() > 0.2  # the speech around it still opens the mouth
+    assert held.max() < 0.01  # pressed together

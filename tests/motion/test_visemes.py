@@ -15,6 +15,7 @@ from real3d.motion.visemes import (
     quiet_closure,
     relabel_loud_silence,
     sample_at_frames,
+    speech_rhythm,
     visemes_from_phones,
 )
 
@@ -87,3 +88,20 @@ def test_sample_at_frames_interpolates_on_the_frame_clock():
     f = sample_at_frames(v, 25, 25.0)
     np.testing.assert_allclose(f, np.arange(25) * 4.0)
     assert sample_at_frames(np.zeros((0, 5)), 3, 25.0).shape == (3, 5)
+
+
+def test_rhythm_gate_and_articulation_band_gain():
+    t = np.arange(400) * 0.01
+    syllables = -10.0 - 12.0 * (1 + np.cos(2 * np.pi * 5.0 * t))  # 5 per second, 24 dB deep
+    steady = np.full(400, -10.0) + 0.5 * np.sin(2 * np.pi * 5.0 * t)
+    assert speech_rhythm(syllables)[50:-50].min() > 0.99
+    assert speech_rhythm(steady).max() < 0.01
+    phones = seq(("AA", 4.0))
+    loud = np.full(400, -20.0)
+    gated = visemes_from_phones(phones, loud, articulation_db=steady)
+    assert np.all(gated[:, JAW] == 0.0) and np.all(gated[:, PRESS] > 0.99)  # steady sound = silence
+    moving = visemes_from_phones(phones, loud, articulation_db=syllables)
+    # the jaw follows the band level: open at its peaks (t = 0.1 s, 0.3 s ...), nearly shut in its troughs
+    assert moving[190, JAW] > 0.9 and moving[200, JAW] < 0.3 * moving[190, JAW]
+    with pytest.raises(ValueError, match="same audio"):
+        visemes_from_phones(phones, loud, articulation_db=syllables[:-1])

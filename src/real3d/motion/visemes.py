@@ -8,9 +8,12 @@ Bilabial closure and labiodental contact have a high dominance, so they are reac
 segments, while e.g. /h/ barely constrains the jaw and takes the shape of its neighbours. The result is
 continuous (no step changes) and then lightly smoothed.
 
-Loudness (RMS dB relative to the speech's own level) scales the jaw, and the mouth closes when the audio
-is silent: below `ClosureLevel` the lips are pressed together whatever the recognizer said.
-`mouth_amp` scales every shape parameter; the official default 0.45 is our neutral 1.0x.
+The level of the 1-3 kHz band (relative to the speech's own level; the band whose envelope follows the
+mouth opening best) scales the jaw, and the mouth closes when the audio is silent: below `close_db` the
+lips are pressed together whatever the recognizer said. Sound without syllabic rhythm (music, a hum,
+a held note: the band level stays within a few dB for over a second) is treated like silence; the
+recognizer labels such sound as long vowels. `mouth_amp` scales every shape parameter; the official
+default 0.45 is our neutral 1.0x.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 
-from real3d.audio.features import DB_FLOOR, HOP_S, speech_level
+from real3d.audio.features import DB_FLOOR, HOP_S, modulation_depth, speech_level
 from real3d.audio.phones import NOISE_SPEECH, SILENCE, Phone
 from real3d.motion.mouth import JAW, LABIODENTAL, MOUTH_PARAMS, PRESS, ROUND, SPREAD
 
@@ -94,8 +97,8 @@ class VisemeConfig:
     """Below this level (dB re the speech level) the lips are fully pressed together."""
     open_db: float = -20.0
     """Above this level (dB re the speech level) silence closure no longer applies."""
-    quiet_db: float = -30.0
-    """Jaw gain is `min_gain` at this level (dB re the speech level) ..."""
+    quiet_db: float = -25.0
+    """Jaw gain is `min_gain` at this level (dB re the speech level of the articulation band) ..."""
     loud_db: float = -3.0
     """... and 1 at this level and above."""
     min_gain: float = 0.15
@@ -106,6 +109,13 @@ class VisemeConfig:
     so it stays off by default until more clips with known A/V sync decide."""
     loudness_jaw_open: float = 0.7
     """Jaw opening of the loudness-driven part at full speech level (an open vowel is 1)."""
+    steady_db: float = 4.0
+    """Sound whose band level varies less than this (dB, 90th - 10th percentile over `modulation_window_s`)
+    is steady, not speech: the lips close as in silence ..."""
+    rhythmic_db: float = 12.0
+    """... and above this it moves fully (speech varies 15-30 dB with its syllables)."""
+    modulation_window_s: float = 1.2
+    """Window over which the level's range is measured (several syllables)."""
     visual_lead_s: float = 0.0
     """The mouth shows what is heard this much later: visible articulation leads the sound
     (lips close before a /m/ is heard, the jaw opens before a vowel's onset)."""
@@ -183,28 +193,59 @@ def visemes_from_phones(
     loudness_db: np.ndarray,
     mouth_amp: float = OFFICIAL_MOUTH_AMP,
     config: VisemeConfig | None = None,
+    articulation_db: np.ndarray | None = None,
 ) -> np.ndarray:
     """Mouth parameters [H,k] at 100 Hz (H = len(loudness_db), the 10 ms loudness curve).
 
-    Jaw = blended jaw target x loudness gain x amplitude; the lips close where the audio is silent.
+    Jaw = blended jaw target x level gain x speech rhythm x amplitude; the lips close where the audio is
+    silent. The level gain and the rhythm gate read `articulation_db` (the 1-3 kHz band level,
+    `real3d.audio.features.band_level_db`, same hops) when given, else the broadband loudness.
     """
     cfg = config or VisemeConfig()
     scale = amplitude_scale(mouth_amp)
     loud = np.asarray(loudness_db, np.float64)
     n = len(loud)
-    ref = speech_level(loud)
-    rel = np.where(loud > DB_FLOOR, loud - ref, -200.0) if ref > DB_FLOOR else np.full(n, -200.0)
+    rel = _relative_db(loud)
     params = blend_targets(relabel_loud_silence(phones, rel, cfg.open_db), n, cfg)
-    level = _smoothstep((rel - cfg.quiet_db) / (cfg.loud_db - cfg.quiet_db))
+    art = loud if articulation_db is None else np.asarray(articulation_db, np.float64)
+    if len(art) != n:
+        raise ValueError(f"articulation_db has {len(art)} hops, loudness_db {n}; compute both on the same audio")
+    level = _smoothstep((_relative_db(art) - cfg.quiet_db) / (cfg.loud_db - cfg.quiet_db))
+    rhythm = speech_rhythm(art, cfg)
     gain = cfg.min_gain + (1.0 - cfg.min_gain) * level
     w = cfg.loudness_jaw_weight
     params[:, JAW] = (1.0 - w) * params[:, JAW] * gain + w * cfg.loudness_jaw_open * level
+    params[:, [JAW, SPREAD, ROUND, LABIODENTAL]] *= rhythm[:, None]  # steady sound: the lips rest
     if cfg.smooth_s > 0 and n > 1:
         shape = [JAW, SPREAD, ROUND]
         params[:, shape] = gaussian_filter1d(params[:, shape], cfg.smooth_s / HOP_S, axis=0, mode="nearest")
-    params[:, PRESS] = np.maximum(params[:, PRESS], quiet_closure(rel, cfg))
+    # silence and steady sound close the lips (rhythm under 0.5 starts the closure)
+    params[:, PRESS] = np.maximum(params[:, PRESS], np.maximum(quiet_closure(rel, cfg), _smoothstep(1.0 - 2.0 * rhythm)))
     params[:, [JAW, SPREAD, ROUND, LABIODENTAL]] *= scale
     return np.clip(params, 0.0, None)
+
+
+def _relative_db(level_db: np.ndarray) -> np.ndarray:
+    """Level re the speech level (`speech_level`); digital silence and all-silent input give -200."""
+    ref = speech_level(level_db)
+    if ref <= DB_FLOOR:
+        return np.full(len(level_db), -200.0)
+    return np.where(level_db > DB_FLOOR, level_db - ref, -200.0)
+
+
+def speech_rhythm(level_db: np.ndarray, config: VisemeConfig | None = None) -> np.ndarray:
+    """[H] in [0,1]: 1 where the 100 Hz level rises and falls like syllables, 0 for steady sound.
+
+    From the level's range over `modulation_window_s` (`modulation_depth`) between `steady_db` and
+    `rhythmic_db`, smoothed over 0.1 s. Silence next to speech counts as rhythm (the range is large).
+    """
+    cfg = config or VisemeConfig()
+    v = np.asarray(level_db, np.float64)
+    if len(v) == 0:
+        return np.zeros(0)
+    depth = modulation_depth(np.maximum(v, -100.0), cfg.modulation_window_s)
+    g = _smoothstep((depth - cfg.steady_db) / (cfg.rhythmic_db - cfg.steady_db))
+    return gaussian_filter1d(g, 0.1 / HOP_S, mode="nearest") if len(g) > 1 else g
 
 
 def quiet_closure(rel_db: np.ndarray, config: VisemeConfig | None = None) -> np.ndarray:
