@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from real3d.backends.neural import NeuralBackend, NeuralConfig, input_resolution
+from real3d.backends.neural import NeuralBackend, NeuralConfig, input_image_size
 from real3d.errors import CheckpointError
 from real3d.pipeline import AnimateOptions, Pipeline
 
@@ -150,15 +150,29 @@ def test_official_dirs_load_with_sizes_from_the_weights(assets):
     assert backend.resolution == backend.pncc.image_size == 32
 
 
-def test_input_resolution_is_the_frame_size():
+def test_renamed_official_folders_are_found_by_their_task(assets, tmp_path):
+    from real3d.backends.neural import _find_model_dir
+
+    ckpt = assets["root"] / "ckpt"
+    shutil.copytree(ckpt / "secc2plane_torso_orig", tmp_path / "model_a")
+    shutil.copytree(ckpt / "audio2secc_vae", tmp_path / "model_b")
+    assert _find_model_dir(tmp_path, "torso") == tmp_path / "model_a"
+    assert _find_model_dir(tmp_path, "a2m") == tmp_path / "model_b"
+    # an official torso folder passed as --checkpoints is not taken for the A2M
+    assert _find_model_dir(tmp_path / "model_a", "torso") == tmp_path / "model_a"
+    with pytest.raises(CheckpointError, match="no a2m checkpoint under .*model_a.*audio2secc_vae"):
+        _find_model_dir(tmp_path / "model_a", "a2m")
+
+
+def test_input_image_size_is_the_frame_size():
     from types import SimpleNamespace
 
     from real3d.config.real3d_portrait import Real3DPortraitConfig
 
-    assert input_resolution(Real3DPortraitConfig.official()) == 512  # the official SECC size
-    assert input_resolution(Real3DPortraitConfig.tiny()) == 32
+    assert input_image_size(Real3DPortraitConfig.official()) == 512  # the official SECC size
+    assert input_image_size(Real3DPortraitConfig.tiny()) == 32
     with pytest.raises(CheckpointError, match="multiple of 16"):
-        input_resolution(SimpleNamespace(image_resolution=24))
+        input_image_size(SimpleNamespace(image_resolution=24))
 
 
 @pytest.fixture(scope="module")

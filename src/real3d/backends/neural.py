@@ -10,7 +10,7 @@ What `inference/real3d_infer.py` does, from local files only, in bounded memory:
   frames  -> PNCC maps (cano = exp 0, src = first driving exp, tgt), blink painting, the network in
              batches, streamed to the writer.
 Sizes: the head image, torso, background, segmentation and all three PNCC maps are made at
-`input_resolution(config)` = `config.image_resolution` (4 x the neural rendering resolution: 512 for
+`input_image_size(config)` = `config.image_resolution` (4 x the neural rendering resolution: 512 for
 the released model, the official SECC size; 32 for `Real3DPortraitConfig.tiny()`), because I2P and MA
 each turn their input into planes of half its size and the two planes are summed.
 Official facts are in `shared/docs/official-architecture.md` (§1.3); differences on purpose: the
@@ -61,8 +61,29 @@ class NeuralConfig:
     """Autocast dtype of the networks (float32 = parity)."""
 
 
+_OFFICIAL_TASKS = {"torso": "secc_img2plane_torso_task", "a2m": "audio2motion_task"}
+"""Module of config.yaml's `task_cls` in each official checkpoint kind."""
+
+
+def _official_kind(folder: Path) -> str | None:
+    """'torso' / 'a2m' from an official folder's config.yaml `task_cls`; None when it does not say."""
+    import yaml
+
+    cfg = folder / "config.yaml"
+    if not cfg.is_file():
+        return None
+    try:
+        task = yaml.safe_load(cfg.read_text(encoding="utf-8")).get("task_cls", "")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        return None
+    return next((k for k, mod in _OFFICIAL_TASKS.items() if isinstance(task, str) and mod in task), None)
+
+
 def _find_model_dir(root: Path, kind: Literal["torso", "a2m"]) -> Path:
-    """The checkpoint folder of one model under the user's --checkpoints folder (official or converted)."""
+    """The checkpoint folder of one model under the user's --checkpoints folder (official or converted).
+
+    Converted folders are recognised by config.json's `model_type`, official ones by config.yaml's
+    `task_cls` (else by the release's folder names), so renamed folders are found too."""
     import json
 
     names = {"torso": ("secc2plane_torso", "torso"), "a2m": ("audio2secc", "a2m", "audio2motion")}[kind]
@@ -76,8 +97,10 @@ def _find_model_dir(root: Path, kind: Literal["torso", "a2m"]) -> Path:
                     return c
             except (OSError, ValueError):
                 continue
-        elif any(c.glob("model_ckpt_steps_*.ckpt")) and (c == root or any(n in c.name for n in names)):
-            return c
+        elif any(c.glob("model_ckpt_steps_*.ckpt")):
+            found = _official_kind(c)
+            if found == kind or (found is None and (c == root or any(n in c.name for n in names))):
+                return c
     raise CheckpointError(
         f"no {kind} checkpoint under {root}: expected the official release's "
         f"{'secc2plane_torso_orig' if kind == 'torso' else 'audio2secc_vae'}/ (config.yaml + model_ckpt_steps_*.ckpt) "
@@ -95,7 +118,7 @@ def load_model(path: Path) -> torch.nn.Module:
     return load_official_model(path)[0].eval()
 
 
-def input_resolution(config) -> int:
+def input_image_size(config) -> int:
     """Side of the images and PNCC maps the generator of `config` (a `Real3DPortraitConfig`) reads.
 
     I2P (head image) and MA (cano/src/tgt PNCC) both output tri-planes at half their input size and
@@ -147,7 +170,7 @@ class NeuralBackend:
         t = time.perf_counter()
         torso = Path(torso_dir) if torso_dir is not None else _find_model_dir(assets.checkpoints, "torso")
         self.model = load_model(torso).to(self.device)
-        self.resolution = input_resolution(self.model.config)
+        self.resolution = input_image_size(self.model.config)
         self.a2m = None
         if need_audio:
             self.a2m = load_model(Path(a2m_dir) if a2m_dir is not None else _find_model_dir(assets.checkpoints, "a2m"))
