@@ -53,3 +53,20 @@ def test_band_level_bad_input():
         band_level_db(np.zeros((2, 100), np.float32))
     with pytest.raises(ValueError, match="Nyquist"):
         band_level_db(tone(1000, 0.1), band_hz=(1000.0, 9000.0))
+
+
+def test_noise_floor_removal_restores_the_dips_of_speech_in_hiss():
+    from real3d.audio.features import above_noise_floor_db
+
+    t = np.arange(400) * 0.01
+    speech_power = 10 ** (-1.0 - 2.4 * (1 + np.cos(2 * np.pi * 5.0 * t)) / 2)  # -10 dB peaks, -34 dB dips
+    hiss = 10 ** (-2.0)  # -20 dB floor fills the dips
+    noisy = 10 * np.log10(speech_power + hiss)
+    assert modulation_depth(noisy)[200] < 10.0
+    cleaned = above_noise_floor_db(noisy)
+    assert modulation_depth(cleaned)[200] > 20.0
+    # clean speech with pauses is left as it was (the floor is the pauses' near-silence)
+    quiet = 10 * np.log10(speech_power)
+    quiet[:100] = DB_FLOOR
+    np.testing.assert_allclose(above_noise_floor_db(quiet)[100:][quiet[100:] > -20], quiet[100:][quiet[100:] > -20], atol=0.5)
+    assert np.all(above_noise_floor_db(np.full(10, DB_FLOOR)) == DB_FLOOR)

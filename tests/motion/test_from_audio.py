@@ -160,3 +160,17 @@ def test_steady_sound_between_speech_does_not_move_the_mouth(speech, neutral):
     first = a.mouth_open[: int(n0 * 100)]
     assert first.max() > 0.2  # the speech around it still opens the mouth
     assert held.max() < 0.01  # pressed together
+    alone = AudioDriver(note, neutral, fps=100.0, still=True, blink="none").analysis().mouth_open
+    assert alone.max() < 0.01  # a recording of nothing but the note: no lip motion either
+
+
+def test_speech_over_steady_hiss_still_moves_the_mouth(speech, neutral):
+    """White noise 10 dB under the speech fills the pauses between syllables; the noise floor is taken out
+    before the rhythm test, so the mouth keeps moving with the speech."""
+    rng = np.random.default_rng(3)
+    live = speech[np.abs(speech) > 1e-4]
+    noisy = speech + rng.standard_normal(len(speech)).astype(np.float32) * np.float32(np.sqrt(np.mean(live**2) / 10.0))
+    clean = AudioDriver(speech, neutral, still=True, blink="none").analysis().mouth_open
+    hiss = AudioDriver(noisy, neutral, still=True, blink="none").analysis().mouth_open
+    assert hiss.max() > 0.5 * clean.max()
+    assert hiss.std() > 0.5 * clean.std()

@@ -140,6 +140,27 @@ def band_level_db(
     return out
 
 
+def above_noise_floor_db(
+    level_db: np.ndarray, percentile: float = 10.0, max_floor_db: float = -10.0, floor_gap_db: float = 30.0
+) -> np.ndarray:
+    """[F] a level curve with the recording's stationary noise floor taken out (power subtraction).
+
+    The floor is the `percentile`-th percentile of the power of the hops that carry sound, but at most
+    `max_floor_db` re the speech level (`speech_level`): a recording that is steady sound throughout stays
+    steady. What is left above the floor is kept at least `floor_gap_db` below the hop's own level. Speech
+    with pauses keeps its curve (the floor is the pauses' near-silence); speech over hiss or hum gets its
+    syllable dips back.
+    """
+    v = np.asarray(level_db, np.float64)
+    live = v > DB_FLOOR
+    if not live.any():
+        return v.copy()
+    power = np.power(10.0, v / 10.0)
+    floor = min(float(np.percentile(power[live], percentile)), 10.0 ** ((speech_level(v) + max_floor_db) / 10.0))
+    kept = np.maximum(power - floor, power * 10.0 ** (-floor_gap_db / 10.0))
+    return np.where(live, 10.0 * np.log10(np.maximum(kept, 1e-30)), DB_FLOOR)
+
+
 def modulation_depth(level_db: np.ndarray, window_s: float = 1.2) -> np.ndarray:
     """[F] peak-to-trough range (dB) of a 100 Hz level curve in a centred window: the 90th minus the 10th
     percentile. Speech rises and falls with every syllable (4-8 per second), typically 15-30 dB in the

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter1d, maximum_filter1d
 
-from real3d.audio.features import DB_FLOOR, HOP_S, modulation_depth, speech_level
+from real3d.audio.features import DB_FLOOR, HOP_S, above_noise_floor_db, modulation_depth, speech_level
 from real3d.audio.phones import NOISE_SPEECH, SILENCE, Phone
 from real3d.motion.mouth import JAW, LABIODENTAL, MOUTH_PARAMS, PRESS, ROUND, SPREAD
 
@@ -207,7 +207,7 @@ def visemes_from_phones(
     n = len(loud)
     rel = _relative_db(loud)
     params = blend_targets(relabel_loud_silence(phones, rel, cfg.open_db), n, cfg)
-    art = loud if articulation_db is None else np.asarray(articulation_db, np.float64)
+    art = above_noise_floor_db(loud if articulation_db is None else np.asarray(articulation_db, np.float64))
     if len(art) != n:
         raise ValueError(f"articulation_db has {len(art)} hops, loudness_db {n}; compute both on the same audio")
     level = _smoothstep((_relative_db(art) - cfg.quiet_db) / (cfg.loud_db - cfg.quiet_db))
