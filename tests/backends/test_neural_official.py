@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from real3d.backends.neural import NeuralBackend, NeuralConfig, input_image_size
+from real3d.backends.neural import NeuralBackend, NeuralConfig
 from real3d.errors import CheckpointError
 from real3d.pipeline import AnimateOptions, Pipeline
 
@@ -85,7 +85,7 @@ def assets(tmp_path_factory):
     from real3d.models.hubert import Hubert, save_hubert
     from real3d.models.real3d_portrait import Real3DPortrait
     from real3d.motion.track import MotionTrack
-    from real3d.weights.convert import save_official_format
+    from real3d.weights.convert import convert_official, save_official_format
 
     root = tmp_path_factory.mktemp("neural_official")
     torch.manual_seed(0)
@@ -99,6 +99,8 @@ def assets(tmp_path_factory):
     with torch.no_grad():  # expression amplitudes of order 1, like the released model's (std 0.86)
         a2m.vae.decoder.out_proj.weight.mul_(8.0)
     save_official_format(a2m, root / "ckpt" / "audio2secc_vae")
+    for name in ("secc2plane_torso_orig", "audio2secc_vae"):  # our format (`real3d convert-official`)
+        convert_official(root / "ckpt" / name, root / "converted" / name)
     write_synthetic_bfm(root / "bfm", n_vertices=800)
 
     src = root / "src.png"
@@ -148,31 +150,6 @@ def test_official_dirs_load_with_sizes_from_the_weights(assets):
         assert torch.equal(backend.model.state_dict()[k], v), k
     # head image and PNCC at the size I2P / MA need: the frame size of the config (32 here, 512 released)
     assert backend.resolution == backend.pncc.image_size == 32
-
-
-def test_renamed_official_folders_are_found_by_their_task(assets, tmp_path):
-    from real3d.backends.neural import _find_model_dir
-
-    ckpt = assets["root"] / "ckpt"
-    shutil.copytree(ckpt / "secc2plane_torso_orig", tmp_path / "model_a")
-    shutil.copytree(ckpt / "audio2secc_vae", tmp_path / "model_b")
-    assert _find_model_dir(tmp_path, "torso") == tmp_path / "model_a"
-    assert _find_model_dir(tmp_path, "a2m") == tmp_path / "model_b"
-    # an official torso folder passed as --checkpoints is not taken for the A2M
-    assert _find_model_dir(tmp_path / "model_a", "torso") == tmp_path / "model_a"
-    with pytest.raises(CheckpointError, match="no a2m checkpoint under .*model_a.*audio2secc_vae"):
-        _find_model_dir(tmp_path / "model_a", "a2m")
-
-
-def test_input_image_size_is_the_frame_size():
-    from types import SimpleNamespace
-
-    from real3d.config.real3d_portrait import Real3DPortraitConfig
-
-    assert input_image_size(Real3DPortraitConfig.official()) == 512  # the official SECC size
-    assert input_image_size(Real3DPortraitConfig.tiny()) == 32
-    with pytest.raises(CheckpointError, match="multiple of 16"):
-        input_image_size(SimpleNamespace(image_resolution=24))
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +229,7 @@ def test_cli_audio_with_background(assets, audio_run, tmp_path):
 
 def test_expression_drives_the_frames(assets):
     """Same pose, same expression -> identical frames; opening the jaw changes the lower-face PNCC
-    and the output frame."""
+    and the output frame; the converted checkpoint renders the very same frames."""
     from skimage import data
 
     from real3d.assets import NeuralAssets
@@ -260,13 +237,19 @@ def test_expression_drives_the_frames(assets):
     from real3d.face.portrait import analyze_portrait
 
     root = assets["root"]
-    backend = NeuralBackend(NeuralAssets(root / "ckpt", root / "bfm", None, None),
-                            NeuralConfig(blink="none", out_mode="debug", batch_size=4), need_audio=False)
-    src = backend.prepare_source(analyze_portrait(data.astronaut()))
+    portrait = analyze_portrait(data.astronaut())
     exp = torch.zeros(4, 64)
     exp[2:, 0] = 3.0  # synthetic BFM: basis 0 opens the jaw
-    pose = driving_pose(src.euler, src.trans, 4, None)
-    frames = np.stack(list(backend.frames(src, exp, pose))).astype(np.float64)  # [4,32,128,3]
+
+    def render(checkpoints):
+        backend = NeuralBackend(NeuralAssets(checkpoints, root / "bfm", None, None),
+                                NeuralConfig(blink="none", out_mode="debug", batch_size=4), need_audio=False)
+        src = backend.prepare_source(portrait)
+        pose = driving_pose(src.euler, src.trans, 4, None)
+        return np.stack(list(backend.frames(src, exp, pose))).astype(np.float64)  # [4,32,128,3]
+
+    frames = render(root / "ckpt")
+    assert np.array_equal(frames, render(root / "converted"))
     pncc, result = frames[:, :, :32], frames[:, :, 96:]
     assert np.array_equal(result[0], result[1]) and np.array_equal(result[2], result[3])
     assert np.abs(result[2] - result[0]).max() > 8 and np.abs(result[2] - result[0]).mean() > 1.5
@@ -275,6 +258,15 @@ def test_expression_drives_the_frames(assets):
     mid = (face_rows.min() + face_rows.max()) / 2
     rows = np.nonzero(changed)[0]
     assert len(rows) and rows.mean() > mid  # the jaw, below the middle of the face
+
+
+def test_video_driven_still_without_hubert(assets, tmp_path, monkeypatch):
+    monkeypatch.delenv("REAL3D_HUBERT", raising=False)
+    opts = _opts(assets, tmp_path / "s.mp4", video=assets["drv"], still=True, max_seconds=0.2)
+    opts.hubert = None  # video driving needs neither HuBERT nor the A2M
+    opts.checkpoints = None
+    opts.torso_ckpt = assets["root"] / "ckpt" / "secc2plane_torso_orig"
+    assert Pipeline()(opts).frames == 5
 
 
 @pytest.mark.parametrize("damage", ["truncated", "wrong_shape"])
