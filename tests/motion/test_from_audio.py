@@ -174,3 +174,27 @@ def test_speech_over_steady_hiss_still_moves_the_mouth(speech, neutral):
     hiss = AudioDriver(noisy, neutral, still=True, blink="none").analysis().mouth_open
     assert hiss.max() > 0.5 * clean.max()
     assert hiss.std() > 0.5 * clean.std()
+
+
+@pytest.mark.parametrize(
+    "voice, text",
+    [
+        ("de", "Wir treffen uns nächste Woche wieder, um über die Pläne zu sprechen."),
+        ("cmn", "我们下周再见面，讨论夏天的计划。"),
+    ],
+)
+def test_non_english_speech_opens_and_closes_the_mouth_per_syllable(voice, text, neutral, tmp_path):
+    """The en-US phone model still finds vowels and closures in other languages: the mouth opens and
+    closes at a syllable-like rate (2-8 openings per second of speech) and rests in the silence around it."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    wav = tmp_path / f"{voice}.wav"
+    subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text], check=True)
+    x = load_audio(wav, 16000).samples
+    pad = np.zeros(int(PAD_S * 16000), np.float32)
+    mo = AudioDriver(np.concatenate([pad, x, pad]), neutral, still=True, blink="none").analysis().mouth_open
+    talking = len(x) / 16000
+    opened = mo > 0.03
+    openings = int((np.diff(opened.astype(int)) == 1).sum())
+    assert 2.0 * talking <= openings <= 8.0 * talking
+    assert not opened[: int(PAD_S * 25) - 2].any() and not opened[-int(PAD_S * 25) + 4 :].any()
