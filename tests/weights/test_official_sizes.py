@@ -161,6 +161,13 @@ def test_damaged_ckpt_names_the_file(tiny_model, tmp_path, damage):
         assert "truncated" in str(info.value)
 
 
+def test_writer_refuses_what_the_format_cannot_record(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(CheckpointError, match=r"cannot record img2plane\.atrous_rates: \(1, 2, 3\) vs \(12, 24, 36\);"):
+        save_official_format(Real3DPortrait(Real3DPortraitConfig.tiny()), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
 def test_released_hyperparameters_need_compatible_widths():
     with pytest.raises(ValueError, match=r"\(12, 5\)"):
         with_released_hyperparameters(Real3DPortraitConfig.tiny())  # MiT width 12 cannot take 5 heads

@@ -140,6 +140,16 @@ def save_official_format(model: nn.Module, directory: str | Path, step: int | No
     from real3d.weights.io import model_type_of
 
     hparams = official_hparams(model)
+    if model_type_of(model) == "real3d_portrait":
+        from real3d.weights.official_sizes import unrecorded_differences
+
+        diff = unrecorded_differences(model.config)
+        if diff:
+            raise CheckpointError(
+                f"the official format cannot record {'; '.join(diff)} (readers take the released values); "
+                "build the model from official_sizes.with_released_hyperparameters(config) or save it with "
+                "save_pretrained"
+            )
     step = OFFICIAL_STEPS[model_type_of(model)] if step is None else int(step)
     directory = Path(directory)
     sd = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}

@@ -336,6 +336,19 @@ def _replace_path(config: Any, dotted: str, value: Any) -> Any:
     return dataclasses.replace(config, **{head: _replace_path(getattr(config, head), rest, value)})
 
 
+def _get_path(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def unrecorded_differences(config: Real3DPortraitConfig) -> list[str]:
+    """The hyper-parameters of `config` that an official checkpoint cannot record and that differ from
+    the released values ("name: ours vs released"); a checkpoint written from such a model reads back
+    as another model."""
+    return [f"{k}: {_get_path(config, k)} vs {v}" for k, v in RELEASED_UNRECORDED.items() if _get_path(config, k) != v]
+
+
 def with_released_hyperparameters(config: Real3DPortraitConfig) -> Real3DPortraitConfig:
     """`config` with every hyper-parameter that an official checkpoint does not record set to its
     released value, and the run-time options (`mode`, `chunk_rays`, `autocast_sr_only`) at their
