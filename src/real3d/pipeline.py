@@ -193,7 +193,7 @@ class Pipeline:
             n = max(1, int(round(speech.duration * opts.fps)))
             idx = np.minimum(np.round(np.arange(n) * 25.0 / opts.fps).astype(np.int64), exp25.shape[0] - 1)
             exp = exp25[torch.from_numpy(idx)]
-            audio = load_audio(opts.audio, sample_rate=None, mono=False)
+            audio = opts.audio  # the writer decodes the soundtrack piece by piece
         else:
             lms, size = driver_landmarks(opts.video, opts.fps, analyzer, opts.quiet, limit)
             fit = backend.motion_from_landmarks(lms, size)
@@ -201,7 +201,7 @@ class Pipeline:
             n = exp.shape[0]
             if not opts.still:
                 pose = PoseSequence(euler=fit.euler, trans=fit.trans)
-            audio = load_audio(opts.video, sample_rate=None, mono=False) if has_audio(opts.video) else None
+            audio = opts.video if has_audio(opts.video) else None
         if opts.pose_video is not None:
             lms, size = driver_landmarks(opts.pose_video, opts.fps, analyzer, opts.quiet, limit)
             pfit = backend.motion_from_landmarks(lms, size)
@@ -227,7 +227,7 @@ class Pipeline:
 
         if opts.video is not None:
             track = video_track(opts.video, portrait.canonical, opts.fps, quiet=opts.quiet, max_frames=limit)
-            audio = load_audio(opts.video, sample_rate=None, mono=False) if has_audio(opts.video) else None
+            audio = opts.video if has_audio(opts.video) else None  # streamed by the writer
         else:
             from real3d.motion.from_audio import AudioDriver
 
@@ -241,7 +241,7 @@ class Pipeline:
                 still=opts.still,
                 seed=opts.seed,
             )
-            audio = load_audio(opts.audio, sample_rate=None, mono=False)
+            audio = opts.audio  # streamed by the writer
             n = len(driver)
             chunks: Iterator[MotionTrack] = driver.chunks(250)
             if opts.pose_video is not None:

@@ -178,3 +178,73 @@ def test_progress_bar_goes_to_stderr(tmp_path: Path, capsys: pytest.CaptureFixtu
         for f in _frames(3):
             w.write(f)
     assert capsys.readouterr().err == ""
+
+
+def _wav(path: Path, audio: Audio) -> Path:
+    """Write `audio` as a 16-bit PCM wav with PyAV."""
+    pcm = audio.channels_first()
+    layout = "mono" if pcm.shape[0] == 1 else "stereo"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=audio.sample_rate)
+        s.codec_context.layout = layout
+        for a in range(0, pcm.shape[1], 4096):
+            f = av.AudioFrame.from_ndarray((pcm[:, a : a + 4096].T.reshape(1, -1) * 32767).astype(np.int16), format="s16", layout=layout)
+            f.sample_rate = audio.sample_rate
+            c.mux(s.encode(f))
+        c.mux(s.encode(None))
+    return path
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(44100, 2), (22000, 1)])
+def test_audio_streamed_from_a_file_matches_decoded_audio(tmp_path: Path, rate: int, channels: int) -> None:
+    """A file given as the soundtrack is decoded piece by piece while writing; the result equals muxing the
+    same samples decoded up front (same rate choice, same length, same AAC frames)."""
+    from real3d.io.audio import load_audio
+
+    src = _wav(tmp_path / "tone.wav", _tone(2.0, rate, channels))
+    outs = {}
+    for kind, audio in (("path", src), ("array", load_audio(src, sample_rate=None, mono=False))):
+        outs[kind] = tmp_path / f"{kind}.mp4"
+        with VideoWriter(outs[kind], fps=25, size=(96, 64), audio=audio, quiet=True) as w:
+            for f in _frames(30):
+                w.write(f)
+    a, b = _streams(outs["path"]), _streams(outs["array"])
+    assert a["audio"] == b["audio"] and a["audio"][1] == (rate if rate == 44100 else 48000)
+    assert a["audio"][2] == pytest.approx(30 / 25, abs=0.05)
+
+    def samples(p: Path) -> np.ndarray:
+        with av.open(str(p)) as c:
+            return np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1)
+
+    np.testing.assert_allclose(samples(outs["path"]), samples(outs["array"]), atol=1e-4)
+
+
+def test_missing_or_silent_audio_file_leaves_no_output(tmp_path: Path) -> None:
+    from real3d.errors import InputError
+
+    out = tmp_path / "out.mp4"
+    with pytest.raises(InputError, match="not found"):
+        with VideoWriter(out, size=(96, 64), audio=tmp_path / "nope.wav", quiet=True) as w:
+            w.write(_frames(1)[0])
+    video_only = tmp_path / "v.mp4"
+    with VideoWriter(video_only, size=(96, 64), quiet=True) as w:
+        w.write(_frames(1)[0])
+    with pytest.raises(InputError, match="no audio stream"):
+        with VideoWriter(out, size=(96, 64), audio=video_only, quiet=True) as w:
+            w.write(_frames(1)[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
+
+
+def test_audio_stream_reads_in_any_piece_size(tmp_path: Path) -> None:
+    from real3d.io.audio import AudioStream, load_audio
+
+    src = _wav(tmp_path / "tone.wav", _tone(1.3, 16000, 2))
+    whole = load_audio(src, sample_rate=None, mono=False).samples
+    with AudioStream(src) as s:
+        assert (s.sample_rate, s.num_channels) == (16000, 2)
+        parts = [s.read(n) for n in (1, 999, 4096, 7, 100000, 10)]
+    assert [p.shape[1] for p in parts][-1] == 0
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), whole)
+    with AudioStream(src, sample_rate=8000, max_channels=1) as s:
+        mono = np.concatenate([s.read(3000) for _ in range(5)], axis=1)
+    assert mono.shape == (1, int(round(1.3 * 8000)))

@@ -145,14 +145,14 @@ def recognize_phones(samples: np.ndarray, sample_rate: int = 16000, config: Phon
     if float(np.abs(x).max()) < cfg.silence_peak or duration < 0.1:
         return [Phone(SILENCE, 0.0, duration)]
     decoder = _decoder(cfg)
-    pcm = (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
     out: list[Phone] = []
     cuts = _cut_points(x, sample_rate, cfg.max_piece_s)
     for a, b in zip(cuts[:-1], cuts[1:]):
         t0 = a / sample_rate
         piece_end = b / sample_rate
         decoder.start_utt()
-        decoder.process_raw(pcm[a:b].tobytes(), full_utt=True)
+        pcm = (np.clip(x[a:b], -1.0, 1.0) * 32767.0).astype(np.int16)  # one piece at a time
+        decoder.process_raw(pcm.tobytes(), full_utt=True)
         decoder.end_utt()
         cursor = t0
         for seg in decoder.seg():

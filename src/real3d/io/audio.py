@@ -1,12 +1,15 @@
 """Loading audio with PyAV: wav/mp3/m4a/flac/ogg files and the audio track of videos.
 
 Decoded audio goes through PyAV's resampler (libswresample), so any input rate, channel layout and sample
-format comes out as float32 planar at the requested rate, optionally down-mixed to mono.
+format comes out as float32 planar at the requested rate, optionally down-mixed to mono. `load_audio`
+decodes a whole file; `AudioStream` decodes it piece by piece as it is read (the writer muxes a
+10-minute soundtrack with the memory of a few seconds).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,3 +130,82 @@ def load_audio(path: str | Path, sample_rate: int | None = 16000, mono: bool = T
         raise InputError(f"{p} has an audio stream with no samples; pass a recording that is not empty")
     data = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)  # CxN
     return Audio(np.ascontiguousarray(data[0] if mono else data), rate)
+
+
+class AudioStream:
+    """The first audio stream of a file, decoded lazily: `read(n)` returns the next n samples (C x n float32,
+    fewer at the end, then C x 0). Channels are kept up to `max_channels` (more are down-mixed to stereo
+    by libswresample); `sample_rate=None` keeps the file's rate. Use as a context manager or `close()`.
+    An `Audio` (already decoded) is read the same way through `AudioStream.of(audio)`.
+    """
+
+    def __init__(self, path: str | Path, sample_rate: int | None = None, max_channels: int = 2) -> None:
+        p, container = _open(path)
+        self.path = p
+        self._container = container
+        if not container.streams.audio:
+            container.close()
+            raise InputError(f"{p} has no audio stream; pass a file with sound (or a video that has a sound track)")
+        stream = container.streams.audio[0]
+        rate = int(sample_rate or stream.rate or stream.codec_context.sample_rate or 0)
+        channels = int(stream.codec_context.channels or 0) or 1
+        if rate <= 0:
+            container.close()
+            raise InputError(f"{p}: the audio stream has no sample rate; re-encode it (e.g. to 16 kHz wav)")
+        self.sample_rate = rate
+        self.num_channels = min(channels, max_channels) if max_channels >= 2 else 1
+        layout = "mono" if self.num_channels == 1 else "stereo" if self.num_channels == 2 else None
+        self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        self._pieces: Iterator[np.ndarray] = self._decode(stream)
+        self._buffer = np.zeros((self.num_channels, 0), np.float32)
+        self._array: np.ndarray | None = None  # set by `of`
+
+    @classmethod
+    def of(cls, audio: Audio) -> "AudioStream":
+        """A stream over already decoded samples (no file)."""
+        self = cls.__new__(cls)
+        self.path = None
+        self._container = None
+        self.sample_rate = audio.sample_rate
+        self._array = audio.channels_first()
+        self.num_channels = int(self._array.shape[0])
+        self._pos = 0
+        return self
+
+    def _decode(self, stream) -> Iterator[np.ndarray]:
+        try:
+            for frame in self._container.decode(stream):
+                for f in self._resampler.resample(frame):
+                    yield f.to_ndarray()
+            for f in self._resampler.resample(None):
+                yield f.to_ndarray()
+        except av.error.FFmpegError as e:
+            raise InputError(f"cannot decode the audio of {self.path}: {e}; the file may be corrupt, re-export it") from e
+        except ValueError as e:
+            raise InputError(f"unsupported audio in {self.path}: {e}; convert it to a 16 kHz mono wav") from e
+
+    def read(self, n: int) -> np.ndarray:
+        """The next `n` samples per channel, C x m float32 with m <= n (m < n only at the end)."""
+        if self._array is not None:
+            out = self._array[:, self._pos : self._pos + n]
+            self._pos += out.shape[1]
+            return np.ascontiguousarray(out, dtype=np.float32)
+        while self._buffer.shape[1] < n:
+            piece = next(self._pieces, None)
+            if piece is None:
+                break
+            self._buffer = np.concatenate([self._buffer, piece.astype(np.float32, copy=False)], axis=1)
+        out, self._buffer = self._buffer[:, :n], self._buffer[:, n:]
+        return out
+
+    def close(self) -> None:
+        """Release the file."""
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> "AudioStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -20,8 +20,8 @@ from types import TracebackType
 import av
 import numpy as np
 
-from real3d.errors import OutputError
-from real3d.io.audio import Audio
+from real3d.errors import InputError, OutputError
+from real3d.io.audio import Audio, AudioStream
 from real3d.provenance import apply_marks
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class VideoWriter:
         path: str | Path,
         fps: float = 25.0,
         size: tuple[int, int] = (512, 512),
-        audio: Audio | None = None,
+        audio: Audio | str | Path | None = None,
         crf: int = 18,
         preset: str = "veryfast",
         visible_watermark: bool = True,
@@ -76,7 +76,9 @@ class VideoWriter:
         quiet: bool = False,
         audio_bitrate: int = 128_000,
     ) -> None:
-        """`size` is (width, height), both even; `total` (frames) only feeds the progress bar."""
+        """`size` is (width, height), both even; `total` (frames) only feeds the progress bar. `audio` is
+        decoded samples or a file (an audio file or a video with sound) that is decoded piece by piece while
+        the frames are written; the soundtrack is cut or padded with silence to the video's length."""
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(1001)
         if self.fps <= 0:
@@ -96,7 +98,7 @@ class VideoWriter:
         self._container = None
         self._vstream = None
         self._astream = None
-        self._apcm: np.ndarray | None = None  # CxN float32 at the output rate
+        self._asource: AudioStream | None = None  # yields CxN float32 at the output rate
         self._apos = 0  # next audio sample to encode
         self._tmp: Path | None = None
         self._bar = None
@@ -129,6 +131,9 @@ class VideoWriter:
             self._vstream = vs
             if self.audio is not None:
                 self._open_audio(self.audio)
+        except InputError:
+            self.abort()
+            raise
         except (av.error.FFmpegError, OSError, ValueError) as e:
             self.abort()
             raise OutputError(f"cannot start the encoder for {target}: {e}") from e
@@ -137,19 +142,26 @@ class VideoWriter:
 
             self._bar = tqdm(total=self.total, unit="frame", desc=f"writing {target.name}", file=sys.stderr, leave=False)
 
-    def _open_audio(self, audio: Audio) -> None:
-        if audio.num_samples == 0:
-            log.warning("audio track is empty; writing a silent track of the video's length")
-        rate = audio.sample_rate if audio.sample_rate in AAC_RATES else 48000
-        if rate != audio.sample_rate:
-            audio = audio.resample(rate)
-        pcm = audio.channels_first().astype(np.float32, copy=False)  # CxN
-        if pcm.shape[0] > 2:
-            log.info("down-mixing %d audio channels to stereo", pcm.shape[0])
-            pcm = np.stack([pcm[0::2].mean(0), pcm[1::2].mean(0)])
-        self._apcm = np.ascontiguousarray(np.clip(pcm, -1.0, 1.0))
-        a = self._container.add_stream("aac", rate=rate)
-        a.codec_context.layout = "mono" if self._apcm.shape[0] == 1 else "stereo"
+    def _open_audio(self, audio: Audio | str | Path) -> None:
+        if isinstance(audio, Audio):
+            if audio.num_samples == 0:
+                log.warning("audio track is empty; writing a silent track of the video's length")
+            rate = audio.sample_rate if audio.sample_rate in AAC_RATES else 48000
+            if rate != audio.sample_rate:
+                audio = audio.resample(rate)
+            pcm = audio.channels_first()
+            if pcm.shape[0] > 2:
+                log.info("down-mixing %d audio channels to stereo", pcm.shape[0])
+                pcm = np.stack([pcm[0::2].mean(0), pcm[1::2].mean(0)])
+            source = AudioStream.of(Audio(pcm, rate))
+        else:
+            source = AudioStream(audio)
+            if source.sample_rate not in AAC_RATES:
+                source.close()
+                source = AudioStream(audio, sample_rate=48000)
+        self._asource = source
+        a = self._container.add_stream("aac", rate=source.sample_rate)
+        a.codec_context.layout = "mono" if source.num_channels == 1 else "stereo"
         a.codec_context.bit_rate = self.audio_bitrate
         self._astream = a
 
@@ -184,7 +196,7 @@ class VideoWriter:
         fs = cc.frame_size or 1024
         while self._apos < end and (final or end - self._apos >= fs):
             n = min(fs, end - self._apos)
-            chunk = self._apcm[:, self._apos : self._apos + n]
+            chunk = np.clip(self._asource.read(n), -1.0, 1.0)
             if chunk.shape[1] < n:  # past the end of the track: pad with silence
                 chunk = np.pad(chunk, ((0, 0), (0, n - chunk.shape[1])))
             af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout=cc.layout.name)
@@ -217,6 +229,7 @@ class VideoWriter:
             raise OutputError(f"could not finish {self.path}: {e}") from e
         finally:
             self._close_bar()
+            self._close_audio()
         log.info("wrote %s (%d frames at %s fps)", self.path, self.frames_written, self.fps)
         self._tmp = None
         return self.path
@@ -224,6 +237,7 @@ class VideoWriter:
     def abort(self) -> None:
         """Stop without output: close the encoder and delete the temp file."""
         self._close_bar()
+        self._close_audio()
         if self._container is not None:
             try:
                 self._container.close()
@@ -233,6 +247,11 @@ class VideoWriter:
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
             self._tmp = None
+
+    def _close_audio(self) -> None:
+        if self._asource is not None:
+            self._asource.close()
+            self._asource = None
 
     def _close_bar(self) -> None:
         if self._bar is not None:
