@@ -61,7 +61,14 @@ def _frame_view(x: np.ndarray, win: int, hop: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(pad, win)[::hop][:n_frames]  # F x win
 
 
-def hop_features(samples: np.ndarray, sample_rate: int = 16000, block_s: float = 30.0) -> tuple[np.ndarray, ...]:
+def _shifted_segment(x: np.ndarray, start: int, stop: int, shift: int) -> np.ndarray:
+    """Samples [start, stop) of x delayed by `shift` zeros (without copying all of x)."""
+    lo, hi = start - shift, stop - shift
+    head = np.zeros(max(0, -lo), np.float32)
+    return np.concatenate([head, x[max(0, lo) : max(0, hi)]]) if len(head) else x[lo:hi]
+
+
+def hop_features(samples: np.ndarray, sample_rate: int = 16000, block_s: float = 10.0) -> tuple[np.ndarray, ...]:
     """Features at 100 Hz: (rms_db [F], voicing [F], hf_ratio [F]); hop h covers [h*10 ms, h*10 ms + 32 ms),
     centred on the audio by shifting the window back by half a window minus half a hop."""
     x = np.asarray(samples, np.float32)
@@ -69,9 +76,8 @@ def hop_features(samples: np.ndarray, sample_rate: int = 16000, block_s: float =
         raise InputError(f"expected mono samples [N], got shape {x.shape}; mix down to mono first")
     hop = int(round(HOP_S * sample_rate))
     win = int(round(WIN_S * sample_rate))
-    shift = (win - hop) // 2
-    x = np.concatenate([np.zeros(shift, np.float32), x])  # centre each window on its hop
-    n_hops = max(1, int(np.ceil((len(x) - shift) / hop)))
+    shift = (win - hop) // 2  # centre each window on its hop
+    n_hops = max(1, int(np.ceil(len(x) / hop)))
     window = np.hanning(win).astype(np.float32)
     wnorm = float(np.sqrt((window**2).mean()))
     nfft = 1 << int(np.ceil(np.log2(win)))
@@ -83,7 +89,7 @@ def hop_features(samples: np.ndarray, sample_rate: int = 16000, block_s: float =
     rms, voi, hfr = (np.empty(n_hops, np.float32) for _ in range(3))
     for h0 in range(0, n_hops, block):
         h1 = min(n_hops, h0 + block)
-        seg = x[h0 * hop : h1 * hop + win]
+        seg = _shifted_segment(x, h0 * hop, h1 * hop + win, shift)
         frames = _frame_view(seg, win, hop)[: h1 - h0].astype(np.float32)  # F x win
         frames = frames - frames.mean(1, keepdims=True)
         wf = frames * window
@@ -109,7 +115,7 @@ def band_level_db(
     samples: np.ndarray,
     sample_rate: int = 16000,
     band_hz: tuple[float, float] = ARTICULATION_BAND_HZ,
-    block_s: float = 30.0,
+    block_s: float = 10.0,
 ) -> np.ndarray:
     """[F] level (dB re full scale, DB_FLOOR where there is no energy) of `band_hz` at 100 Hz, on the same
     hops and windows as `hop_features`; processed in blocks, so memory does not grow with the length."""
@@ -122,8 +128,7 @@ def band_level_db(
     hop = int(round(HOP_S * sample_rate))
     win = int(round(WIN_S * sample_rate))
     shift = (win - hop) // 2
-    x = np.concatenate([np.zeros(shift, np.float32), x])
-    n_hops = max(1, int(np.ceil((len(x) - shift) / hop)))
+    n_hops = max(1, int(np.ceil(len(x) / hop)))
     window = np.hanning(win).astype(np.float32)
     nfft = 1 << int(np.ceil(np.log2(win)))
     freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
@@ -134,7 +139,7 @@ def band_level_db(
     out = np.empty(n_hops, np.float32)
     for h0 in range(0, n_hops, block):
         h1 = min(n_hops, h0 + block)
-        frames = _frame_view(x[h0 * hop : h1 * hop + win], win, hop)[: h1 - h0] * window
+        frames = _frame_view(_shifted_segment(x, h0 * hop, h1 * hop + win, shift), win, hop)[: h1 - h0] * window
         power = (np.abs(np.fft.rfft(frames, nfft, axis=1)[:, sel]) ** 2).sum(1) * scale
         out[h0:h1] = np.where(power > 1e-10, 10.0 * np.log10(np.maximum(power, 1e-10)), DB_FLOOR)
     return out

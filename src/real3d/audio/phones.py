@@ -142,7 +142,7 @@ def recognize_phones(samples: np.ndarray, sample_rate: int = 16000, config: Phon
         return []
     if not np.all(np.isfinite(x)):
         raise InputError("audio contains NaN or infinite samples; the file is corrupt")
-    if float(np.abs(x).max()) < cfg.silence_peak or duration < 0.1:
+    if max(float(x.max()), -float(x.min())) < cfg.silence_peak or duration < 0.1:
         return [Phone(SILENCE, 0.0, duration)]
     decoder = _decoder(cfg)
     out: list[Phone] = []

@@ -84,7 +84,9 @@ class AudioDriver:
             raise ValueError(f"fps must be positive, got {fps}")
         if blink not in ("natural", "periodic", "none"):
             raise ValueError(f"unknown blink mode {blink!r}; use 'natural', 'periodic' or 'none'")
-        self.samples = x
+        self.samples: np.ndarray | None = x
+        """The 16 kHz input; released once `analysis()` has run (the curves are all that is needed then)."""
+        self.num_samples = len(x)
         self.neutral = neutral
         self.fps = float(fps)
         self.mouth_amp = float(mouth_amp)
@@ -99,7 +101,7 @@ class AudioDriver:
 
     def __len__(self) -> int:
         """Number of frames: round(duration * fps), at least 1."""
-        return max(1, int(round(len(self.samples) / SAMPLE_RATE * self.fps)))
+        return max(1, int(round(self.num_samples / SAMPLE_RATE * self.fps)))
 
     @property
     def rig(self) -> MouthRig:
@@ -112,6 +114,7 @@ class AudioDriver:
         """Phones, mouth parameters, blink and pose for the whole input (computed once)."""
         if self._analysis is None:
             self._analysis = self._analyze()
+            self.samples = None  # a long recording's samples are not kept while frames are rendered
         return self._analysis
 
     def _analyze(self) -> AudioAnalysis:
