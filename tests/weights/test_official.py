@@ -99,8 +99,9 @@ def test_readable_errors(tmp_path):
     with pytest.raises(CheckpointError, match="no model_ckpt_steps"):
         load_official_checkpoint(tmp_path)
     (tmp_path / "model_ckpt_steps_1.ckpt").write_bytes(b"\x00garbage")
-    with pytest.raises(CheckpointError, match="cannot read|refusing"):
+    with pytest.raises(CheckpointError, match="cannot read") as info:
         load_official_checkpoint(tmp_path)
+    assert "refusing" not in str(info.value)
     _save_legacy({"weights": {}}, tmp_path / "model_ckpt_steps_2.ckpt")
     with pytest.raises(CheckpointError, match="no 'state_dict'"):
         load_official_checkpoint(tmp_path)
