@@ -106,40 +106,25 @@ def load_audio(path: str | Path, sample_rate: int | None = 16000, mono: bool = T
     `sample_rate=None` keeps the file's rate. `mono=True` down-mixes to (N,), else returns (C, N).
     Raises InputError for a missing, corrupt or unsupported file, a file without audio, or zero samples.
     """
-    p, container = _open(path)
-    try:
-        if not container.streams.audio:
-            raise InputError(f"{p} has no audio stream; pass a file with sound (or a video that has a sound track)")
-        stream = container.streams.audio[0]
-        rate = int(sample_rate or stream.rate or stream.codec_context.sample_rate or 0)
-        if rate <= 0:
-            raise InputError(f"{p}: the audio stream has no sample rate; re-encode it (e.g. to 16 kHz wav)")
-        resampler = av.AudioResampler(format="fltp", layout="mono" if mono else None, rate=rate)
-        chunks: list[np.ndarray] = []
-        try:
-            for frame in container.decode(stream):
-                chunks += [f.to_ndarray() for f in resampler.resample(frame)]
-            chunks += [f.to_ndarray() for f in resampler.resample(None)]
-        except av.error.FFmpegError as e:
-            raise InputError(f"cannot decode the audio of {p}: {e}; the file may be corrupt, re-export it") from e
-        except ValueError as e:  # e.g. a channel layout swresample cannot map
-            raise InputError(f"unsupported audio in {p}: {e}; convert it to a 16 kHz mono wav") from e
-    finally:
-        container.close()
-    if not chunks or sum(c.shape[-1] for c in chunks) == 0:
-        raise InputError(f"{p} has an audio stream with no samples; pass a recording that is not empty")
-    data = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)  # CxN
-    return Audio(np.ascontiguousarray(data[0] if mono else data), rate)
+    with AudioStream(path, sample_rate=sample_rate, max_channels=1 if mono else None) as stream:
+        chunks = []
+        while (chunk := stream.read(1 << 20)).shape[1]:
+            chunks.append(chunk)
+    if not chunks:
+        raise InputError(f"{stream.path} has an audio stream with no samples; pass a recording that is not empty")
+    data = np.concatenate(chunks, axis=1)  # CxN
+    return Audio(np.ascontiguousarray(data[0] if mono else data), stream.sample_rate)
 
 
 class AudioStream:
     """The first audio stream of a file, decoded lazily: `read(n)` returns the next n samples (C x n float32,
-    fewer at the end, then C x 0). Channels are kept up to `max_channels` (more are down-mixed to stereo
-    by libswresample); `sample_rate=None` keeps the file's rate. Use as a context manager or `close()`.
-    An `Audio` (already decoded) is read the same way through `AudioStream.of(audio)`.
+    fewer at the end, then C x 0). `max_channels` 1 down-mixes to mono, 2 keeps mono/stereo and down-mixes
+    more channels to stereo (libswresample), None keeps them all; `sample_rate=None` keeps the file's rate.
+    Use as a context manager or `close()`. An `Audio` (already decoded) is read the same way through
+    `AudioStream.of(audio)`.
     """
 
-    def __init__(self, path: str | Path, sample_rate: int | None = None, max_channels: int = 2) -> None:
+    def __init__(self, path: str | Path, sample_rate: int | None = None, max_channels: int | None = 2) -> None:
         p, container = _open(path)
         self.path = p
         self._container = container
@@ -153,7 +138,7 @@ class AudioStream:
             container.close()
             raise InputError(f"{p}: the audio stream has no sample rate; re-encode it (e.g. to 16 kHz wav)")
         self.sample_rate = rate
-        self.num_channels = min(channels, max_channels) if max_channels >= 2 else 1
+        self.num_channels = channels if max_channels is None else min(channels, max(1, max_channels))
         layout = "mono" if self.num_channels == 1 else "stereo" if self.num_channels == 2 else None
         self._resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
         self._pieces: Iterator[np.ndarray] = self._decode(stream)
@@ -190,12 +175,15 @@ class AudioStream:
             out = self._array[:, self._pos : self._pos + n]
             self._pos += out.shape[1]
             return np.ascontiguousarray(out, dtype=np.float32)
-        while self._buffer.shape[1] < n:
+        pieces, have = [self._buffer], self._buffer.shape[1]
+        while have < n:
             piece = next(self._pieces, None)
             if piece is None:
                 break
-            self._buffer = np.concatenate([self._buffer, piece.astype(np.float32, copy=False)], axis=1)
-        out, self._buffer = self._buffer[:, :n], self._buffer[:, n:]
+            pieces.append(piece.astype(np.float32, copy=False))
+            have += piece.shape[1]
+        data = np.concatenate(pieces, axis=1) if len(pieces) > 1 else self._buffer
+        out, self._buffer = data[:, :n], data[:, n:]
         return out
 
     def close(self) -> None:
