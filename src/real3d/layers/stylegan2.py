@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from real3d.layers.equalized import EqualizedLinear, bias_act, fir_filter
+from real3d.layers.equalized import EqualizedLinear, fir_filter
 
 NoiseMode = Literal["none", "const", "random"]
+_LRELU_GAIN = math.sqrt(2.0)
+"""Gain of the StyleGAN2 leaky ReLU (slope 0.2)."""
 
 
 def upfirdn2d(
@@ -34,12 +36,14 @@ def upfirdn2d(
     padding: tuple[int, int, int, int] = (0, 0, 0, 0),
     gain: float = 1.0,
     flip_filter: bool = False,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Upsample by zero insertion, pad (negative = crop), convolve each channel with the 2-D FIR `f`,
     then keep every `down`-th pixel.
 
     x: [B,C,H,W]; f: [fh,fw]; padding = (left, right, top, bottom). The filter is multiplied by `gain`.
     Without `flip_filter` this is a true convolution (the filter is flipped before cross-correlating).
+    `bias` [C] (optional) is added to the filtered result. Any memory format; the result keeps it.
     """
     b, c, h, w = x.shape
     if up > 1:
@@ -47,13 +51,18 @@ def upfirdn2d(
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])  # zeros after every pixel along W and H
         x = x.reshape(b, c, h * up, w * up)  # [B,C,up*H,up*W]
     px0, px1, py0, py1 = padding
-    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
-    x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]
+    x = x[:, :, max(-py0, 0) : x.shape[2] - max(-py1, 0), max(-px0, 0) : x.shape[3] - max(-px1, 0)]  # crops
+    px0, px1, py0, py1 = max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)
+    conv_pad = (0, 0)
+    if px0 == px1 and py0 == py1:
+        conv_pad = (py0, px0)  # symmetric zero padding inside the convolution: no padded copy
+    elif px0 or px1 or py0 or py1:
+        x = F.pad(x, [px0, px1, py0, py1])
     k = (f * gain).to(x.dtype)
     if not flip_filter:
         k = k.flip([0, 1])
     k = k[None, None].expand(c, 1, *k.shape)  # depthwise: one copy per channel
-    x = F.conv2d(x, k, groups=c)
+    x = F.conv2d(x, k, bias, padding=conv_pad, groups=c)
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x
@@ -74,18 +83,20 @@ def conv2d_resample(
     padding: int = 0,
     groups: int = 1,
     flip_weight: bool = True,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """2-D convolution with optional 2x upsampling (StyleGAN2 `conv2d_resample`, no downsampling).
 
     x: [B,Cin,H,W], w: [Cout,Cin/groups,kh,kw] -> [B,Cout,up*H,up*W] (for padding = k//2).
     `up > 1` runs a stride-`up` transposed convolution followed by the FIR filter `f` with gain up^2.
     `flip_weight=True` means cross-correlation (plain `conv2d`) when there is no upsampling.
+    `bias` [Cout] (optional) is added to the result (inside the last convolution: no extra pass).
     """
     cout, cin_g, kh, kw = w.shape
     if up == 1:
         if not flip_weight:
             w = w.flip([2, 3])
-        return F.conv2d(x, w, padding=padding, groups=groups)
+        return F.conv2d(x, w, bias, padding=padding, groups=groups)
     if f is None:
         raise ValueError("upsampling needs a resample filter")
     fh, fw = f.shape
@@ -101,7 +112,7 @@ def conv2d_resample(
     if flip_weight:
         wt = wt.flip([2, 3])
     x = F.conv_transpose2d(x, wt, stride=up, padding=(pyt, pxt), groups=groups)
-    return upfirdn2d(x, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=float(up * up))
+    return upfirdn2d(x, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=float(up * up), bias=bias)
 
 
 def modulated_conv2d(
@@ -114,24 +125,43 @@ def modulated_conv2d(
     resample_filter: torch.Tensor | None = None,
     flip_weight: bool = True,
     fused: bool = True,
+    gain: float = 1.0,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Modulated convolution (StyleGAN2 Eq. 1-3).
+    """Modulated convolution (StyleGAN2 Eq. 1-3), times `gain`, plus `bias`.
 
-    x: [B,Cin,H,W], weight: [Cout,Cin,kh,kw], styles: [B,Cin] -> [B,Cout,H',W'].
+    x: [B,Cin,H,W], weight: [Cout,Cin,kh,kw], styles: [B,Cin] or [1,Cin] (one style for every sample),
+    bias: [Cout] or None -> [B,Cout,H',W'].
     The effective per-sample weight is `weight * styles`, divided (if `demodulate`) by its L2 norm over
-    (Cin, kh, kw) plus 1e-8. `fused=True` runs one grouped convolution over the batch; `fused=False`
-    scales activations instead (same result up to rounding).
+    (Cin, kh, kw) plus 1e-8. `fused=True` folds the modulation, demodulation and `gain` into the weight
+    (one convolution; grouped over the batch when the styles differ per sample, with the bias added inside
+    the convolution); `fused=False` scales activations instead (same result up to rounding).
     """
     b = x.shape[0]
+    sb = styles.shape[0]  # 1: shared by the batch
+    if sb not in (1, b):
+        raise ValueError(f"styles must be [1,Cin] or [{b},Cin], got {list(styles.shape)}")
     cout, cin, kh, kw = weight.shape
-    wmod = weight.unsqueeze(0) * styles.reshape(b, 1, cin, 1, 1)  # [B,Cout,Cin,kh,kw]
-    dcoefs = (wmod.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt() if demodulate else None  # [B,Cout]
+    wmod = weight.unsqueeze(0) * styles.reshape(sb, 1, cin, 1, 1)  # [Bs,Cout,Cin,kh,kw]
+    scale = None  # [Bs,Cout] per-output-channel factor: demodulation times gain
+    if demodulate:
+        scale = (wmod.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+        if gain != 1.0:
+            scale = scale * gain
+    elif gain != 1.0:
+        scale = torch.full((sb, cout), gain, dtype=wmod.dtype, device=wmod.device)
     if not fused:
-        x = x * styles.reshape(b, cin, 1, 1)  # styles [B,Cin] -> [B,Cin,1,1]
+        x = x * styles.reshape(sb, cin, 1, 1)  # styles [Bs,Cin] -> [Bs,Cin,1,1]
         x = conv2d_resample(x, weight, resample_filter, up=up, padding=padding, flip_weight=flip_weight)
-        return x * dcoefs.reshape(b, cout, 1, 1) if dcoefs is not None else x  # dcoefs [B,Cout,1,1]
-    if dcoefs is not None:
-        wmod = wmod * dcoefs.reshape(b, cout, 1, 1, 1)  # [B,Cout,Cin,kh,kw]
+        if scale is not None:
+            x = x * scale.reshape(sb, cout, 1, 1)  # [Bs,Cout,1,1]
+        return x if bias is None else x + bias.reshape(1, cout, 1, 1)
+    if scale is not None:
+        wmod = wmod * scale.reshape(sb, cout, 1, 1, 1)  # [Bs,Cout,Cin,kh,kw]
+    if sb == 1:  # one weight for the whole batch: a plain convolution
+        return conv2d_resample(
+            x, wmod[0], resample_filter, up=up, padding=padding, flip_weight=flip_weight, bias=bias
+        )
     h, w = x.shape[2:]
     x = x.reshape(1, b * cin, h, w)  # [1,B*Cin,H,W]: batch folded into groups
     x = conv2d_resample(
@@ -142,6 +172,7 @@ def modulated_conv2d(
         padding=padding,
         groups=b,
         flip_weight=flip_weight,
+        bias=None if bias is None else bias.repeat(b),  # [B*Cout]
     )
     return x.reshape(b, cout, *x.shape[2:])  # [1,B*Cout,H',W'] -> [B,Cout,H',W']
 
@@ -180,9 +211,14 @@ class SynthesisLayer(nn.Module):
     def forward(
         self, x: torch.Tensor, w: torch.Tensor, noise_mode: NoiseMode = "none", fused: bool | None = None
     ) -> torch.Tensor:
-        """x: [B,Cin,H,W], w: [B,w_dim] -> [B,Cout,up*H,up*W]."""
+        """x: [B,Cin,H,W], w: [B,w_dim] or [1,w_dim] (shared) -> [B,Cout,up*H,up*W].
+
+        lrelu(y + noise + bias) * sqrt(2) is computed as lrelu(sqrt(2) y + sqrt(2) (noise + bias)) (the
+        activation is positively homogeneous): the gain and the bias go into the convolution, and the
+        activation runs in place, so there is no elementwise pass besides the activation (no noise)."""
         styles = self.affine(w)  # [B,Cin]
         fused = (not self.training) if fused is None else fused
+        gain = _LRELU_GAIN
         x = modulated_conv2d(
             x,
             self.weight,
@@ -193,13 +229,17 @@ class SynthesisLayer(nn.Module):
             resample_filter=self.resample_filter,
             flip_weight=self.up == 1,
             fused=fused,
+            gain=gain,
+            bias=self.bias * gain if noise_mode == "none" else None,
         )
-        if noise_mode == "const":
-            x = x + self.noise_const * self.noise_strength
-        elif noise_mode == "random":
-            noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
-            x = x + noise * self.noise_strength
-        return bias_act(x, self.bias, "lrelu")
+        if noise_mode != "none":
+            if noise_mode == "const":
+                noise = self.noise_const
+            else:
+                noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+            x = x + noise * (self.noise_strength * gain)
+            x = x + (self.bias * gain).reshape(1, -1, 1, 1)
+        return F.leaky_relu(x, 0.2, inplace=True)
 
 
 class ToRGBLayer(nn.Module):
@@ -213,11 +253,10 @@ class ToRGBLayer(nn.Module):
         self.weight_gain = 1.0 / math.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool | None = None) -> torch.Tensor:
-        """x: [B,Cin,H,W], w: [B,w_dim] -> [B,Cout,H,W]."""
+        """x: [B,Cin,H,W], w: [B,w_dim] or [1,w_dim] (shared) -> [B,Cout,H,W]."""
         styles = self.affine(w) * self.weight_gain
         fused = (not self.training) if fused is None else fused
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused)
-        return bias_act(x, self.bias, "linear")
+        return modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused, bias=self.bias)
 
 
 class SynthesisBlock(nn.Module):
@@ -254,7 +293,7 @@ class SynthesisBlock(nn.Module):
         fused: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [B,Cin,r,r] (r = resolution/2 if upsample else resolution), img: [B,3,r,r] or None,
-        ws: [B,3,w_dim] -> (x [B,Cout,R,R], img [B,3,R,R]) with R = resolution.
+        ws: [B,3,w_dim] or [1,3,w_dim] (shared by the batch) -> (x [B,Cout,R,R], img [B,3,R,R]) with R = resolution.
         Other sizes work too (the block is local; only noise_mode='const' needs the nominal size)."""
         if x.shape[1] != self.in_channels:
             raise ValueError(f"SynthesisBlock expects x with {self.in_channels} channels, got {list(x.shape)}")

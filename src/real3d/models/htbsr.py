@@ -105,6 +105,28 @@ def _conv(cin: int, cout: int, k: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, 1, k // 2)
 
 
+def _lrelu() -> nn.LeakyReLU:
+    """The release's `nn.LeakyReLU()` (slope 0.01), in place: it always follows a conv's fresh output."""
+    return nn.LeakyReLU(inplace=True)
+
+
+def alpha_concat(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """cat([a * alpha, b * (1 - alpha)], dim=1), channels-last (the fusion convs' input).
+
+    a: [B,Ca,H,W], b: [B,Cb,H,W], alpha: [B,1,H,W] -> [B,Ca+Cb,H,W]. Without autograd the two products
+    are written straight into the result (no separate concatenation pass)."""
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or alpha.requires_grad):
+        return torch.cat([a * alpha, b * (1 - alpha)], dim=1).contiguous(memory_format=torch.channels_last)
+    ca = a.shape[1]
+    out = torch.empty(
+        (a.shape[0], ca + b.shape[1], *a.shape[2:]), dtype=torch.result_type(a, alpha), device=a.device,
+        memory_format=torch.channels_last,
+    )  # [B,Ca+Cb,H,W]
+    torch.mul(a, alpha, out=out[:, :ca])
+    torch.mul(b, 1 - alpha, out=out[:, ca:])
+    return out
+
+
 class HTBSR(nn.Module):
     """The official `SuperresolutionHybrid8XDC_Warp` (v2 head/torso fusion, threshold 0.9, ws = ones)."""
 
@@ -120,19 +142,19 @@ class HTBSR(nn.Module):
         self.torso_model = TorsoWarp(cfg.torso)
         self.torso_encoder = nn.Sequential(_conv(hid, c0, 1))
         self.bg_encoder = nn.Sequential(
-            _conv(3, cfg.bg_hidden, 3), nn.LeakyReLU(), _conv(cfg.bg_hidden, c0, 3), nn.LeakyReLU(), _conv(c0, c0, 3)
+            _conv(3, cfg.bg_hidden, 3), _lrelu(), _conv(cfg.bg_hidden, c0, 3), _lrelu(), _conv(c0, c0, 3)
         )
         ah = cfg.alpha_hidden  # v3 only: stored in the checkpoint, never called by the v2 fusion
         self.head_torso_alpha_predictor = nn.Sequential(
             _conv(3 + 1 + 3, ah, 3), nn.LeakyReLU(), _conv(ah, ah, 3), nn.LeakyReLU(), _conv(ah, 1, 3), nn.Sigmoid()
         )
-        self.fuse_head_torso_convs = nn.Sequential(_conv(2 * c0, c0, 3), nn.LeakyReLU(), _conv(c0, c0, 3))
+        self.fuse_head_torso_convs = nn.Sequential(_conv(2 * c0, c0, 3), _lrelu(), _conv(c0, c0, 3))
         self.head_torso_block = SynthesisBlock(c0, c0, wd, mid, upsample=False)
         self.fuse_fg_bg_convs = nn.Sequential(
             _conv(2 * c0, cfg.fuse_hidden, 1),
-            nn.LeakyReLU(),
+            _lrelu(),
             _conv(cfg.fuse_hidden, c0, 3),
-            nn.LeakyReLU(),
+            _lrelu(),
             _conv(c0, c0, 3),
         )
 
@@ -154,7 +176,8 @@ class HTBSR(nn.Module):
         mid = self.cfg.mid_resolution
         torso = self.torso_model.encode_source(self._resize(ref_torso_img, mid), segmap.float())
         bg = self._resize(bg_img, mid)
-        return HTBSRSource(torso, bg, self.bg_encoder(bg))
+        bg_features = self.bg_encoder(bg.contiguous(memory_format=torch.channels_last))  # as the frames use it
+        return HTBSRSource(torso, bg, bg_features)
 
     def forward(
         self,
@@ -193,7 +216,9 @@ class HTBSR(nn.Module):
         weights = weights128.detach()
         if x.shape[-1] != res:
             x, rgb = self._resize(x, res), self._resize(rgb, res)
-        ws = torch.ones(b, SynthesisBlock.num_ws, cfg.w_dim, dtype=x.dtype, device=x.device)
+        ws = torch.ones(1, SynthesisBlock.num_ws, cfg.w_dim, dtype=x.dtype, device=x.device)  # shared by the batch
+        # channels-last (NHWC) from here on: oneDNN's convolutions and the per-pixel blends run faster in it
+        x = x.contiguous(memory_format=torch.channels_last)
         noise = cfg.noise_mode
 
         rgb_mid = self._resize(rgb, mid)
@@ -205,7 +230,7 @@ class HTBSR(nn.Module):
 
         # head/torso: alpha-weighted concatenation, then a StyleGAN block at 256
         rgb = rgb * head_alpha + torso.rgb * (1 - head_alpha)
-        x = self.fuse_head_torso_convs(torch.cat([x * head_alpha, x_torso * (1 - head_alpha)], dim=1))
+        x = self.fuse_head_torso_convs(alpha_concat(x, x_torso, head_alpha))
         x, rgb = self.head_torso_block(x, rgb, ws, noise_mode=noise)
         sr_head_torso_block_rgb = rgb
 
@@ -213,11 +238,11 @@ class HTBSR(nn.Module):
         person = person_alpha(head_alpha, self._resize(torso.occlusion_2, mid), cfg.head_threshold)
         rgb = rgb * person + cache.bg * (1 - person)
         sr_block1_in_rgb = rgb
-        x = self.fuse_fg_bg_convs(torch.cat([x * person, cache.bg_features * (1 - person)], dim=1))
+        x = self.fuse_fg_bg_convs(alpha_concat(x, cache.bg_features, person))
         x, rgb = self.block1(x, rgb, ws, noise_mode=noise)
 
         return HTBSROutput(
-            image=rgb.clamp(-1, 1),
+            image=rgb.clamp(-1, 1).contiguous(),
             occlusion=torso.occlusion,
             occlusion_2=torso.occlusion_2,
             torso_rgb=torso.rgb,

@@ -96,7 +96,7 @@ class ConvBlock(nn.Module):
         parts = {
             "C": conv,
             "N": (nn.BatchNorm2d if dim == 2 else nn.BatchNorm3d)(norm_channels),
-            "A": nn.LeakyReLU(0.2) if leaky else nn.ReLU(),
+            "A": nn.LeakyReLU(0.2, inplace=True) if leaky else nn.ReLU(inplace=True),  # on a fresh C or N output
         }
         self.layers = nn.Sequential(*[parts[c] for c in pattern])
 
@@ -268,6 +268,7 @@ class Generator(nn.Module):
         b, _, _, h, w = fs.shape
         warped = F.grid_sample(fs, deformation, align_corners=True, padding_mode="border")  # [B,C,D,h,w]
         x = warped.reshape(b, -1, h, w)  # B x C x D x h x w -> B x (C D) x h x w
+        x = x.contiguous(memory_format=torch.channels_last)  # NHWC: faster oneDNN convolutions
         hid = self.up(self.res(self.mid_conv(self.in_conv(x))))
         return self.out_conv(hid), hid
 

@@ -38,6 +38,9 @@ CAMERA_OFFSET = (0.0, 0.006, 0.161)
 """World offset added to the scaled camera centre."""
 CAMERA_DISTANCE_3DMM = 10.0
 """Distance of the 3DMM camera along +z (the translation is taken relative to it)."""
+RGB_SCALE = 1 + 2 * 0.001
+RGB_OFFSET = -0.001
+"""The decoder's colour is RGB_SCALE * sigmoid(logits) + RGB_OFFSET, in (-0.001, 1.001) (EG3D)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -267,6 +270,26 @@ def sample_triplanes(planes: torch.Tensor, points: torch.Tensor, box_warp: float
     return rearrange(feats, "(b k) c 1 p -> b k p c", k=k)
 
 
+def sample_triplanes_mean(planes: torch.Tensor, points: torch.Tensor, box_warp: float = 1.0) -> torch.Tensor:
+    """`sample_triplanes(...).mean(1)` without the strided reduction: the mean over the three planes is
+    taken in grid_sample's [B,K,C,P] layout. planes: [B,3,C,H,W]; points: [B,P,3] -> [B,P,C] (a view)."""
+    b, k, c, h, w = planes.shape
+    if k != 3 or points.shape[0] != b or points.shape[-1] != 3:
+        raise ValueError(
+            f"need planes [B,3,C,H,W] and points [B,P,3], got {tuple(planes.shape)} and {tuple(points.shape)}"
+        )
+    grid = rearrange(project_to_planes((2 / box_warp) * points), "b k p two -> (b k) 1 p two")
+    feats = F.grid_sample(
+        rearrange(planes, "b k c h w -> (b k) c h w"),
+        grid.to(planes.dtype),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    )  # (BK)xCx1xP
+    feats = rearrange(feats, "(b k) c 1 p -> b k c p", k=k).mean(1)  # BxCxP
+    return feats.transpose(1, 2)  # BxPxC
+
+
 @dataclass
 class DecodedSamples:
     """Decoder output per sample."""
@@ -293,9 +316,16 @@ class TriplaneDecoder(nn.Module):
 
     def forward(self, features: torch.Tensor) -> DecodedSamples:
         """features: [B,3,P,C] plane samples -> DecodedSamples (rgb [B,P,C], sigma [B,P])."""
-        x = self.net(features.mean(1))  # BxPx(1+C)
-        rgb = torch.sigmoid(x[..., 1:]) * (1 + 2 * 0.001) - 0.001
-        return DecodedSamples(rgb=rgb, sigma=x[..., 0])
+        probs, sigma = self.decode_mean(features.mean(1))
+        return DecodedSamples(rgb=probs * RGB_SCALE + RGB_OFFSET, sigma=sigma)
+
+    def decode_mean(self, mean_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean_features: [B,P,C] (the mean over the planes) -> (sigmoid(rgb logits) [B,P,C], sigma [B,P]).
+
+        The colour is `RGB_SCALE * sigmoid + RGB_OFFSET`; the renderer applies that affine map after
+        compositing (on [B,R,C] instead of every sample)."""
+        x = self.net(mean_features)  # BxPx(1+C)
+        return torch.sigmoid(x[..., 1:]), x[..., 0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -324,18 +354,52 @@ def march_rays(
     With `clamp_depth` the depth is clamped to the min/max of all given depths (the released rule);
     the renderer clamps itself with the batch-wide range instead.
     """
-    deltas = depths[..., 1:] - depths[..., :-1]  # BxRx(S-1)
     colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2  # BxRx(S-1)xC
-    density_mid = F.softplus((densities[..., :-1] + densities[..., 1:]) / 2 - 1)
-    depths_mid = (depths[..., :-1] + depths[..., 1:]) / 2
-    alpha = 1 - torch.exp(-(density_mid * deltas))
-    shifted = torch.cat([torch.ones_like(alpha[..., :1]), 1 - alpha + 1e-10], -1)  # BxRxS
-    weights = alpha * torch.cumprod(shifted, -1)[..., :-1]
+    weights = interval_weights(densities, depths)
     rgb = torch.einsum("brs,brsc->brc", weights, colors_mid)  # BxRxC
-    depth = torch.nan_to_num(torch.sum(weights * depths_mid, -1) / weights.sum(-1), nan=math.inf)
+    depth = expected_depth(weights, depths)
     if clamp_depth:
         depth = depth.clamp(depths.min(), depths.max())
     return RayMarchResult(rgb=rgb * 2 - 1, depth=depth, weights=weights)
+
+
+def interval_weights(densities: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
+    """Compositing weights w = alpha * T of the S-1 intervals (see `march_rays`).
+
+    densities: [B,R,S] raw sigma; depths: [B,R,S] sorted -> [B,R,S-1]."""
+    deltas = depths[..., 1:] - depths[..., :-1]  # BxRx(S-1)
+    density_mid = F.softplus((densities[..., :-1] + densities[..., 1:]) / 2 - 1)
+    alpha = 1 - torch.exp(-(density_mid * deltas))
+    shifted = torch.cat([torch.ones_like(alpha[..., :1]), 1 - alpha + 1e-10], -1)  # BxRxS
+    return alpha * torch.cumprod(shifted, -1)[..., :-1]
+
+
+def expected_depth(weights: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
+    """sum(w t_mid) / sum(w) per ray (+inf where sum(w) = 0). weights [B,R,S-1], depths [B,R,S] -> [B,R]."""
+    depths_mid = (depths[..., :-1] + depths[..., 1:]) / 2
+    return torch.nan_to_num(torch.sum(weights * depths_mid, -1) / weights.sum(-1), nan=math.inf)
+
+
+def composite_unsorted(
+    weights: torch.Tensor, order: torch.Tensor, colors: tuple[torch.Tensor, ...]
+) -> torch.Tensor:
+    """sum_i w_i (c_i + c_{i+1}) / 2 over the depth-sorted samples, without sorting the colours.
+
+    Each sample's colour enters with the mean weight u of its two neighbouring intervals (u_t =
+    (w_{t-1} + w_t) / 2, w_{-1} = w_{S-1} = 0); `order` maps sorted positions to the concatenated
+    (unsorted) samples, so u is scattered back and each colour set is composited where it lies.
+    weights: [B,R,S-1] (sorted); order: [B,R,S] (from the depth sort); colors: [B,R,S_j,C] each, with
+    sum S_j = S, in concatenation order -> [B,R,C]. Equals `march_rays`' rgb (before `* 2 - 1`) up to
+    rounding.
+    """
+    u = 0.5 * (F.pad(weights, (0, 1)) + F.pad(weights, (1, 0)))  # BxRxS, sorted positions
+    u = torch.empty_like(u).scatter_(-1, order, u)  # BxRxS, concatenated positions
+    out, start = None, 0
+    for c in colors:
+        part = torch.einsum("brs,brsc->brc", u[..., start : start + c.shape[2]], c)  # BxRxC
+        out = part if out is None else out + part
+        start += c.shape[2]
+    return out
 
 
 def merge_samples(
@@ -397,20 +461,24 @@ class VolumeRenderer(nn.Module):
     def _decode(
         self, planes: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, depths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """origins, directions [B,r,3], depths [B,r,s] -> colors [B,r,s,C], sigma [B,r,s]."""
+        """origins, directions [B,r,3], depths [B,r,s] -> sigmoid(rgb logits) [B,r,s,C], sigma [B,r,s].
+
+        The colour of a sample is RGB_SCALE * sigmoid + RGB_OFFSET (applied after compositing)."""
         b, r, s = depths.shape
         points = origins[:, :, None] + depths[..., None] * directions[:, :, None]  # Bxrxsx3
-        feats = sample_triplanes(planes, rearrange(points, "b r s d -> b (r s) d"), self.config.box_warp)
-        out = self.decoder(feats)
-        colors = rearrange(out.rgb, "b (r s) c -> b r s c", r=r, s=s)
-        return colors, rearrange(out.sigma, "b (r s) -> b r s", r=r, s=s)
+        feats = sample_triplanes_mean(planes, rearrange(points, "b r s d -> b (r s) d"), self.config.box_warp)
+        probs, sigma = self.decoder.decode_mean(feats)
+        probs = rearrange(probs, "b (r s) c -> b r s c", r=r, s=s)
+        return probs, rearrange(sigma, "b (r s) -> b r s", r=r, s=s)
 
     def forward(
         self, planes: torch.Tensor, camera: torch.Tensor, generator: torch.Generator | None = None
     ) -> VolumeRenderOutput:
         """planes: [B,3,C,Hp,Wp] tri-plane features; camera: [B,25] EG3D camera.
 
-        `generator` seeds the stochastic mode (ignored in deterministic mode).
+        `generator` seeds the stochastic mode (ignored in deterministic mode). The composition equals
+        `march_rays` over `merge_samples` of the coarse and fine samples, computed without sorting the
+        colours (`composite_unsorted`) and with the decoder's colour affine map applied per ray.
         """
         cfg = self.config
         if planes.ndim != 5 or planes.shape[1] != 3 or planes.shape[2] != cfg.feature_dim:
@@ -427,17 +495,24 @@ class VolumeRenderer(nn.Module):
         for start in range(0, res * res, cfg.chunk_rays):
             sl = slice(start, start + cfg.chunk_rays)
             o, d, z = origins[:, sl], directions[:, sl], depths_coarse[:, sl]
-            colors, sigma = self._decode(planes, o, d, z)
+            probs, sigma = self._decode(planes, o, d, z)
+            colors: tuple[torch.Tensor, ...] = (probs,)
+            order = None
             if cfg.num_samples_fine > 0:
-                coarse = march_rays(colors, sigma, z, clamp_depth=False)
-                z_fine = importance_depths(z, coarse.weights, cfg.num_samples_fine, cfg.mode, generator)
-                colors_fine, sigma_fine = self._decode(planes, o, d, z_fine)
-                z, (colors, sigma) = merge_samples(z, z_fine, (colors, sigma), (colors_fine, sigma_fine))
+                z_fine = importance_depths(z, interval_weights(sigma, z), cfg.num_samples_fine, cfg.mode, generator)
+                probs_fine, sigma_fine = self._decode(planes, o, d, z_fine)
+                z, order = torch.sort(torch.cat([z, z_fine], -1), dim=-1)  # Bxrx(Sc+Sf)
+                sigma = torch.cat([sigma, sigma_fine], -1).gather(-1, order)
+                colors = (probs, probs_fine)
                 fine_all.append(z_fine)
-            result = march_rays(colors, sigma, z, clamp_depth=False)
-            rgb.append(result.rgb)
-            depth.append(result.depth)
-            opacity.append(result.weights.sum(-1))
+            w = interval_weights(sigma, z)  # Bxrx(S-1)
+            if order is None:
+                order = torch.arange(z.shape[-1], device=z.device).expand_as(z)
+            acc = w.sum(-1)  # Bxr
+            feat = composite_unsorted(w, order, colors) * RGB_SCALE + (RGB_OFFSET * acc)[..., None]  # BxrxC
+            rgb.append(feat * 2 - 1)
+            depth.append(expected_depth(w, z))
+            opacity.append(acc)
             lows.append(z.min())
             highs.append(z.max())
 
