@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from real3d.config.htbsr import TorsoWarpConfig
-from real3d.models.torso_warp import SNConv2d, TorsoWarp, coordinate_grid_3d
+from real3d.models.torso_warp import SNConv2d, TorsoWarp, coordinate_grid_3d, fuse_depth_constant
 
 PREFIX = "superresolution.torso_model."
 
@@ -148,3 +148,13 @@ def test_official_torso_branch_parity(torso_state_dict, torso_fixture) -> None:
     ):
         err = (got - t[name]).abs().max().item()
         assert err <= tol, f"{name}: max abs error {err:.3g} > {tol}"
+
+
+@pytest.mark.parametrize(("depth", "k"), [(16, 7), (3, 7), (5, 3)])
+def test_depth_constant_fusion_equals_the_repeated_input(depth: int, k: int) -> None:
+    """The head channels repeated over D cost one 2-D conv; the result equals the 3-D conv of the repeat."""
+    torch.manual_seed(depth)
+    conv = torch.nn.Conv3d(9, 4, k, 1, k // 2).double()
+    x, head = torch.randn(2, 5, depth, 6, 7).double(), torch.randn(2, 4, 6, 7).double()
+    ref = conv(torch.cat([x, head.unsqueeze(2).expand(-1, -1, depth, -1, -1)], dim=1))
+    torch.testing.assert_close(fuse_depth_constant(conv, x, head), ref, rtol=0, atol=1e-12)

@@ -114,12 +114,14 @@ def alpha_concat(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor) -> torch
     """cat([a * alpha, b * (1 - alpha)], dim=1), channels-last (the fusion convs' input).
 
     a: [B,Ca,H,W], b: [B,Cb,H,W], alpha: [B,1,H,W] -> [B,Ca+Cb,H,W]. Without autograd the two products
-    are written straight into the result (no separate concatenation pass)."""
+    are written straight into the result (no separate concatenation pass), in the dtype of `a` (bf16 under
+    autocast; `b` and `alpha` are cast to it first: mixed-dtype products into a strided view are slow)."""
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or alpha.requires_grad):
         return torch.cat([a * alpha, b * (1 - alpha)], dim=1).contiguous(memory_format=torch.channels_last)
     ca = a.shape[1]
+    alpha, b = alpha.to(a.dtype), b.to(a.dtype)
     out = torch.empty(
-        (a.shape[0], ca + b.shape[1], *a.shape[2:]), dtype=torch.result_type(a, alpha), device=a.device,
+        (a.shape[0], ca + b.shape[1], *a.shape[2:]), dtype=a.dtype, device=a.device,
         memory_format=torch.channels_last,
     )  # [B,Ca+Cb,H,W]
     torch.mul(a, alpha, out=out[:, :ca])

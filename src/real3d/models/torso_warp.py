@@ -179,6 +179,30 @@ def coordinate_grid_3d(depth: int, height: int, width: int, like: torch.Tensor) 
     return torch.stack([x, y, z], dim=-1)
 
 
+def fuse_depth_constant(conv: nn.Conv3d, x: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
+    """`conv(cat([x, const repeated over depth], 1))` for a stride-1, zero-padded 'same' Conv3d.
+
+    x: [B,Cx,D,h,w]; const: [B,Cc,h,w] -> [B,Cout,D,h,w]. A depth-constant input contributes, at output
+    depth d, a 2-D convolution with the kernel summed over the depth taps that land inside [0, D); there are
+    at most kd distinct tap ranges, so the constant channels cost one 2-D convolution instead of D times kd
+    3-D kernel slices (equal up to float rounding)."""
+    b, cx, d = x.shape[:3]
+    kd, kh, kw = conv.kernel_size
+    pd, ph, pw = conv.padding  # type: ignore[misc]
+    if conv.stride != (1, 1, 1) or conv.dilation != (1, 1, 1) or conv.groups != 1 or 2 * pd != kd - 1:
+        return conv(torch.cat([x, const.unsqueeze(2).expand(-1, -1, d, -1, -1)], dim=1))
+    w = conv.weight
+    y = F.conv3d(x, w[:, :cx], conv.bias, padding=conv.padding)  # [B,Cout,D,h,w]
+    ranges = [(max(0, pd - i), min(kd, d + pd - i)) for i in range(d)]  # valid taps per output depth
+    distinct = sorted(set(ranges))
+    wc = w[:, cx:]  # [Cout,Cc,kd,kh,kw]
+    kernels = torch.cat([wc[:, :, lo:hi].sum(2) for lo, hi in distinct])  # [n*Cout,Cc,kh,kw]
+    part = F.conv2d(const.to(y.dtype), kernels.to(y.dtype), padding=(ph, pw))  # [B,n*Cout,h,w]
+    part = part.reshape(b, len(distinct), -1, *part.shape[2:])  # [B,n,Cout,h,w]
+    idx = torch.tensor([distinct.index(r) for r in ranges], device=part.device)  # [D]
+    return y + part[:, idx].transpose(1, 2)  # [B,D,Cout,h,w] -> [B,Cout,D,h,w]
+
+
 class MotionFieldEstimator(nn.Module):
     """Dense 3-D motion from K keypoint pairs (FOMM / face-vid2vid), conditioned on the rendered head."""
 
@@ -239,8 +263,8 @@ class MotionFieldEstimator(nn.Module):
         r = head.shape[-1]
         head = F.interpolate(head, size=(r // 2, r // 2), mode="bilinear", align_corners=False)
         head = F.interpolate(self.tgt_head_encoder(head), size=(h, w), mode="bilinear", align_corners=False)
-        x = torch.cat([x, head.unsqueeze(2).expand(-1, -1, d, -1, -1)], dim=1)  # head [B,hid,h,w] repeated over D
-        x = self.tgt_head_fuser(x)  # [B,hid,D,h,w]
+        # tgt_head_fuser(cat([x, head repeated over D])), with the head part done once instead of D times
+        x = fuse_depth_constant(self.tgt_head_fuser, x, head)  # [B,hid,D,h,w]
 
         mask = F.softmax(self.mask_conv(x), dim=1).unsqueeze(-1)  # [B,K+1,D,h,w,1]
         deformation = (sparse_motion * mask).sum(dim=1)  # [B,D,h,w,3]
