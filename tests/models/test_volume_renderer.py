@@ -14,15 +14,19 @@ from real3d.models.volume_renderer import (
     TriplaneDecoder,
     VolumeRenderer,
     camera_from_pose,
+    composite_unsorted,
     fill_missed_rays,
     importance_depths,
+    interval_weights,
     march_rays,
     merge_samples,
+    plane_table,
     ray_box_intersection,
     rays_from_camera,
     remap_official_state_dict,
     sample_pdf,
     sample_triplanes,
+    sample_triplanes_mean,
     stratified_depths,
 )
 
@@ -178,7 +182,33 @@ def test_merge_samples_sorts_depths_and_carries_values():
     assert colors[0, 0].tolist() == [[0.0, -0.0], [1.0, -1.0], [2.0, -2.0], [3.0, -3.0]]
 
 
+def test_unsorted_compositing_equals_march_over_merged_samples():
+    """composite_unsorted (the renderer's path) equals march_rays on merge_samples' sorted colours."""
+    g = torch.Generator().manual_seed(11)
+    za = torch.sort(torch.rand(2, 5, 6, generator=g) * 3, -1).values
+    zb = torch.rand(2, 5, 4, generator=g) * 3
+    ca, cb = torch.rand(2, 5, 6, 3, generator=g), torch.rand(2, 5, 4, 3, generator=g)
+    sa, sb = torch.randn(2, 5, 6, generator=g) * 3, torch.randn(2, 5, 4, generator=g) * 3
+    z, (colors, sigma) = merge_samples(za, zb, (ca, sa), (cb, sb))
+    ref = march_rays(colors, sigma, z, clamp_depth=False)
+    z2, order = torch.sort(torch.cat([za, zb], -1), -1)
+    w = interval_weights(torch.cat([sa, sb], -1).gather(-1, order), z2)
+    torch.testing.assert_close(w, ref.weights, rtol=0, atol=0)
+    torch.testing.assert_close(composite_unsorted(w, order, (ca, cb)) * 2 - 1, ref.rgb, rtol=1e-6, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------ tri-planes
+
+
+def test_gathered_plane_mean_equals_grid_sample_mean():
+    """The renderer's embedding-bag lookup equals grid_sample's bilinear zeros-padded mean over the planes,
+    including points outside the box (partly or fully outside a plane)."""
+    g = torch.Generator().manual_seed(12)
+    planes = torch.randn(2, 3, 4, 5, 7, generator=g)
+    points = torch.rand(2, 50, 3, generator=g) * 1.6 - 0.8  # box_warp 1: planes span [-0.5, 0.5]
+    ref = sample_triplanes(planes, points, box_warp=1.0).mean(1)
+    got = sample_triplanes_mean(plane_table(planes), planes.shape, points, box_warp=1.0)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("plane", [0, 1, 2])

@@ -270,24 +270,45 @@ def sample_triplanes(planes: torch.Tensor, points: torch.Tensor, box_warp: float
     return rearrange(feats, "(b k) c 1 p -> b k p c", k=k)
 
 
-def sample_triplanes_mean(planes: torch.Tensor, points: torch.Tensor, box_warp: float = 1.0) -> torch.Tensor:
-    """`sample_triplanes(...).mean(1)` without the strided reduction: the mean over the three planes is
-    taken in grid_sample's [B,K,C,P] layout. planes: [B,3,C,H,W]; points: [B,P,3] -> [B,P,C] (a view)."""
-    b, k, c, h, w = planes.shape
+def plane_table(planes: torch.Tensor) -> torch.Tensor:
+    """planes [B,3,C,H,W] -> [(B*3*H*W),C]: one row of C features per plane texel (for
+    `sample_triplanes_mean`; built once per render)."""
+    return rearrange(planes, "b k c h w -> (b k h w) c").contiguous()
+
+
+def sample_triplanes_mean(
+    table: torch.Tensor, planes_shape: tuple[int, ...], points: torch.Tensor, box_warp: float = 1.0
+) -> torch.Tensor:
+    """`sample_triplanes(planes, points, box_warp).mean(1)` as one weighted gather.
+
+    Each point reads 4 texels on each of the 3 planes; the bilinear weights (zero for texels outside
+    the plane: zeros padding, align_corners=False) divided by 3 make the mean over planes, summed by
+    `embedding_bag`. Equal to the grid_sample path up to float rounding.
+    table: `plane_table(planes)`; planes_shape: planes.shape (B,3,C,H,W); points: [B,P,3] -> [B,P,C].
+    """
+    b, k, c, h, w = planes_shape
     if k != 3 or points.shape[0] != b or points.shape[-1] != 3:
-        raise ValueError(
-            f"need planes [B,3,C,H,W] and points [B,P,3], got {tuple(planes.shape)} and {tuple(points.shape)}"
-        )
-    grid = rearrange(project_to_planes((2 / box_warp) * points), "b k p two -> (b k) 1 p two")
-    feats = F.grid_sample(
-        rearrange(planes, "b k c h w -> (b k) c h w"),
-        grid.to(planes.dtype),
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=False,
-    )  # (BK)xCx1xP
-    feats = rearrange(feats, "(b k) c 1 p -> b k c p", k=k).mean(1)  # BxCxP
-    return feats.transpose(1, 2)  # BxPxC
+        raise ValueError(f"need planes [B,3,C,H,W] and points [B,P,3], got {tuple(planes_shape)} and "
+                         f"{tuple(points.shape)}")
+    uv = project_to_planes((2 / box_warp) * points)  # Bx3xPx2
+    ix = ((uv[..., 0] + 1) * w - 1) / 2  # Bx3xP texel coordinates
+    iy = ((uv[..., 1] + 1) * h - 1) / 2
+    x0, y0 = ix.floor(), iy.floor()
+    fx, fy = ix - x0, iy - y0
+    x0, y0 = x0.long(), y0.long()
+    base = (torch.arange(b * k, device=points.device) * (h * w)).reshape(b, k, 1)  # Bx3x1 first row of plane
+    rows, weights = [], []
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        yy = y0 + dy
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            xx = x0 + dx
+            inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
+            rows.append(base + yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1))
+            weights.append(torch.where(inside, wx * wy, 0.0))
+    rows_t = rearrange(torch.stack(rows, -1), "b k p n -> (b p) (k n)")  # (BP)x12
+    weights_t = rearrange(torch.stack(weights, -1) / k, "b k p n -> (b p) (k n)")  # (BP)x12
+    feats = F.embedding_bag(rows_t, table, per_sample_weights=weights_t.to(table.dtype), mode="sum")  # (BP)xC
+    return rearrange(feats, "(b p) c -> b p c", b=b)
 
 
 @dataclass
@@ -459,14 +480,20 @@ class VolumeRenderer(nn.Module):
         self.decoder = TriplaneDecoder(cfg.feature_dim, cfg.decoder_hidden_dim, cfg.decoder_lr_multiplier)
 
     def _decode(
-        self, planes: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, depths: torch.Tensor
+        self,
+        table: torch.Tensor,
+        planes_shape: tuple[int, ...],
+        origins: torch.Tensor,
+        directions: torch.Tensor,
+        depths: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """origins, directions [B,r,3], depths [B,r,s] -> sigmoid(rgb logits) [B,r,s,C], sigma [B,r,s].
-
-        The colour of a sample is RGB_SCALE * sigmoid + RGB_OFFSET (applied after compositing)."""
+        """table: `plane_table(planes)`; origins, directions [B,r,3], depths [B,r,s] -> sigmoid(rgb logits)
+        [B,r,s,C], sigma [B,r,s]. The colour of a sample is RGB_SCALE * sigmoid + RGB_OFFSET (applied after
+        compositing)."""
         b, r, s = depths.shape
         points = origins[:, :, None] + depths[..., None] * directions[:, :, None]  # Bxrxsx3
-        feats = sample_triplanes_mean(planes, rearrange(points, "b r s d -> b (r s) d"), self.config.box_warp)
+        points = rearrange(points, "b r s d -> b (r s) d")
+        feats = sample_triplanes_mean(table, planes_shape, points, self.config.box_warp)
         probs, sigma = self.decoder.decode_mean(feats)
         probs = rearrange(probs, "b (r s) c -> b r s c", r=r, s=s)
         return probs, rearrange(sigma, "b (r s) -> b r s", r=r, s=s)
@@ -490,17 +517,18 @@ class VolumeRenderer(nn.Module):
         near, far, _ = ray_box_intersection(origins, directions, cfg.box_warp)
         near, far, hit = fill_missed_rays(near, far)
         depths_coarse = stratified_depths(near, far, cfg.num_samples_coarse, cfg.mode, generator)  # BxRxSc
+        table = plane_table(planes)  # (B*3*Hp*Wp)xC
 
         rgb, depth, opacity, fine_all, lows, highs = [], [], [], [], [], []
         for start in range(0, res * res, cfg.chunk_rays):
             sl = slice(start, start + cfg.chunk_rays)
             o, d, z = origins[:, sl], directions[:, sl], depths_coarse[:, sl]
-            probs, sigma = self._decode(planes, o, d, z)
+            probs, sigma = self._decode(table, planes.shape, o, d, z)
             colors: tuple[torch.Tensor, ...] = (probs,)
             order = None
             if cfg.num_samples_fine > 0:
                 z_fine = importance_depths(z, interval_weights(sigma, z), cfg.num_samples_fine, cfg.mode, generator)
-                probs_fine, sigma_fine = self._decode(planes, o, d, z_fine)
+                probs_fine, sigma_fine = self._decode(table, planes.shape, o, d, z_fine)
                 z, order = torch.sort(torch.cat([z, z_fine], -1), dim=-1)  # Bxrx(Sc+Sf)
                 sigma = torch.cat([sigma, sigma_fine], -1).gather(-1, order)
                 colors = (probs, probs_fine)
