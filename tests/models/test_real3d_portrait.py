@@ -8,14 +8,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from real3d.config.real3d_portrait import Real3DPortraitConfig
 from real3d.errors import CheckpointError, InputError
 from real3d.models.real3d_portrait import (
     Real3DPortrait,
     Real3DPortraitOutput,
-    config_from_official,
     remap_official_state_dict,
 )
 from real3d.models.volume_renderer import camera_from_pose
@@ -176,18 +174,6 @@ def test_save_load_round_trip(tiny_model: Real3DPortrait, tmp_path) -> None:
     # the renderer uses the loaded decoder, not a private copy
     assert clone._renderers["deterministic"].decoder is clone.decoder
     assert np.isfinite(a.image.numpy()).all()
-
-
-def test_config_from_official_yaml(official_dir) -> None:
-    hparams = yaml.safe_load((official_dir / "config_secc2plane_torso.yaml").read_text())
-    assert config_from_official(hparams) == Real3DPortraitConfig.official()
-    assert config_from_official(None) == Real3DPortraitConfig.official()
-    with pytest.raises(CheckpointError, match="trigrid_v2"):
-        config_from_official(dict(hparams, triplane_feature_type="trigrid_v2", triplane_depth=3))
-    with pytest.raises(CheckpointError, match="final_resolution"):
-        config_from_official(dict(hparams, final_resolution=256))
-    threshold = config_from_official(dict(hparams, htbsr_head_threshold=0.5))
-    assert threshold.htbsr.head_threshold == 0.5
 
 
 def test_config_and_remap_errors() -> None:

@@ -27,9 +27,6 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from real3d.config.htbsr import TorsoWarpConfig
-from real3d.config.img2plane import Img2PlaneConfig
-from real3d.config.motion_adapter import MotionAdapterConfig
 from real3d.config.real3d_portrait import Real3DPortraitConfig
 from real3d.config.volume_renderer import SamplingMode, VolumeRendererConfig
 from real3d.errors import CheckpointError, InputError
@@ -262,76 +259,3 @@ def remap_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[st
             "secc2plane_torso checkpoint (the head-only secc2plane model has no superresolution torso branch)"
         )
     return dict(state_dict)
-
-
-_REQUIRED_HPARAMS: dict[str, Any] = {
-    "triplane_feature_type": "triplane",
-    "triplane_depth": 1,
-    "img2plane_backbone_mode": "composite",
-    "img2plane_backbone_scale": "standard",
-    "secc_segformer_scale": "b0",
-    "pncc_cond_mode": "cano_src_tgt",
-    "phase1_plane_fusion_mode": "add",
-    "sr_type": "vanilla",
-    "torso_model_version": "v2",
-    "torso_inp_mode": "rgb_alpha",
-    "htbsr_head_weight_fuse_mode": "v2",
-    "weight_fuse": True,
-    "ray_near": "auto",
-    "ray_far": "auto",
-}
-"""config.yaml values the released model has and real3d implements (absent keys are taken as these)."""
-
-
-def config_from_official(hparams: Mapping[str, Any] | None) -> Real3DPortraitConfig:
-    """`Real3DPortraitConfig` from the resolved official `config.yaml` (None: the released sizes).
-
-    Sizes come from `triplane_hid_dim`, `neural_rendering_resolution`, `final_resolution`,
-    `num_samples_coarse/fine`, `box_warp`, `w_dim`, `htbsr_head_threshold`; architecture switches other
-    than the released ones raise `CheckpointError` (the strict load then checks every tensor shape).
-    """
-    base = Real3DPortraitConfig.official()
-    if hparams is None:
-        return base
-    bad = {k: hparams[k] for k, v in _REQUIRED_HPARAMS.items() if k in hparams and hparams[k] != v}
-    if hparams.get("img2plane_input_mode", "rgb") != "rgb":
-        bad["img2plane_input_mode"] = hparams["img2plane_input_mode"]
-    if bad:
-        raise CheckpointError(
-            f"config.yaml selects {bad}, which real3d does not implement (it implements the released "
-            f"secc2plane_torso: {_REQUIRED_HPARAMS}); use the released checkpoint's config.yaml"
-        )
-    try:
-        planes = int(hparams.get("triplane_hid_dim", 32))
-        res = int(hparams.get("neural_rendering_resolution", 128))
-        final = int(hparams.get("final_resolution", 4 * res))
-        kp = int(hparams.get("torso_kp_num", 4))
-        renderer = dataclasses.replace(
-            base.renderer,
-            resolution=res,
-            num_samples_coarse=int(hparams.get("num_samples_coarse", 48)),
-            num_samples_fine=int(hparams.get("num_samples_fine", 48)),
-            box_warp=float(hparams.get("box_warp", 1.0)),
-            feature_dim=planes,
-        )
-        htbsr = dataclasses.replace(
-            base.htbsr,
-            input_resolution=res,
-            feature_channels=planes,
-            w_dim=int(hparams.get("w_dim", 512)),
-            head_threshold=float(hparams.get("htbsr_head_threshold", 0.9)),
-            torso=dataclasses.replace(TorsoWarpConfig.official(), resolution=2 * res),
-        )
-    except (TypeError, ValueError) as err:
-        raise CheckpointError(f"config.yaml has an unusable size ({err})") from None
-    if final != 4 * res or kp != 4:
-        raise CheckpointError(
-            f"config.yaml has final_resolution {final} and torso_kp_num {kp}; real3d's HTB-SR needs "
-            f"final_resolution = 4 x neural_rendering_resolution ({4 * res}) and 4 torso keypoints"
-        )
-    return Real3DPortraitConfig(
-        img2plane=dataclasses.replace(Img2PlaneConfig.official(), plane_channels=planes),
-        motion_adapter=dataclasses.replace(MotionAdapterConfig.official(), plane_channels=planes),
-        renderer=renderer,
-        htbsr=htbsr,
-    )
