@@ -9,6 +9,7 @@ Long inputs are processed in blocks, so memory stays proportional to the number 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,23 +62,38 @@ def _frame_view(x: np.ndarray, win: int, hop: int) -> np.ndarray:
     return np.lib.stride_tricks.sliding_window_view(pad, win)[::hop][:n_frames]  # F x win
 
 
-def _shifted_segment(x: np.ndarray, start: int, stop: int, shift: int) -> np.ndarray:
-    """Samples [start, stop) of x delayed by `shift` zeros (without copying all of x)."""
-    lo, hi = start - shift, stop - shift
-    head = np.zeros(max(0, -lo), np.float32)
-    return np.concatenate([head, x[max(0, lo) : max(0, hi)]]) if len(head) else x[lo:hi]
-
-
-def hop_features(samples: np.ndarray, sample_rate: int = 16000, block_s: float = 10.0) -> tuple[np.ndarray, ...]:
-    """Features at 100 Hz: (rms_db [F], voicing [F], hf_ratio [F]); hop h covers [h*10 ms, h*10 ms + 32 ms),
-    centred on the audio by shifting the window back by half a window minus half a hop."""
+def _hop_blocks(
+    samples: np.ndarray, sample_rate: int, block_s: float
+) -> tuple[int, int, Iterator[tuple[int, int, np.ndarray]]]:
+    """Analysis windows of mono samples: (n_hops, win, blocks), where `blocks` yields (h0, h1, frames
+    [h1-h0, win] float32) for consecutive hop ranges of `block_s`. Hop h's window covers
+    [h*hop - shift, h*hop - shift + win) with shift = (win - hop) // 2 (centred on its hop, zeros outside the
+    audio); each block is cut from the samples without copying all of them."""
     x = np.asarray(samples, np.float32)
     if x.ndim != 1:
         raise InputError(f"expected mono samples [N], got shape {x.shape}; mix down to mono first")
     hop = int(round(HOP_S * sample_rate))
     win = int(round(WIN_S * sample_rate))
-    shift = (win - hop) // 2  # centre each window on its hop
+    shift = (win - hop) // 2
     n_hops = max(1, int(np.ceil(len(x) / hop)))
+    block = max(1, int(block_s / HOP_S))
+
+    def blocks() -> Iterator[tuple[int, int, np.ndarray]]:
+        for h0 in range(0, n_hops, block):
+            h1 = min(n_hops, h0 + block)
+            lo, hi = h0 * hop - shift, h1 * hop + win - shift
+            seg = x[max(0, lo) : max(0, hi)]
+            if lo < 0:
+                seg = np.concatenate([np.zeros(-lo, np.float32), seg])
+            yield h0, h1, _frame_view(seg, win, hop)[: h1 - h0]
+
+    return n_hops, win, blocks()
+
+
+def hop_features(samples: np.ndarray, sample_rate: int = 16000, block_s: float = 10.0) -> tuple[np.ndarray, ...]:
+    """Features at 100 Hz: (rms_db [F], voicing [F], hf_ratio [F]); hop h covers [h*10 ms, h*10 ms + 32 ms),
+    centred on the audio by shifting the window back by half a window minus half a hop."""
+    n_hops, win, blocks = _hop_blocks(samples, sample_rate, block_s)
     window = np.hanning(win).astype(np.float32)
     wnorm = float(np.sqrt((window**2).mean()))
     nfft = 1 << int(np.ceil(np.log2(win)))
@@ -85,12 +101,8 @@ def hop_features(samples: np.ndarray, sample_rate: int = 16000, block_s: float =
     hf = freqs >= 3000.0
     lag_lo, lag_hi = int(sample_rate / 400), int(sample_rate / 60)
     nfft_ac = 1 << int(np.ceil(np.log2(2 * win)))
-    block = max(1, int(block_s / HOP_S))
     rms, voi, hfr = (np.empty(n_hops, np.float32) for _ in range(3))
-    for h0 in range(0, n_hops, block):
-        h1 = min(n_hops, h0 + block)
-        seg = _shifted_segment(x, h0 * hop, h1 * hop + win, shift)
-        frames = _frame_view(seg, win, hop)[: h1 - h0].astype(np.float32)  # F x win
+    for h0, h1, frames in blocks:  # F x win
         frames = frames - frames.mean(1, keepdims=True)
         wf = frames * window
         power = (wf**2).mean(1) / wnorm**2
@@ -119,28 +131,19 @@ def band_level_db(
 ) -> np.ndarray:
     """[F] level (dB re full scale, DB_FLOOR where there is no energy) of `band_hz` at 100 Hz, on the same
     hops and windows as `hop_features`; processed in blocks, so memory does not grow with the length."""
-    x = np.asarray(samples, np.float32)
-    if x.ndim != 1:
-        raise InputError(f"expected mono samples [N], got shape {x.shape}; mix down to mono first")
     lo_hz, hi_hz = band_hz
     if not 0.0 <= lo_hz < hi_hz <= sample_rate / 2:
         raise ValueError(f"band {band_hz} Hz must satisfy 0 <= low < high <= {sample_rate / 2:g} (Nyquist)")
-    hop = int(round(HOP_S * sample_rate))
-    win = int(round(WIN_S * sample_rate))
-    shift = (win - hop) // 2
-    n_hops = max(1, int(np.ceil(len(x) / hop)))
+    n_hops, win, blocks = _hop_blocks(samples, sample_rate, block_s)
     window = np.hanning(win).astype(np.float32)
     nfft = 1 << int(np.ceil(np.log2(win)))
     freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
     sel = (freqs >= lo_hz) & (freqs < hi_hz)
     # Parseval: sum over the band of |X|^2 / (nfft * sum(w^2)) x 2 is the band's share of the mean power
     scale = 2.0 / (nfft * float((window**2).sum()))
-    block = max(1, int(block_s / HOP_S))
     out = np.empty(n_hops, np.float32)
-    for h0 in range(0, n_hops, block):
-        h1 = min(n_hops, h0 + block)
-        frames = _frame_view(_shifted_segment(x, h0 * hop, h1 * hop + win, shift), win, hop)[: h1 - h0] * window
-        power = (np.abs(np.fft.rfft(frames, nfft, axis=1)[:, sel]) ** 2).sum(1) * scale
+    for h0, h1, frames in blocks:
+        power = (np.abs(np.fft.rfft(frames * window, nfft, axis=1)[:, sel]) ** 2).sum(1) * scale
         out[h0:h1] = np.where(power > 1e-10, 10.0 * np.log10(np.maximum(power, 1e-10)), DB_FLOOR)
     return out
 
