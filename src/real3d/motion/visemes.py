@@ -215,7 +215,7 @@ def visemes_from_phones(
     gain = cfg.min_gain + (1.0 - cfg.min_gain) * level
     w = cfg.loudness_jaw_weight
     params[:, JAW] = (1.0 - w) * params[:, JAW] * gain + w * cfg.loudness_jaw_open * level
-    params[:, [JAW, SPREAD, ROUND, LABIODENTAL]] *= rhythm[:, None]  # steady sound: the lips rest
+    params[:, [JAW, SPREAD, ROUND, LABIODENTAL]] *= rhythm[:, None]  # steady sound: no shapes (closed below)
     if cfg.smooth_s > 0 and n > 1:
         shape = [JAW, SPREAD, ROUND]
         params[:, shape] = gaussian_filter1d(params[:, shape], cfg.smooth_s / HOP_S, axis=0, mode="nearest")
@@ -243,7 +243,7 @@ def speech_rhythm(level_db: np.ndarray, config: VisemeConfig | None = None) -> n
     v = np.asarray(level_db, np.float64)
     if len(v) == 0:
         return np.zeros(0)
-    depth = modulation_depth(np.maximum(v, -100.0), cfg.modulation_window_s)
+    depth = modulation_depth(np.maximum(v, DB_FLOOR), cfg.modulation_window_s)  # floor-removed levels go lower
     g = _smoothstep((depth - cfg.steady_db) / (cfg.rhythmic_db - cfg.steady_db))
     return gaussian_filter1d(g, 0.1 / HOP_S, mode="nearest") if len(g) > 1 else g
 

@@ -92,12 +92,12 @@ def load_pickle_weights_only(path: Path) -> Any:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        detail = _refusal_reason(str(err))
         if "global" not in str(err).lower():  # e.g. "Unsupported operand": damaged bytes, not a refused object
             raise CheckpointError(
-                f"cannot read {path} as a PyTorch checkpoint ({_refusal_reason(str(err))}); the file is damaged "
+                f"cannot read {path} as a PyTorch checkpoint ({detail}); the file is damaged "
                 "or not a checkpoint: download it again"
             ) from None
-        detail = _refusal_reason(str(err))
         raise CheckpointError(
             f"refusing to load {path}: it contains pickled objects other than tensors and plain containers, "
             f"which could run code on load ({detail}). Official Real3D-Portrait checkpoints need none; "
