@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 Activation = Literal["linear", "lrelu", "relu"]
-_ACT_GAIN = {"linear": 1.0, "lrelu": math.sqrt(2.0), "relu": math.sqrt(2.0)}
+ACT_GAIN = {"linear": 1.0, "lrelu": math.sqrt(2.0), "relu": math.sqrt(2.0)}
+"""Output gain of each activation (StyleGAN2 `bias_act`)."""
 
 
 def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: Activation, dim: int = 1) -> torch.Tensor:
@@ -29,7 +30,7 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: Activation, dim: int 
         x = F.leaky_relu(x, 0.2)
     elif act == "relu":
         x = F.relu(x)
-    gain = _ACT_GAIN[act]
+    gain = ACT_GAIN[act]
     return x * gain if gain != 1.0 else x
 
 

@@ -21,11 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from real3d.layers.equalized import EqualizedLinear, fir_filter
+from real3d.layers.equalized import ACT_GAIN, EqualizedLinear, fir_filter
 
 NoiseMode = Literal["none", "const", "random"]
-_LRELU_GAIN = math.sqrt(2.0)
-"""Gain of the StyleGAN2 leaky ReLU (slope 0.2)."""
 
 
 def upfirdn2d(
@@ -218,7 +216,7 @@ class SynthesisLayer(nn.Module):
         activation runs in place, so there is no elementwise pass besides the activation (no noise)."""
         styles = self.affine(w)  # [B,Cin]
         fused = (not self.training) if fused is None else fused
-        gain = _LRELU_GAIN
+        gain = ACT_GAIN["lrelu"]
         x = modulated_conv2d(
             x,
             self.weight,
