@@ -67,14 +67,14 @@ _OFFICIAL_TASKS = {"torso": "secc_img2plane_torso_task", "a2m": "audio2motion_ta
 
 def _official_kind(folder: Path) -> str | None:
     """'torso' / 'a2m' from an official folder's config.yaml `task_cls`; None when it does not say."""
-    import yaml
+    from real3d.weights.official import read_config_yaml
 
     cfg = folder / "config.yaml"
     if not cfg.is_file():
         return None
     try:
-        task = yaml.safe_load(cfg.read_text(encoding="utf-8")).get("task_cls", "")
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        task = read_config_yaml(cfg).get("task_cls", "")
+    except (OSError, CheckpointError):  # unreadable: fall back to the folder name
         return None
     return next((k for k, mod in _OFFICIAL_TASKS.items() if isinstance(task, str) and mod in task), None)
 
