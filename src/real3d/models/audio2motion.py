@@ -17,7 +17,6 @@ Data flow at inference (T50 = audio frames at 50 Hz, T = T50 // 2 frames at 25 H
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
@@ -28,6 +27,7 @@ from torch import nn
 
 from real3d.config.audio2motion import Audio2MotionConfig
 from real3d.errors import CheckpointError, InputError
+from real3d.weights.official import count_indices
 
 # Coarse pitch quantiser: mel-scaled bins 1..255 over 50-1100 Hz; unvoiced (f0 = 0) -> bin 1.
 F0_BINS = 256
@@ -433,11 +433,6 @@ def remap_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[st
     return out
 
 
-def _count(sd: Mapping[str, Any], pattern: str) -> int:
-    rx = re.compile(pattern)
-    return len({m.group(1) for k in sd if (m := rx.fullmatch(k))})
-
-
 def config_from_official(state_dict: Mapping[str, torch.Tensor], hparams: Mapping[str, Any] | None = None) -> Audio2MotionConfig:
     """Read the sizes of an official A2M checkpoint from its (remapped) tensor shapes, cross-checked with
     the flags of its `config.yaml` (`hparams`) when given."""
@@ -453,13 +448,13 @@ def config_from_official(state_dict: Mapping[str, torch.Tensor], hparams: Mappin
             hidden_dim=sd["vae.encoder.pre_net.0.weight"].shape[0],
             latent_dim=sd["vae.decoder.pre_net.0.weight"].shape[0],
             kernel_size=sd["vae.encoder.wn.in_layers.0.weight_v"].shape[2],
-            enc_layers=_count(sd, r"vae\.encoder\.wn\.in_layers\.(\d+)\.weight_v"),
-            dec_layers=_count(sd, r"vae\.decoder\.wn\.in_layers\.(\d+)\.weight_v"),
+            enc_layers=count_indices(sd, r"vae\.encoder\.wn\.in_layers\.(\d+)\.weight_v"),
+            dec_layers=count_indices(sd, r"vae\.decoder\.wn\.in_layers\.(\d+)\.weight_v"),
             stride=sd["vae.g_pre_net.0.weight"].shape[2] // 2,
             flow_hidden_dim=sd["vae.prior_flow.flows.0.pre.weight"].shape[0],
             flow_kernel_size=sd["vae.prior_flow.flows.0.enc.in_layers.0.weight_v"].shape[2],
-            flow_layers=_count(sd, r"vae\.prior_flow\.flows\.0\.enc\.in_layers\.(\d+)\.weight_v"),
-            n_flows=_count(sd, r"vae\.prior_flow\.flows\.(\d+)\.pre\.weight"),
+            flow_layers=count_indices(sd, r"vae\.prior_flow\.flows\.0\.enc\.in_layers\.(\d+)\.weight_v"),
+            n_flows=count_indices(sd, r"vae\.prior_flow\.flows\.(\d+)\.pre\.weight"),
         )
     except KeyError as err:
         raise CheckpointError(

@@ -181,3 +181,10 @@ def select_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[s
             "of an official secc2plane / secc2plane_torso checkpoint"
         )
     return out
+
+
+def count_indices(state_dict: Mapping[str, Any], pattern: str) -> int:
+    """How many distinct values the group `(\\d+)` of `pattern` (a regex matching whole keys) takes over
+    the keys of `state_dict`, e.g. the number of layers `enc\\.layers\\.(\\d+)\\.weight` of a module list."""
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in state_dict if (m := rx.fullmatch(k))})

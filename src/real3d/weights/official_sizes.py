@@ -31,6 +31,7 @@ from real3d.config.motion_adapter import MotionAdapterConfig
 from real3d.config.real3d_portrait import Real3DPortraitConfig
 from real3d.config.volume_renderer import VolumeRendererConfig
 from real3d.errors import CheckpointError
+from real3d.weights.official import count_indices
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,7 @@ class _Shapes:
 
     def count(self, pattern: str) -> int:
         """How many distinct indices `(\\d+)` in `pattern` (a full-key regex) occur."""
-        rx = re.compile(pattern)
-        return len({int(m.group(1)) for k in self.sd if (m := rx.fullmatch(k))})
+        return count_indices(self.sd, pattern)
 
     def has(self, key: str) -> bool:
         return key in self.sd
