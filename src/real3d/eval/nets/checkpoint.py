@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from real3d.errors import CheckpointError, DependencyError
+from real3d.weights.io import check_state_dict
 
 
 def read_state_dict(path: str | Path, expected: str) -> dict[str, torch.Tensor]:
@@ -44,18 +45,9 @@ def load_strict(module: nn.Module, sd: Mapping[str, torch.Tensor], source: str, 
     # batch-norm step counters carry no weights: older checkpoints lack them, newer ones have them
     sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
     sd.update({k: v for k, v in own.items() if k.endswith("num_batches_tracked")})
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    wrong = sorted(k for k in set(own) & set(sd) if tuple(own[k].shape) != tuple(sd[k].shape))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} with other shapes (e.g. {k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)})")
-        raise CheckpointError(f"{source} does not match: {'; '.join(parts)}; this metric expects {expected}")
+    try:
+        check_state_dict(module, sd, source)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; this metric expects {expected}") from None
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()}, strict=True)
     return module.eval()
