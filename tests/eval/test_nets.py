@@ -11,12 +11,7 @@ from real3d.eval import plugins
 from real3d.eval.nets import inception, iresnet, lpips, syncnet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: thread hand-offs dominate
 
 
 def _seeded(cls, *args, seed: int = 0, **kw):

@@ -19,13 +19,7 @@ from real3d.models.audio2motion import (
 from real3d.weights.io import from_pretrained, load_state_dict_strict, save_pretrained
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are small: thread hand-offs dominate on a busy 2-core machine, so use one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: thread hand-offs dominate
 
 
 def _tiny_model(seed: int = 0, cfg: Audio2MotionConfig | None = None) -> Audio2Motion:

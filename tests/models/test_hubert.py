@@ -36,12 +36,7 @@ PUBLISHED_LARGE_FT = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: thread hand-offs dominate
 
 
 def _randomize(model: Hubert, seed: int = 0) -> Hubert:

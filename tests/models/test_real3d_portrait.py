@@ -23,13 +23,7 @@ SOURCE_KEYS = ("img", "ref_torso_img", "bg_img", "segmap")
 FRAME_KEYS = ("cond_cano", "cond_src", "cond_tgt", "camera", "kp_s", "kp_d")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convs are dominated by thread hand-offs on the shared 2-core machine; results do not depend on it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: thread hand-offs dominate
 
 
 def tiny_inputs(cfg: Real3DPortraitConfig, frames: int = 2, sources: int = 1, seed: int = 0) -> dict[str, torch.Tensor]:

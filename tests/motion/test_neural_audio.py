@@ -20,12 +20,7 @@ from real3d.motion.neural_audio import a2m_expression, a2m_margin
 from real3d.weights.io import load_state_dict_strict
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: thread hand-offs dominate
 
 
 def _a2m(cfg: Audio2MotionConfig | None = None, seed: int = 0) -> Audio2Motion:

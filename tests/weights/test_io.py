@@ -41,13 +41,7 @@ class _Toy(nn.Module):
         self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The A2M forward is small: thread hand-offs dominate on a busy 2-core machine, so use one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: thread hand-offs dominate
 
 
 @pytest.fixture

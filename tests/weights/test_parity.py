@@ -14,13 +14,7 @@ from real3d.weights.convert import convert_main, convert_official
 from real3d.weights.parity import load_checkpoint_model, parity_main, run_parity
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The A2M forward is small: thread hand-offs dominate on a busy 2-core machine, so use one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: thread hand-offs dominate
 
 
 @pytest.fixture(scope="module")
