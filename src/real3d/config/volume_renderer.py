@@ -29,7 +29,7 @@ class VolumeRendererConfig:
     """Hidden width of the 2-layer decoder MLP."""
     decoder_lr_multiplier: float = 1.0
     """Equalized-lr multiplier of the decoder layers (the released model uses 1)."""
-    chunk_rays: int = 4096
+    chunk_rays: int = 2048
     """Rays evaluated at once, to bound memory; the result does not depend on it."""
 
     def __post_init__(self) -> None:

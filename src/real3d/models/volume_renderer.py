@@ -270,10 +270,19 @@ def sample_triplanes(planes: torch.Tensor, points: torch.Tensor, box_warp: float
     return rearrange(feats, "(b k) c 1 p -> b k p c", k=k)
 
 
+PLANE_PAD = (1, 2)
+"""Zero texels added before / after each plane axis by `plane_table` (see `sample_triplanes_mean`)."""
+
+
 def plane_table(planes: torch.Tensor) -> torch.Tensor:
-    """planes [B,3,C,H,W] -> [(B*3*H*W),C]: one row of C features per plane texel (for
-    `sample_triplanes_mean`; built once per render)."""
-    return rearrange(planes, "b k c h w -> (b k h w) c").contiguous()
+    """planes [B,3,C,H,W] -> [(B*3*(H+3)*(W+3)),C]: one row of C features per texel of the planes padded
+    with one zero texel before and two after on both axes (for `sample_triplanes_mean`; built once per
+    render)."""
+    lo, hi = PLANE_PAD
+    b, k, c, h, w = planes.shape
+    table = planes.new_zeros(b, k, h + lo + hi, w + lo + hi, c)
+    table[:, :, lo : lo + h, lo : lo + w] = rearrange(planes, "b k c h w -> b k h w c")
+    return table.reshape(-1, c)
 
 
 def sample_triplanes_mean(
@@ -281,34 +290,37 @@ def sample_triplanes_mean(
 ) -> torch.Tensor:
     """`sample_triplanes(planes, points, box_warp).mean(1)` as one weighted gather.
 
-    Each point reads 4 texels on each of the 3 planes; the bilinear weights (zero for texels outside
-    the plane: zeros padding, align_corners=False) divided by 3 make the mean over planes, summed by
-    `embedding_bag`. Equal to the grid_sample path up to float rounding.
+    Each point reads 4 texels on each of the 3 planes with the bilinear weights divided by 3 (the mean
+    over planes), summed by `embedding_bag`. Zeros padding (grid_sample's, align_corners=False) comes
+    from the zero border of the table: texel coordinates are clamped to [-1, size], where every texel
+    outside the plane is a zero row, so no per-corner bounds masks are needed; a point further out
+    reads zeros with weight 1 and a plane texel with weight 0, i.e. 0 as grid_sample gives. NaN
+    coordinates read zeros. Equal to the grid_sample path up to float rounding.
     table: `plane_table(planes)`; planes_shape: planes.shape (B,3,C,H,W); points: [B,P,3] -> [B,P,C].
     """
     b, k, c, h, w = planes_shape
     if k != 3 or points.shape[0] != b or points.shape[-1] != 3:
         raise ValueError(f"need planes [B,3,C,H,W] and points [B,P,3], got {tuple(planes_shape)} and "
                          f"{tuple(points.shape)}")
-    uv = project_to_planes((2 / box_warp) * points)  # Bx3xPx2
-    ix = ((uv[..., 0] + 1) * w - 1) / 2  # Bx3xP texel coordinates
-    iy = ((uv[..., 1] + 1) * h - 1) / 2
+    lo, hi = PLANE_PAD
+    hp, wp = h + lo + hi, w + lo + hi
+    scaled = (2 / box_warp) * points
+    # planes (x,y), (x,z), (z,x): grid x (width) and grid y (height) of each plane, BxPx3
+    u = scaled.index_select(-1, torch.tensor([0, 0, 2], device=points.device))
+    v = scaled.index_select(-1, torch.tensor([1, 2, 0], device=points.device))
+    ix = (((u + 1) * w - 1) / 2).clamp_(-1, w).nan_to_num_(-1.0)  # texel coordinates
+    iy = (((v + 1) * h - 1) / 2).clamp_(-1, h).nan_to_num_(-1.0)
     x0, y0 = ix.floor(), iy.floor()
     fx, fy = ix - x0, iy - y0
-    x0, y0 = x0.long(), y0.long()
-    base = (torch.arange(b * k, device=points.device) * (h * w)).reshape(b, k, 1)  # Bx3x1 first row of plane
-    rows, weights = [], []
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        yy = y0 + dy
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            xx = x0 + dx
-            inside = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
-            rows.append(base + yy.clamp(0, h - 1) * w + xx.clamp(0, w - 1))
-            weights.append(torch.where(inside, wx * wy, 0.0))
-    rows_t = rearrange(torch.stack(rows, -1), "b k p n -> (b p) (k n)")  # (BP)x12
-    weights_t = rearrange(torch.stack(weights, -1) / k, "b k p n -> (b p) (k n)")  # (BP)x12
-    feats = F.embedding_bag(rows_t, table, per_sample_weights=weights_t.to(table.dtype), mode="sum")  # (BP)xC
-    return rearrange(feats, "(b p) c -> b p c", b=b)
+    i32 = torch.int32
+    first = (torch.arange(b * k, dtype=i32, device=points.device) * (hp * wp)).reshape(b, 1, k)  # padded plane starts
+    corner = first + (y0.to(i32) + lo) * wp + (x0.to(i32) + lo)  # BxPx3 row of the top-left texel
+    rows = (corner.unsqueeze(-1) + torch.tensor([0, 1, wp, wp + 1], dtype=i32, device=points.device))  # BxPx3x4
+    wy0, wy1 = (1 - fy) * (1 / k), fy * (1 / k)
+    weights = torch.stack([wy0 * (1 - fx), wy0 * fx, wy1 * (1 - fx), wy1 * fx], -1)  # BxPx3x4, same corner order
+    feats = F.embedding_bag(rows.reshape(-1, 4 * k), table, per_sample_weights=weights.reshape(-1, 4 * k).to(table.dtype),
+                            mode="sum")  # (BP)xC
+    return feats.reshape(b, -1, c)
 
 
 @dataclass
@@ -340,13 +352,30 @@ class TriplaneDecoder(nn.Module):
         probs, sigma = self.decode_mean(features.mean(1))
         return DecodedSamples(rgb=probs * RGB_SCALE + RGB_OFFSET, sigma=sigma)
 
-    def decode_mean(self, mean_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode_mean(self, mean_features: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
         """mean_features: [B,P,C] (the mean over the planes) -> (sigmoid(rgb logits) [B,P,C], sigma [B,P]).
 
         The colour is `RGB_SCALE * sigmoid + RGB_OFFSET`; the renderer applies that affine map after
-        compositing (on [B,R,C] instead of every sample)."""
-        x = self.net(mean_features)  # BxPx(1+C)
-        return torch.sigmoid(x[..., 1:]), x[..., 0]
+        compositing (on [B,R,C] instead of every sample). Without autograd the MLP runs `chunk` samples
+        at a time (the 64-wide hidden layer of a chunk stays in cache) and writes straight into the
+        outputs; the result equals `net` applied at once."""
+        if torch.is_grad_enabled() and (mean_features.requires_grad or any(p.requires_grad for p in self.parameters())):
+            x = self.net(mean_features)  # BxPx(1+C)
+            return torch.sigmoid(x[..., 1:]), x[..., 0]
+        first, last = self.net[0], self.net[2]
+        w1, b1 = (first.weight * first.weight_gain).t(), first.bias * first.bias_gain  # [C,hid], [hid]
+        w2, b2 = last.weight * last.weight_gain, last.bias * last.bias_gain  # [1+C,hid], [1+C]
+        w_sigma, w_rgb = w2[0].contiguous(), w2[1:].t().contiguous()  # [hid], [hid,C]
+        lead = mean_features.shape[:-1]
+        x = mean_features.reshape(-1, mean_features.shape[-1])
+        probs = x.new_empty(x.shape[0], w_rgb.shape[1])
+        sigma = x.new_empty(x.shape[0])
+        for start in range(0, x.shape[0], chunk):
+            part = slice(start, start + chunk)
+            hidden = F.softplus(torch.addmm(b1, x[part], w1))  # nxhid
+            torch.addmm(b2[1:], hidden, w_rgb, out=probs[part]).sigmoid_()
+            torch.mv(hidden, w_sigma, out=sigma[part]).add_(b2[0])
+        return probs.reshape(*lead, -1), sigma.reshape(lead)
 
 
 # --------------------------------------------------------------------------------------------------
