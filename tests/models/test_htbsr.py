@@ -139,6 +139,34 @@ def test_person_alpha_thresholds_the_head_and_clamps() -> None:
     torch.testing.assert_close(person_alpha(head, torso, 0.9), expected)
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_folded_fusions_equal_the_released_concatenations(tiny_model: HTBSR, grad: bool) -> None:
+    """The torso encoder folded into the head/torso fusion conv, and the per-source background half of the
+    1x1 fg/bg fusion conv, compute the released cat-then-conv formulas (with and without autograd)."""
+    cfg, g = tiny_model.cfg, torch.Generator().manual_seed(7)
+    mid, c0 = cfg.mid_resolution, cfg.block0_channels
+    hid = cfg.torso.generator_channels[-1]
+    x = torch.randn(2, c0, mid, mid, generator=g).contiguous(memory_format=torch.channels_last)
+    hidden = torch.randn(2, hid, mid, mid, generator=g)
+    alpha = torch.rand(2, 1, mid, mid, generator=g)
+    alpha[:, :, :2] = 0.0  # pure torso / background rows
+    alpha[:, :, -2:] = 1.0  # pure head rows
+    bg = torch.rand(2, 3, mid, mid, generator=g) * 2 - 1
+    with torch.set_grad_enabled(grad):
+        x.requires_grad_(grad)
+        torso = tiny_model.torso_encoder(hidden)
+        ref_ht = tiny_model.fuse_head_torso_convs(torch.cat([x * alpha, torso * (1 - alpha)], 1))
+        got_ht = tiny_model._fuse_head_torso(x, hidden, alpha)
+        bg_features = tiny_model.bg_encoder(bg)
+        ref_fb = tiny_model.fuse_fg_bg_convs(torch.cat([x * alpha, bg_features * (1 - alpha)], 1))
+        first = tiny_model.fuse_fg_bg_convs[0]
+        bg_fused = torch.nn.functional.conv2d(bg_features, first.weight[:, c0:], first.bias)
+        got_fb = tiny_model._fuse_fg_bg(x, bg_fused, alpha)
+    torch.testing.assert_close(got_ht, ref_ht, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_fb, ref_fb, rtol=1e-5, atol=1e-5)
+    assert got_ht.requires_grad == got_fb.requires_grad == grad
+
+
 def test_tiny_shapes_and_cached_call_equals_uncached(tiny_model: HTBSR) -> None:
     cfg = tiny_model.cfg
     inp = _tiny_inputs(cfg)

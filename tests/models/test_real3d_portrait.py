@@ -191,7 +191,7 @@ def test_bfloat16_autocast_path(tiny_model: Real3DPortrait) -> None:
             cache = tiny_model.encode_source(*(inp[k] for k in SOURCE_KEYS))
             low = tiny_model(cache, *(inp[k] for k in FRAME_KEYS), return_intermediates=True)
     assert low.deformed_torso_hid.dtype == torch.bfloat16  # HTB-SR did run in bf16
-    assert cache.htbsr.bg_features.dtype == torch.float32 and cache.htbsr.torso.appearance.dtype == torch.float32
+    assert cache.htbsr.bg_fused.dtype == torch.float32 and cache.htbsr.torso.appearance.dtype == torch.float32
     for name in ("cano_planes", "secc_planes", "feature_image", "weights_img", "depths_fine"):
         assert getattr(low, name).dtype == torch.float32
         torch.testing.assert_close(getattr(low, name), getattr(ref, name), rtol=0, atol=1e-5, msg=name)

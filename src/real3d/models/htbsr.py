@@ -7,11 +7,11 @@ The released `SuperresolutionHybrid8XDC_Warp` with the v2 fusion, as the officia
     torso   = TorsoWarp(torso_256 + masks, kp_s, kp_d, rgb_256, a_h)
     a_h     = weights_256                            # NeRF opacity, antialiased resize to 256
     rgb     = rgb*a_h + torso.rgb*(1-a_h)
-    x       = fuse_head_torso_convs(cat(x*a_h, torso_encoder(torso.hidden)*(1-a_h)))
+    x       = fuse_head_torso_convs(cat(x*a_h, torso_encoder(torso.hidden)*(1-a_h)))   # 1x1 encoder folded in
     x, rgb  = head_torso_block(x, rgb)               # StyleGAN2 block without upsampling, 256
     a_p     = clamp(torso.occlusion_2 + where(a_h > 0.9, 1, a_h), 0, 1)
     rgb     = rgb*a_p + bg_256*(1-a_p)
-    x       = fuse_fg_bg_convs(cat(x*a_p, bg_encoder(bg_256)*(1-a_p)))
+    x       = fuse_fg_bg_convs(cat(x*a_p, bg_encoder(bg_256)*(1-a_p)))   # first (1x1) conv's bg half per source
     x, rgb  = block1(x, rgb)                         # 256 -> 512
     image   = clamp(rgb, -1, 1)
 
@@ -45,8 +45,9 @@ class HTBSRSource:
     """Torso appearance volume, masked volume and compressed motion-estimator source."""
     bg: torch.Tensor
     """[B,3,256,256] background image resized to the fusion resolution."""
-    bg_features: torch.Tensor
-    """[B,256,256,256] `bg_encoder(bg)`."""
+    bg_fused: torch.Tensor
+    """[B,fuse_hidden,256,256] the background half of the first (1x1) fg/bg fusion conv applied to
+    `bg_encoder(bg)`, plus that conv's bias (see `HTBSR._fuse_fg_bg`)."""
 
     def expand(self, batch: int) -> HTBSRSource:
         """Broadcast a batch-1 source to `batch` frames."""
@@ -58,7 +59,7 @@ class HTBSRSource:
         return HTBSRSource(
             self.torso.expand(batch),
             self.bg.expand(batch, *self.bg.shape[1:]),
-            self.bg_features.expand(batch, *self.bg_features.shape[1:]),
+            self.bg_fused.expand(batch, *self.bg_fused.shape[1:]),
         )
 
 
@@ -110,22 +111,25 @@ def _lrelu() -> nn.LeakyReLU:
     return nn.LeakyReLU(inplace=True)
 
 
-def alpha_concat(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """cat([a * alpha, b * (1 - alpha)], dim=1), channels-last (the fusion convs' input).
+def alpha_concat(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, complement: bool = False) -> torch.Tensor:
+    """cat([a * alpha, b * (1 - alpha)], dim=1), channels-last (the fusion convs' input); with `complement`
+    the channel (1 - alpha) is appended.
 
-    a: [B,Ca,H,W], b: [B,Cb,H,W], alpha: [B,1,H,W] -> [B,Ca+Cb,H,W]. Without autograd the two products
+    a: [B,Ca,H,W], b: [B,Cb,H,W], alpha: [B,1,H,W] -> [B,Ca+Cb(+1),H,W]. Without autograd the products
     are written straight into the result (no separate concatenation pass), in the dtype of `a` (bf16 under
     autocast; `b` and `alpha` are cast to it first: mixed-dtype products into a strided view are slow)."""
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or alpha.requires_grad):
-        return torch.cat([a * alpha, b * (1 - alpha)], dim=1).contiguous(memory_format=torch.channels_last)
-    ca = a.shape[1]
+        parts = [a * alpha, b * (1 - alpha)] + ([1 - alpha] if complement else [])
+        return torch.cat(parts, dim=1).contiguous(memory_format=torch.channels_last)
+    ca, cb = a.shape[1], b.shape[1]
     alpha, b = alpha.to(a.dtype), b.to(a.dtype)
     out = torch.empty(
-        (a.shape[0], ca + b.shape[1], *a.shape[2:]), dtype=a.dtype, device=a.device,
+        (a.shape[0], ca + cb + int(complement), *a.shape[2:]), dtype=a.dtype, device=a.device,
         memory_format=torch.channels_last,
-    )  # [B,Ca+Cb,H,W]
+    )  # [B,Ca+Cb(+1),H,W]
     torch.mul(a, alpha, out=out[:, :ca])
-    torch.mul(b, 1 - alpha, out=out[:, ca:])
+    rest = torch.sub(1, alpha, out=out[:, ca + cb :]) if complement else 1 - alpha
+    torch.mul(b, rest, out=out[:, ca : ca + cb])
     return out
 
 
@@ -179,7 +183,9 @@ class HTBSR(nn.Module):
         torso = self.torso_model.encode_source(self._resize(ref_torso_img, mid), segmap.float())
         bg = self._resize(bg_img, mid)
         bg_features = self.bg_encoder(bg.contiguous(memory_format=torch.channels_last))  # as the frames use it
-        return HTBSRSource(torso, bg, bg_features)
+        first = self.fuse_fg_bg_convs[0]
+        bg_fused = F.conv2d(bg_features, first.weight[:, self.cfg.block0_channels :], first.bias)
+        return HTBSRSource(torso, bg, bg_fused)
 
     def forward(
         self,
@@ -228,11 +234,10 @@ class HTBSR(nn.Module):
         x, rgb = self.block0(x, rgb, ws, noise_mode=noise)
         sr_block0_rgb = rgb
         torso = self.torso_model(cache.torso, kp_s, kp_d, rgb_mid.detach(), head_alpha.detach())
-        x_torso = self.torso_encoder(torso.hidden)
 
         # head/torso: alpha-weighted concatenation, then a StyleGAN block at 256
         rgb = rgb * head_alpha + torso.rgb * (1 - head_alpha)
-        x = self.fuse_head_torso_convs(alpha_concat(x, x_torso, head_alpha))
+        x = self._fuse_head_torso(x, torso.hidden, head_alpha)
         x, rgb = self.head_torso_block(x, rgb, ws, noise_mode=noise)
         sr_head_torso_block_rgb = rgb
 
@@ -240,7 +245,7 @@ class HTBSR(nn.Module):
         person = person_alpha(head_alpha, self._resize(torso.occlusion_2, mid), cfg.head_threshold)
         rgb = rgb * person + cache.bg * (1 - person)
         sr_block1_in_rgb = rgb
-        x = self.fuse_fg_bg_convs(alpha_concat(x, cache.bg_features, person))
+        x = self._fuse_fg_bg(x, cache.bg_fused, person)
         x, rgb = self.block1(x, rgb, ws, noise_mode=noise)
 
         return HTBSROutput(
@@ -258,6 +263,37 @@ class HTBSR(nn.Module):
             head_alpha=head_alpha,
             person_alpha=person,
         )
+
+    def _fuse_head_torso(self, x: torch.Tensor, torso_hidden: torch.Tensor, head_alpha: torch.Tensor) -> torch.Tensor:
+        """`fuse_head_torso_convs(cat([x * a, torso_encoder(torso_hidden) * (1 - a)]))`, a = head alpha.
+
+        The torso encoder is a 1x1 conv (64 -> 256 channels) and (1 - a) a per-pixel scalar, so
+        conv3x3_B((W h + c) * (1 - a)) = conv3x3_{B.W}(h * (1 - a)) + conv3x3_{B.c}(1 - a), where B is the
+        torso half of the first fusion conv: its input shrinks from 512 to 256 + 64 + 1 channels (-60 GFLOP
+        per frame at the released sizes, same function up to float rounding).
+        x: [B,C0,H,W]; torso_hidden: [B,hid,H,W]; head_alpha: [B,1,H,W] -> [B,C0,H,W]."""
+        first, encoder = self.fuse_head_torso_convs[0], self.torso_encoder[0]
+        c0 = x.shape[1]
+        with torch.autocast(x.device.type, enabled=False):  # fold in float32; the conv casts once
+            w_x, w_torso = first.weight[:, :c0].float(), first.weight[:, c0:].float()  # [C0,C0,3,3] each
+            w_hidden = torch.einsum("ocyx,ci->oiyx", w_torso, encoder.weight[:, :, 0, 0].float())  # [C0,hid,3,3]
+            w_rest = torch.einsum("ocyx,c->oyx", w_torso, encoder.bias.float()).unsqueeze(1)  # [C0,1,3,3]
+            weight = torch.cat([w_x, w_hidden, w_rest], 1).contiguous(memory_format=torch.channels_last)
+        y = F.conv2d(alpha_concat(x, torso_hidden, head_alpha, complement=True), weight.to(first.weight.dtype),
+                     first.bias, padding=first.padding)
+        return self.fuse_head_torso_convs[1:](y)
+
+    def _fuse_fg_bg(self, x: torch.Tensor, bg_fused: torch.Tensor, person: torch.Tensor) -> torch.Tensor:
+        """`fuse_fg_bg_convs(cat([x * p, bg_encoder(bg) * (1 - p)]))`, p = person alpha.
+
+        The first fusion conv is 1x1, so it commutes with the per-pixel weights: its output is
+        p * (W_x x + b) + (1 - p) * (W_bg bg_features + b), where the background term is per source
+        (`HTBSRSource.bg_fused`). Same function up to float rounding, without the 512-channel concatenation.
+        x: [B,C0,H,W]; bg_fused: [B,fuse_hidden,H,W]; person: [B,1,H,W] -> [B,C0,H,W]."""
+        first = self.fuse_fg_bg_convs[0]
+        fg = F.conv2d(x, first.weight[:, : x.shape[1]], first.bias)  # [B,fuse_hidden,H,W]
+        y = torch.lerp(bg_fused.to(fg.dtype), fg, person.to(fg.dtype))  # p * fg + (1 - p) * bg
+        return self.fuse_fg_bg_convs[1:](y)
 
     @classmethod
     def from_official_state_dict(cls, state_dict: dict[str, torch.Tensor], cfg: HTBSRConfig | None = None) -> HTBSR:
