@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 
 from real3d.layers.segformer import (
@@ -118,6 +119,29 @@ def test_head_mlp_equals_linear_on_tokens() -> None:
     x = torch.randn(2, 6, 3, 4)
     want = rearrange(head.proj(rearrange(x, "b c h w -> b (h w) c")), "b (h w) c -> b c h w", h=3)
     torch.testing.assert_close(head(x), want, rtol=1e-5, atol=1e-6)
+
+
+def test_segformer_head_equals_resize_concat_fuse() -> None:
+    """The folded head computes the released formula: project each stage, resize to stage 1, concatenate
+    (c4, c3, c2, c1), 1x1 conv, BatchNorm (eval statistics), ReLU."""
+    torch.manual_seed(1)
+    dims, e = (4, 8, 12, 16), 6
+    head = SegFormerHead(dims, embed_dim=e).eval()
+    with torch.no_grad():
+        bn = head.linear_fuse.bn
+        bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.2, 0.2)
+    feats = [torch.randn(2, c, s, s + 1) for c, s in zip(dims, (15, 8, 4, 2))]
+    with torch.no_grad():
+        parts = []
+        for i in (4, 3, 2, 1):
+            y = torch.einsum("bchw,oc->bohw", feats[i - 1], getattr(head, f"linear_c{i}").proj.weight)
+            y = y + getattr(head, f"linear_c{i}").proj.bias[:, None, None]
+            parts.append(F.interpolate(y, size=(15, 16), mode="bilinear", align_corners=False))
+        want = torch.relu(bn(F.conv2d(torch.cat(parts, 1), head.linear_fuse.conv.weight)))
+        torch.testing.assert_close(head(feats), want, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        low = head(feats)
+    torch.testing.assert_close(low.float(), want, rtol=0.05, atol=0.05)
 
 
 def test_segformer_head_fuses_to_stage1_resolution() -> None:
