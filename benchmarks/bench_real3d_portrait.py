@@ -8,10 +8,10 @@ Measures, on one device:
 - FLOPs per source and per frame (`torch.utils.flop_counter.FlopCounterMode`: convs, matmuls, attention;
   grid_sample and elementwise ops are not counted) and the achieved GFLOP/s;
 - peak memory (process RSS on CPU, allocator peak on CUDA);
-- a bfloat16 autocast run (weights stay float32; by the model's `autocast_sr_only` policy only HTB-SR's
-  per-frame part runs in bf16) with its per-stage times and achieved FLOP/s against the bf16 matmul peak,
-  and its error on `image` against float32 (max / mean / p99.9 abs on [-1,1], PSNR, share of values
-  off by more than one 8-bit level).
+- a bfloat16 autocast run (weights stay float32; by the model's default `autocast_scope` HTB-SR's
+  per-frame part and the motion adapter's plane CNN run in bf16) with its per-stage times and achieved
+  FLOP/s against the bf16 matmul peak, and its error on `image` against float32 (max / mean / p99.9 abs
+  on [-1,1], PSNR, share of values off by more than one 8-bit level), also for the other scopes.
 
 Timings on a shared machine: run with OMP_NUM_THREADS set to the thread count, and compare versions back
 to back; the best of --repeats runs is reported (other processes only ever add time).
@@ -25,6 +25,7 @@ CKPT_DIR is an official-format directory (e.g. from make_official_ckpt.py) or a 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import resource
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from real3d.config.real3d_portrait import Real3DPortraitConfig
+from real3d.config.real3d_portrait import AUTOCAST_SCOPES, Real3DPortraitConfig
 from real3d.models.real3d_portrait import Real3DPortrait, SourceCache
 from real3d.models.volume_renderer import camera_from_pose
 
@@ -134,9 +135,12 @@ def load_model(checkpoint: Path | None) -> Real3DPortrait:
 
 def stage_fns(model: Real3DPortrait, cache: SourceCache, f: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
     """The three per-frame stages as separate calls (the composition of `Real3DPortrait.forward`)."""
-    def ma():
-        with model._float32_unless_sr(planes_device):  # as in Real3DPortrait.forward
-            return model.secc_img2plane_backbone(f["cond_cano"], f["cond_src"], f["cond_tgt"])
+    def ma():  # as in Real3DPortrait.forward
+        motion = model.secc_img2plane_backbone
+        with model._precision("ma_encoder", planes_device):
+            fused = motion.encode(f["cond_cano"], f["cond_src"], f["cond_tgt"])
+        with model._precision("ma_cnn", planes_device):
+            return motion.decode(fused)
 
     planes_device = cache.cano_planes.device
     secc = ma()
@@ -223,19 +227,35 @@ def main(argv: list[str] | None = None) -> int:
             res["bf16_frame_gflops_achieved"] = res["frame_gflop"] / res["bf16_frame_s"]
             res["bf16_stages_gflops_achieved"] = {
                 n: res["stages_gflop"][n] / max(res["bf16_stages_s"][n], 1e-9) for n in stages16}
-            diff = (out16.image.float() - out32.image).abs()
-            res["bf16_image_max_abs"] = diff.max().item()
-            res["bf16_image_mean_abs"] = diff.mean().item()
-            res["bf16_image_p999_abs"] = torch.quantile(diff.flatten()[:: max(1, diff.numel() // 2_000_000)], 0.999).item()
-            mse = (diff**2).mean().item()
-            res["bf16_image_psnr_db"] = 10 * np.log10(4.0 / mse) if mse > 0 else float("inf")  # range [-1,1]
-            res["bf16_image_pixels_over_1_level"] = (diff > 2 / 255).float().mean().item()  # one 8-bit level
+            res.update({f"bf16_image_{k}": v for k, v in image_error(out16.image, out32.image).items()})
+            default_scope = model.config.autocast_scope
+            res["bf16_scopes"] = {}
+            for scope in AUTOCAST_SCOPES:
+                model.config = dataclasses.replace(model.config, autocast_scope=scope)
+                with amp:
+                    out = run_frame(encode()) if scope != default_scope else out16
+                res["bf16_scopes"][scope] = image_error(out.image, out32.image)
+            model.config = dataclasses.replace(model.config, autocast_scope=default_scope)
+            res["bf16_scope"] = default_scope
             res["peak_memory_gb"] = peak_memory_gb(dev)
 
     print_table(res)
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def image_error(low: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    """Error of a reduced-precision image against float32 (both on [-1,1])."""
+    diff = (low.float() - ref).abs()
+    mse = (diff**2).mean().item()
+    return {
+        "max_abs": diff.max().item(),
+        "mean_abs": diff.mean().item(),
+        "p999_abs": torch.quantile(diff.flatten()[:: max(1, diff.numel() // 2_000_000)], 0.999).item(),
+        "psnr_db": 10 * np.log10(4.0 / mse) if mse > 0 else float("inf"),  # range [-1,1]
+        "pixels_over_1_level": (diff > 2 / 255).float().mean().item(),  # one 8-bit level
+    }
 
 
 def print_table(r: dict) -> None:
@@ -257,7 +277,7 @@ def print_table(r: dict) -> None:
     rows.append(("peak memory after fp32", f"{r['peak_memory_gb_fp32']:.2f} GiB", "process RSS" if r["device"] == "cpu" else "allocator"))
     if "bf16_frame_s" in r:
         rows += [
-            ("bf16 autocast: per source", f"{r['bf16_source_s']:.2f} s", "float32 by the model's autocast_sr_only policy"),
+            ("bf16 autocast: per source", f"{r['bf16_source_s']:.2f} s", "float32 by the model's autocast_scope"),
             ("bf16 autocast: per frame", f"{r['bf16_frame_s']:.2f} s",
              f"{r['bf16_frame_gflops_achieved']:.0f} GFLOP/s ({100 * r['bf16_frame_gflops_achieved'] / peak16:.0f}% "
              "of the bf16 peak)"),
@@ -269,8 +289,12 @@ def print_table(r: dict) -> None:
             ("bf16 vs fp32 image: max / mean abs", f"{r['bf16_image_max_abs']:.2e} / {r['bf16_image_mean_abs']:.2e}",
              f"p99.9 {r['bf16_image_p999_abs']:.2e}, PSNR {r['bf16_image_psnr_db']:.1f} dB, "
              f"{100 * r['bf16_image_pixels_over_1_level']:.3f}% of values > one 8-bit level"),
-            ("peak memory", f"{r['peak_memory_gb']:.2f} GiB", ""),
         ]
+        for scope, e in r["bf16_scopes"].items():
+            rows.append((f"  autocast_scope={scope}" + (" (default)" if scope == r["bf16_scope"] else ""),
+                         f"max {e['max_abs']:.2e}", f"PSNR {e['psnr_db']:.1f} dB, "
+                         f"{100 * e['pixels_over_1_level']:.3f}% of values > one 8-bit level"))
+        rows.append(("peak memory", f"{r['peak_memory_gb']:.2f} GiB", ""))
     width = max(len(a) for a, _, _ in rows)
     for a, b, c in rows:
         print(f"{a:<{width}}  {b:<22}  {c}")

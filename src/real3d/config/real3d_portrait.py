@@ -8,11 +8,16 @@ tri-plane volume renderer and HTB-SR. Presets: `official()` (the released `secc2
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Mapping
 
 from real3d.config.htbsr import HTBSRConfig
 from real3d.config.img2plane import Img2PlaneConfig
 from real3d.config.motion_adapter import MotionAdapterConfig
 from real3d.config.volume_renderer import VolumeRendererConfig
+
+
+AutocastScope = Literal["frame_convs", "sr", "all"]
+AUTOCAST_SCOPES: tuple[str, ...] = ("frame_convs", "sr", "all")
 
 
 @dataclass(frozen=True)
@@ -29,13 +34,17 @@ class Real3DPortraitConfig:
     """Head-torso-background super-resolution (paper Sec. 3.3)."""
     perturb_init: float = 0.001
     """Initial value of the two training-only `lambda_pertube_*` scalars (stored in the checkpoint)."""
-    autocast_sr_only: bool = True
-    """Under autocast, run only HTB-SR's per-frame part (90% of a frame's FLOPs) in reduced precision; the
-    source encoding (once per identity) and the motion adapter stay float32, as does the renderer always.
-    Errors there persist in every frame or are amplified by the density field and importance sampling
-    (seed-0 fixture, bf16 image error max/mean: 0.135/0.013 all-bf16, 0.023/0.002 SR-only)."""
+    autocast_scope: AutocastScope = "frame_convs"
+    """What runs in reduced precision under `torch.autocast` (the renderer is float32 always):
+    `frame_convs` HTB-SR's per-frame part and the motion adapter's plane CNN (98% of a frame's FLOPs);
+    `sr` HTB-SR's per-frame part only; `all` also the motion adapter's SegFormer and the per-source
+    encoders. Errors before the renderer persist in every frame or are amplified by the density field and
+    importance sampling: seed-0 fixture, bf16 image error max / PSNR: `sr` 0.025 / 57 dB, `frame_convs`
+    0.041 / 53.5 dB, `all` 0.135 / 43 dB (`benchmarks/bench_real3d_portrait.py`)."""
 
     def __post_init__(self) -> None:
+        if self.autocast_scope not in AUTOCAST_SCOPES:
+            raise ValueError(f"autocast_scope must be one of {AUTOCAST_SCOPES}, got {self.autocast_scope!r}")
         planes = {
             "img2plane.plane_channels": self.img2plane.plane_channels,
             "motion_adapter.plane_channels": self.motion_adapter.plane_channels,
@@ -49,6 +58,14 @@ class Real3DPortraitConfig:
                 f"renderer.resolution ({self.renderer.resolution}) must equal htbsr.input_resolution "
                 f"({self.htbsr.input_resolution})"
             )
+
+    @staticmethod
+    def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
+        """Saved config fields of older versions -> current ones (`autocast_sr_only` became `autocast_scope`)."""
+        out = dict(data)
+        if "autocast_sr_only" in out:
+            out.setdefault("autocast_scope", "frame_convs" if out.pop("autocast_sr_only") else "all")
+        return out
 
     @property
     def image_resolution(self) -> int:

@@ -136,9 +136,13 @@ class Real3DPortrait(nn.Module):
         self._renderers = {m: _renderer_with(self.decoder, dataclasses.replace(r, mode=m))
                            for m in ("deterministic", "stochastic")}
 
-    def _float32_unless_sr(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """Autocast off (float32) when `config.autocast_sr_only`, else no change."""
-        return torch.autocast(device.type, enabled=False) if self.config.autocast_sr_only else contextlib.nullcontext()
+    def _precision(self, part: str, device: torch.device) -> contextlib.AbstractContextManager:
+        """Autocast off (float32) for `part` ("source", "ma_encoder", "ma_cnn") unless `config.autocast_scope`
+        lets it follow autocast; HTB-SR's per-frame part always follows it."""
+        follows = {"all": ("source", "ma_encoder", "ma_cnn"), "frame_convs": ("ma_cnn",), "sr": ()}
+        if part in follows[self.config.autocast_scope]:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, enabled=False)
 
     # ------------------------------------------------------------------------------------ per source
     def encode_source(
@@ -154,7 +158,7 @@ class Real3DPortrait(nn.Module):
         for name, t in (("ref_torso_img", ref_torso_img), ("bg_img", bg_img), ("segmap", segmap)):
             if t.shape[0] != b:
                 raise InputError(f"{name} has batch {t.shape[0]} but img has batch {b}; give one of each per source")
-        with self._float32_unless_sr(img.device):
+        with self._precision("source", img.device):
             cano = self.cano_img2plane_backbone(img)  # Bx3xCxHpxWp
             htbsr = self.superresolution.encode_source(ref_torso_img, bg_img, segmap.to(img.dtype))
         return SourceCache(cano, htbsr)
@@ -181,8 +185,8 @@ class Real3DPortrait(nn.Module):
         mode: volume sampling (`deterministic`, the default of the config, or `stochastic` as released;
         `generator` seeds the latter).
         Reduced precision: keep the weights float32 and run under `torch.autocast`: HTB-SR's convs and
-        matmuls run in bf16/fp16 (the source encoding and motion adapter too unless
-        `config.autocast_sr_only`); the volume rendering is always float32.
+        matmuls run in bf16/fp16, and by `config.autocast_scope` the motion adapter's plane CNN (default),
+        its SegFormer and the source encoders; the volume rendering is always float32.
         """
         b = cond_tgt.shape[0]
         if cache.batch not in (1, b):
@@ -196,8 +200,11 @@ class Real3DPortrait(nn.Module):
         if mode not in self._renderers:
             raise InputError(f"mode must be 'deterministic' or 'stochastic', got {mode!r}")
 
-        with self._float32_unless_sr(cond_tgt.device):
-            secc = self.secc_img2plane_backbone(cond_cano, cond_src, cond_tgt)  # Bx3xCxHpxWp
+        motion = self.secc_img2plane_backbone
+        with self._precision("ma_encoder", cond_tgt.device):
+            fused = motion.encode(cond_cano, cond_src, cond_tgt)  # BxDxH/4xW/4
+        with self._precision("ma_cnn", cond_tgt.device):
+            secc = motion.decode(fused)  # Bx3xCxHpxWp
         # official phase1_plane_fusion_mode = add. Rendering runs in float32 even under autocast: bf16 rays
         # and sample positions would misplace samples by up to a plane pixel, and its one matmul-heavy
         # part (the 4k-parameter decoder MLP) is ~1% of the frame's FLOPs.

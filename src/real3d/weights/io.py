@@ -124,7 +124,11 @@ def _coerce(value: Any, hint: Any) -> Any:
 
 def config_from_dict(config_cls: type, data: Mapping[str, Any]) -> Any:
     """Rebuild a config dataclass from `config_to_dict` output. Unknown fields raise; absent ones take
-    their defaults (so configs written by older versions still load)."""
+    their defaults (so configs written by older versions still load), and a config class may rename old
+    fields in a static `upgrade(data) -> data`."""
+    upgrade = getattr(config_cls, "upgrade", None)
+    if callable(upgrade):
+        data = upgrade(data)
     hints = typing.get_type_hints(config_cls, globalns=vars(sys.modules[config_cls.__module__]))
     names = {f.name for f in dataclasses.fields(config_cls) if f.init}
     unknown = sorted(set(data) - names)
