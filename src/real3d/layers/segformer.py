@@ -243,5 +243,5 @@ class SegFormerHead(nn.Module):
             y = F.conv2d(feats[i - 1], weight[:, :, None, None].to(conv.weight.dtype), bias.to(conv.weight.dtype))
             if y.shape[-2:] != size:
                 y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-            fused = y if fused is None else fused + y
+            fused = y if fused is None else fused.add_(y)
         return self.dropout(self.linear_fuse.act(self.linear_fuse.bn(fused)))

@@ -269,8 +269,10 @@ class MotionFieldEstimator(nn.Module):
         mask = F.softmax(self.mask_conv(x), dim=1).unsqueeze(-1)  # [B,K+1,D,h,w,1]
         deformation = (sparse_motion * mask).sum(dim=1)  # [B,D,h,w,3]
         x2d = x.reshape(b, -1, h, w)  # B x hid x D x h x w -> B x (hid D) x h x w
-        occlusion = torch.sigmoid(self.occlusion_conv(x2d))
-        occlusion_2 = torch.sigmoid(self.occlusion_conv2(x2d))
+        # both occlusion convs in one call (they read the same input; one output channel each)
+        convs = (self.occlusion_conv, self.occlusion_conv2)
+        weight, bias = torch.cat([c.weight for c in convs]), torch.cat([c.bias for c in convs])
+        occlusion, occlusion_2 = torch.sigmoid(F.conv2d(x2d, weight, bias, padding=convs[0].padding)).split(1, dim=1)
         return deformation, occlusion, occlusion_2
 
 
