@@ -31,7 +31,6 @@ import logging
 import resource
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -40,6 +39,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from real3d.config.real3d_portrait import AUTOCAST_SCOPES, Real3DPortraitConfig
+from real3d.cpu_memory import keep_freed_memory
 from real3d.models.real3d_portrait import Real3DPortrait, SourceCache
 from real3d.models.volume_renderer import camera_from_pose
 
@@ -171,16 +171,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 autocast run")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc thresholds alone (the neural backend raises them; see real3d.cpu_memory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
+    allocator = "glibc default" if args.default_malloc else ("keep freed memory" if keep_freed_memory() else "default")
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # parity mode
     b, reps = args.batch, args.repeats
     res: dict[str, object] = {"device": str(dev), "threads": torch.get_num_threads(), "batch": b,
-                              "torch": torch.__version__}
+                              "torch": torch.__version__, "cpu_allocator": allocator}
 
     with torch.inference_mode():
         res["matmul_peak_fp32_gflops"] = matmul_peak(dev, torch.float32)
@@ -261,7 +264,8 @@ def image_error(low: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
 def print_table(r: dict) -> None:
     peak, peak16 = r["matmul_peak_fp32_gflops"], r["matmul_peak_bf16_gflops"]
     rows = [
-        ("device / threads / frames per call", f"{r['device']} / {r['threads']} / {r['batch']}", ""),
+        ("device / threads / frames per call", f"{r['device']} / {r['threads']} / {r['batch']}",
+         f"CPU allocator: {r['cpu_allocator']}"),
         ("matmul peak 4096^3 fp32 / bf16", f"{peak:.0f} / {r['matmul_peak_bf16_gflops']:.0f} GFLOP/s", ""),
         ("per source (encode_source)", f"{r['source_s']:.2f} s", f"{r['source_gflop']:.0f} GFLOP, "
          f"{r['source_gflops_achieved']:.0f} GFLOP/s ({100 * r['source_gflops_achieved'] / peak:.0f}% of peak)"),

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from real3d.assets import NeuralAssets
+from real3d.cpu_memory import keep_freed_memory
 from real3d.errors import CheckpointError
 from real3d.face.portrait import Portrait
 
@@ -167,6 +168,7 @@ class NeuralBackend:
         self.cfg = config or NeuralConfig()
         self.device = torch.device(self.cfg.device)
         self.timings: dict[str, float] = {}
+        keep_freed_memory()  # the frames' large temporaries: no page faults per allocation (see cpu_memory)
         t = time.perf_counter()
         torso = Path(torso_dir) if torso_dir is not None else _find_model_dir(assets.checkpoints, "torso")
         self.model = load_model(torso).to(self.device)
