@@ -211,6 +211,35 @@ def test_gathered_plane_mean_equals_grid_sample_mean():
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_gathered_plane_mean_far_outside_and_nan_points_read_zeros():
+    """Points far outside every plane (clamped onto the zero border) and NaN points give zero features, as
+    grid_sample's zeros padding does for the former."""
+    planes = torch.randn(1, 3, 4, 6, 6, generator=torch.Generator().manual_seed(3))
+    points = torch.tensor([[[5.0, -7.0, 9.0], [-1e6, 1e6, 0.0], [float("nan"), 0.1, 0.2]]])
+    got = sample_triplanes_mean(plane_table(planes), planes.shape, points, box_warp=1.0)
+    assert torch.equal(got, torch.zeros(1, 3, 4))
+    torch.testing.assert_close(got[:, :2], sample_triplanes(planes, points[:, :2], box_warp=1.0).mean(1))
+
+
+def test_decoder_chunked_inference_equals_the_mlp_and_training_keeps_gradients():
+    torch.manual_seed(4)
+    decoder = TriplaneDecoder(feature_dim=8, hidden_dim=16, lr_multiplier=0.5)
+    with torch.no_grad():
+        decoder.net[0].bias.normal_(), decoder.net[2].bias.normal_()
+    feats = torch.randn(2, 37, 8)
+    with torch.no_grad():
+        logits = decoder.net(feats)
+        probs, sigma = decoder.decode_mean(feats, chunk=5)  # chunks that do not divide the 74 samples
+    torch.testing.assert_close(probs, torch.sigmoid(logits[..., 1:]), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(sigma, logits[..., 0], rtol=1e-6, atol=1e-6)
+    feats.requires_grad_(True)
+    probs_g, sigma_g = decoder.decode_mean(feats)
+    (probs_g.sum() + sigma_g.sum()).backward()
+    assert feats.grad is not None and decoder.net[0].weight.grad is not None
+    assert feats.grad.abs().sum() > 0 and decoder.net[0].weight.grad.abs().sum() > 0
+    torch.testing.assert_close(probs_g.detach(), probs, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("plane", [0, 1, 2])
 def test_feature_in_one_plane_is_seen_at_the_documented_point(plane):
     size, row, col = 8, 2, 5
