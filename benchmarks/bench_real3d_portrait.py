@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 autocast run")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc's malloc thresholds alone (the neural backend raises them; see real3d.cpu_memory)")
+                        help="leave glibc's malloc thresholds alone (the neural backend raises them; "
+                             "see real3d.cpu_memory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.threads:

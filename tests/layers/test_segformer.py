@@ -129,7 +129,8 @@ def test_segformer_head_equals_resize_concat_fuse() -> None:
     head = SegFormerHead(dims, embed_dim=e).eval()
     with torch.no_grad():
         bn = head.linear_fuse.bn
-        bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.2, 0.2)
+        bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.2, 0.2)
     feats = [torch.randn(2, c, s, s + 1) for c, s in zip(dims, (15, 8, 4, 2))]
     with torch.no_grad():
         parts = []

@@ -237,9 +237,10 @@ class SegFormerHead(nn.Module):
         fused = None
         for slot, i in enumerate((4, 3, 2, 1)):  # the concatenation order
             proj = getattr(self, f"linear_c{i}").proj
-            with torch.autocast(feats[0].device.type, enabled=False):  # fold in float32
-                w_slot = conv.weight[:, slot * width : (slot + 1) * width, 0, 0].float()  # [out, E]
-                weight, bias = w_slot @ proj.weight.float(), w_slot @ proj.bias.float()  # [out, C_i], [out]
+            dt = torch.promote_types(conv.weight.dtype, torch.float32)
+            with torch.autocast(feats[0].device.type, enabled=False):  # fold in (at least) float32
+                w_slot = conv.weight[:, slot * width : (slot + 1) * width, 0, 0].to(dt)  # [out, E]
+                weight, bias = w_slot @ proj.weight.to(dt), w_slot @ proj.bias.to(dt)  # [out, C_i], [out]
             y = F.conv2d(feats[i - 1], weight[:, :, None, None].to(conv.weight.dtype), bias.to(conv.weight.dtype))
             if y.shape[-2:] != size:
                 y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)

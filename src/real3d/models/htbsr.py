@@ -274,10 +274,11 @@ class HTBSR(nn.Module):
         x: [B,C0,H,W]; torso_hidden: [B,hid,H,W]; head_alpha: [B,1,H,W] -> [B,C0,H,W]."""
         first, encoder = self.fuse_head_torso_convs[0], self.torso_encoder[0]
         c0 = x.shape[1]
-        with torch.autocast(x.device.type, enabled=False):  # fold in float32; the conv casts once
-            w_x, w_torso = first.weight[:, :c0].float(), first.weight[:, c0:].float()  # [C0,C0,3,3] each
-            w_hidden = torch.einsum("ocyx,ci->oiyx", w_torso, encoder.weight[:, :, 0, 0].float())  # [C0,hid,3,3]
-            w_rest = torch.einsum("ocyx,c->oyx", w_torso, encoder.bias.float()).unsqueeze(1)  # [C0,1,3,3]
+        dt = torch.promote_types(first.weight.dtype, torch.float32)
+        with torch.autocast(x.device.type, enabled=False):  # fold in (at least) float32; the conv casts once
+            w_x, w_torso = first.weight[:, :c0].to(dt), first.weight[:, c0:].to(dt)  # [C0,C0,3,3] each
+            w_hidden = torch.einsum("ocyx,ci->oiyx", w_torso, encoder.weight[:, :, 0, 0].to(dt))  # [C0,hid,3,3]
+            w_rest = torch.einsum("ocyx,c->oyx", w_torso, encoder.bias.to(dt)).unsqueeze(1)  # [C0,1,3,3]
             weight = torch.cat([w_x, w_hidden, w_rest], 1).contiguous(memory_format=torch.channels_last)
         y = F.conv2d(alpha_concat(x, torso_hidden, head_alpha, complement=True), weight.to(first.weight.dtype),
                      first.bias, padding=first.padding)

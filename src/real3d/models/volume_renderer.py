@@ -318,8 +318,8 @@ def sample_triplanes_mean(
     rows = (corner.unsqueeze(-1) + torch.tensor([0, 1, wp, wp + 1], dtype=i32, device=points.device))  # BxPx3x4
     wy0, wy1 = (1 - fy) * (1 / k), fy * (1 / k)
     weights = torch.stack([wy0 * (1 - fx), wy0 * fx, wy1 * (1 - fx), wy1 * fx], -1)  # BxPx3x4, same corner order
-    feats = F.embedding_bag(rows.reshape(-1, 4 * k), table, per_sample_weights=weights.reshape(-1, 4 * k).to(table.dtype),
-                            mode="sum")  # (BP)xC
+    feats = F.embedding_bag(rows.reshape(-1, 4 * k), table, mode="sum",
+                            per_sample_weights=weights.reshape(-1, 4 * k).to(table.dtype))  # (BP)xC
     return feats.reshape(b, -1, c)
 
 
