@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from real3d.audio.features import DB_FLOOR, band_level_db, hop_features, modulation_depth
+from real3d.audio.features import DB_FLOOR, band_level_db, hop_features, modulation_depth, speech_levels_db
 from real3d.errors import InputError
 
 SR = 16000
@@ -28,6 +28,15 @@ def test_band_level_is_calibrated_to_the_rms_level_and_ignores_other_bands():
     assert np.all(band_level_db(np.zeros(SR, np.float32)) == DB_FLOOR)
     mix = tone(300.0, 1.0) + tone(2000.0, 1.0, amp=0.05)  # a quiet in-band tone under a loud low one
     np.testing.assert_allclose(band_level_db(mix)[mid], 10 * np.log10(0.05**2 / 2), atol=0.5)
+
+
+def test_speech_levels_in_one_pass_equal_the_separate_features():
+    """The audio driver's one-pass levels are exactly hop_features' loudness and band_level_db."""
+    x = np.random.default_rng(1).standard_normal(2 * SR + 77).astype(np.float32) * 0.1
+    x[SR // 2 : SR] = 0.0  # a silent stretch
+    rms, band = speech_levels_db(x)
+    np.testing.assert_array_equal(rms, hop_features(x)[0])
+    np.testing.assert_array_equal(band, band_level_db(x))
 
 
 def test_band_level_in_blocks_equals_one_pass():

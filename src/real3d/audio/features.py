@@ -90,12 +90,23 @@ def _hop_blocks(
     return n_hops, win, blocks()
 
 
+def _power_db(power: np.ndarray) -> np.ndarray:
+    """Mean power -> dB re full scale, DB_FLOOR where there is (next to) no energy."""
+    return np.where(power > 1e-10, 10.0 * np.log10(np.maximum(power, 1e-10)), DB_FLOOR)
+
+
+def _windowed_power(frames: np.ndarray, window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean-removed windowed frames [F,win], their mean power [F] corrected for the window)."""
+    wf = (frames - frames.mean(1, keepdims=True)) * window
+    wnorm = float(np.sqrt((window**2).mean()))  # the window's RMS
+    return wf, (wf**2).mean(1) / wnorm**2
+
+
 def hop_features(samples: np.ndarray, sample_rate: int = 16000, block_s: float = 10.0) -> tuple[np.ndarray, ...]:
     """Features at 100 Hz: (rms_db [F], voicing [F], hf_ratio [F]); hop h covers [h*10 ms, h*10 ms + 32 ms),
     centred on the audio by shifting the window back by half a window minus half a hop."""
     n_hops, win, blocks = _hop_blocks(samples, sample_rate, block_s)
     window = np.hanning(win).astype(np.float32)
-    wnorm = float(np.sqrt((window**2).mean()))
     nfft = 1 << int(np.ceil(np.log2(win)))
     freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
     hf = freqs >= 3000.0
@@ -103,10 +114,8 @@ def hop_features(samples: np.ndarray, sample_rate: int = 16000, block_s: float =
     nfft_ac = 1 << int(np.ceil(np.log2(2 * win)))
     rms, voi, hfr = (np.empty(n_hops, np.float32) for _ in range(3))
     for h0, h1, frames in blocks:  # F x win
-        frames = frames - frames.mean(1, keepdims=True)
-        wf = frames * window
-        power = (wf**2).mean(1) / wnorm**2
-        rms[h0:h1] = np.where(power > 1e-10, 10.0 * np.log10(np.maximum(power, 1e-10)), DB_FLOOR)
+        wf, power = _windowed_power(frames, window)
+        rms[h0:h1] = _power_db(power)
         spec = np.abs(np.fft.rfft(wf, nfft, axis=1)) ** 2  # F x nfft/2+1
         total = spec.sum(1) + 1e-12
         hfr[h0:h1] = spec[:, hf].sum(1) / total
@@ -131,6 +140,17 @@ def band_level_db(
 ) -> np.ndarray:
     """[F] level (dB re full scale, DB_FLOOR where there is no energy) of `band_hz` at 100 Hz, on the same
     hops and windows as `hop_features`; processed in blocks, so memory does not grow with the length."""
+    return speech_levels_db(samples, sample_rate, band_hz, block_s)[1]
+
+
+def speech_levels_db(
+    samples: np.ndarray,
+    sample_rate: int = 16000,
+    band_hz: tuple[float, float] = ARTICULATION_BAND_HZ,
+    block_s: float = 10.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(broadband level [F], `band_hz` level [F]) in dB at 100 Hz in one pass over the audio: the loudness
+    `hop_features` gives and `band_level_db`, without `hop_features`' voicing and spectral-ratio work."""
     lo_hz, hi_hz = band_hz
     if not 0.0 <= lo_hz < hi_hz <= sample_rate / 2:
         raise ValueError(f"band {band_hz} Hz must satisfy 0 <= low < high <= {sample_rate / 2:g} (Nyquist)")
@@ -141,11 +161,12 @@ def band_level_db(
     sel = (freqs >= lo_hz) & (freqs < hi_hz)
     # Parseval: sum over the band of |X|^2 / (nfft * sum(w^2)) x 2 is the band's share of the mean power
     scale = 2.0 / (nfft * float((window**2).sum()))
-    out = np.empty(n_hops, np.float32)
+    rms, band = np.empty(n_hops, np.float32), np.empty(n_hops, np.float32)
     for h0, h1, frames in blocks:
+        rms[h0:h1] = _power_db(_windowed_power(frames, window)[1])
         power = (np.abs(np.fft.rfft(frames * window, nfft, axis=1)[:, sel]) ** 2).sum(1) * scale
-        out[h0:h1] = np.where(power > 1e-10, 10.0 * np.log10(np.maximum(power, 1e-10)), DB_FLOOR)
-    return out
+        band[h0:h1] = _power_db(power)
+    return rms, band
 
 
 def above_noise_floor_db(
@@ -202,7 +223,7 @@ def audio_features(samples: np.ndarray, n_frames: int, fps: float = 25.0, sample
     rms, voi, hfr = hop_features(samples, sample_rate)
     power = np.power(10.0, rms.astype(np.float64) / 10.0) * (rms > DB_FLOOR)
     p_frames = hops_to_frames(power, n_frames, fps).astype(np.float64)
-    loud = np.where(p_frames > 1e-10, 10.0 * np.log10(np.maximum(p_frames, 1e-10)), DB_FLOOR).astype(np.float32)
+    loud = _power_db(p_frames).astype(np.float32)
     return AudioFeatures(
         fps=fps,
         loudness_db=loud,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from real3d.audio.features import band_level_db, hop_features, hops_to_frames, speech_level
+from real3d.audio.features import hops_to_frames, speech_level, speech_levels_db
 from real3d.audio.phones import Phone, PhoneConfig, recognize_phones
 from real3d.errors import InputError
 from real3d.motion.blink import BlinkMode, blink_curve
@@ -119,9 +119,8 @@ class AudioDriver:
 
     def _analyze(self) -> AudioAnalysis:
         n = len(self)
-        rms_db, _, _ = hop_features(self.samples, SAMPLE_RATE)
+        rms_db, band_db = speech_levels_db(self.samples, SAMPLE_RATE)
         phones = recognize_phones(self.samples, SAMPLE_RATE, self.phone_config)
-        band_db = band_level_db(self.samples, SAMPLE_RATE)[: len(rms_db)]
         params_hop = visemes_from_phones(phones, rms_db, self.mouth_amp, self.viseme_config, articulation_db=band_db)
         params = sample_at_frames(params_hop, n, self.fps, offset_s=self.viseme_config.visual_lead_s)
         mouth_open = inner_lip_gap(self.neutral, params, self.rig)
