@@ -136,21 +136,13 @@ def load_model(checkpoint: Path | None) -> Real3DPortrait:
 
 def stage_fns(model: Real3DPortrait, cache: SourceCache, f: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
     """The three per-frame stages as separate calls (the composition of `Real3DPortrait.forward`)."""
-    def ma():  # as in Real3DPortrait.forward
-        motion = model.secc_img2plane_backbone
-        with model._precision("ma_encoder", planes_device):
-            fused = motion.encode(f["cond_cano"], f["cond_src"], f["cond_tgt"])
-        with model._precision("ma_cnn", planes_device):
-            return motion.decode(fused)
+    def ma():
+        return model.motion_planes(f["cond_cano"], f["cond_src"], f["cond_tgt"])
 
-    planes_device = cache.cano_planes.device
     secc = ma()
-    planes = cache.cano_planes.float() + secc.float()
-    renderer = model._renderers["deterministic"]
 
     def render():
-        with torch.autocast(planes.device.type, enabled=False):  # as in Real3DPortrait.forward
-            return renderer(planes, f["camera"].float())
+        return model.render(cache.cano_planes, secc, f["camera"], "deterministic")
 
     rendered = render()
     feat = rendered.feature_image

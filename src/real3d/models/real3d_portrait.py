@@ -33,7 +33,7 @@ from real3d.errors import CheckpointError, InputError
 from real3d.models.htbsr import HTBSR, HTBSRSource
 from real3d.models.img2plane import Img2Plane
 from real3d.models.motion_adapter import MotionAdapter
-from real3d.models.volume_renderer import TriplaneDecoder, VolumeRenderer
+from real3d.models.volume_renderer import TriplaneDecoder, VolumeRenderer, VolumeRenderOutput
 
 OFFICIAL_PREFIXES = ("decoder.", "cano_img2plane_backbone.", "secc_img2plane_backbone.", "superresolution.")
 OFFICIAL_SCALARS = ("lambda_pertube_blink_secc", "lambda_pertube_secc")
@@ -200,17 +200,8 @@ class Real3DPortrait(nn.Module):
         if mode not in self._renderers:
             raise InputError(f"mode must be 'deterministic' or 'stochastic', got {mode!r}")
 
-        motion = self.secc_img2plane_backbone
-        with self._precision("ma_encoder", cond_tgt.device):
-            fused = motion.encode(cond_cano, cond_src, cond_tgt)  # BxDxH/4xW/4
-        with self._precision("ma_cnn", cond_tgt.device):
-            secc = motion.decode(fused)  # Bx3xCxHpxWp
-        # official phase1_plane_fusion_mode = add. Rendering runs in float32 even under autocast: bf16 rays
-        # and sample positions would misplace samples by up to a plane pixel, and its one matmul-heavy
-        # part (the 4k-parameter decoder MLP) is ~1% of the frame's FLOPs.
-        planes = cache.cano_planes.float() + secc.float()
-        with torch.autocast(planes.device.type, enabled=False):
-            rendered = self._renderers[mode](planes, camera.float(), generator)
+        secc = self.motion_planes(cond_cano, cond_src, cond_tgt)  # Bx3xCxHpxWp
+        rendered = self.render(cache.cano_planes, secc, camera, mode, generator)
         feat = rendered.feature_image  # BxCx128x128
         sr = self.superresolution(feat[:, :3], feat, rendered.weights, kp_s, kp_d, cache=cache.htbsr)
         out = Real3DPortraitOutput(
@@ -231,6 +222,32 @@ class Real3DPortrait(nn.Module):
                          "torso_rgb", "deformed_torso_hid", "sr_head_torso_block_rgb", "sr_block1_in_rgb"):
                 setattr(out, name, getattr(sr, name))
         return out
+
+    def motion_planes(self, cond_cano: torch.Tensor, cond_src: torch.Tensor, cond_tgt: torch.Tensor) -> torch.Tensor:
+        """The motion adapter's tri-plane residual [B,3,C,Hp,Wp] from the three PNCC maps, its SegFormer and
+        its plane CNN each at the precision `config.autocast_scope` gives them."""
+        motion = self.secc_img2plane_backbone
+        with self._precision("ma_encoder", cond_tgt.device):
+            fused = motion.encode(cond_cano, cond_src, cond_tgt)  # BxDxH/4xW/4
+        with self._precision("ma_cnn", cond_tgt.device):
+            return motion.decode(fused)
+
+    def render(
+        self,
+        cano_planes: torch.Tensor,
+        secc_planes: torch.Tensor,
+        camera: torch.Tensor,
+        mode: SamplingMode,
+        generator: torch.Generator | None = None,
+    ) -> VolumeRenderOutput:
+        """Volume-render cano + secc planes (official phase1_plane_fusion_mode = add) seen from `camera`.
+
+        Runs in float32 even under autocast: bf16 rays and sample positions would misplace samples by up
+        to a plane pixel, and its one matmul-heavy part (the 4k-parameter decoder MLP) is ~1% of the
+        frame's FLOPs."""
+        planes = cano_planes.float() + secc_planes.float()
+        with torch.autocast(planes.device.type, enabled=False):
+            return self._renderers[mode](planes, camera.float(), generator)
 
     def generate(
         self,
