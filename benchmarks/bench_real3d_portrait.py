@@ -224,7 +224,6 @@ def main(argv: list[str] | None = None) -> int:
             res["bf16_frame_gflops_achieved"] = res["frame_gflop"] / res["bf16_frame_s"]
             res["bf16_stages_gflops_achieved"] = {
                 n: res["stages_gflop"][n] / max(res["bf16_stages_s"][n], 1e-9) for n in stages16}
-            res.update({f"bf16_image_{k}": v for k, v in image_error(out16.image, out32.image).items()})
             default_scope = model.config.autocast_scope
             res["bf16_scopes"] = {}
             for scope in AUTOCAST_SCOPES:
@@ -234,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 res["bf16_scopes"][scope] = image_error(out.image, out32.image)
             model.config = dataclasses.replace(model.config, autocast_scope=default_scope)
             res["bf16_scope"] = default_scope
+            res.update({f"bf16_image_{k}": v for k, v in res["bf16_scopes"][default_scope].items()})
             ref8, low8 = to_uint8(out32.image[0]), to_uint8(out16.image[0])
             res["bf16_uint8_psnr_db"] = psnr_uint8(ref8, low8)
             res["h264_crf18_psnr_db"] = {"float32": psnr_uint8(ref8, h264_round_trip(ref8)),
