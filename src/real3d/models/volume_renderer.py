@@ -238,14 +238,15 @@ def importance_depths(
 # Tri-plane features and decoder
 
 
-def project_to_planes(points: torch.Tensor) -> torch.Tensor:
-    """points [B,P,3] -> plane coordinates [B,3,P,2] for the planes (x,y), (x,z), (z,x).
+PLANE_AXES = ((0, 1), (0, 2), (2, 0))
+"""The point coordinates (grid_sample x = width axis, grid_sample y = height axis) each plane is indexed by:
+the planes (x,y), (x,z), (z,x), i.e. the first two columns of `points @ inv(axes_k)` for the released
+(fixed EG3D) plane axes."""
 
-    The pairs are the first two columns of `points @ inv(axes_k)` for the released (fixed EG3D)
-    plane axes; each pair is (grid_sample x = width axis, grid_sample y = height axis).
-    """
-    x, y, z = points.unbind(-1)
-    uv = [torch.stack(pair, -1) for pair in ((x, y), (x, z), (z, x))]  # 3 x BxPx2
+
+def project_to_planes(points: torch.Tensor) -> torch.Tensor:
+    """points [B,P,3] -> plane coordinates [B,3,P,2] for the planes of `PLANE_AXES`."""
+    uv = [points[..., list(pair)] for pair in PLANE_AXES]  # 3 x BxPx2
     return torch.stack(uv, 1)  # Bx3xPx2
 
 
@@ -305,9 +306,9 @@ def sample_triplanes_mean(
     lo, hi = PLANE_PAD
     hp, wp = h + lo + hi, w + lo + hi
     scaled = (2 / box_warp) * points
-    # planes (x,y), (x,z), (z,x): grid x (width) and grid y (height) of each plane, BxPx3
-    u = scaled.index_select(-1, torch.tensor([0, 0, 2], device=points.device))
-    v = scaled.index_select(-1, torch.tensor([1, 2, 0], device=points.device))
+    # grid x (width) and grid y (height) coordinates of each plane (`PLANE_AXES`), BxPx3
+    u = scaled.index_select(-1, torch.tensor([a for a, _ in PLANE_AXES], device=points.device))
+    v = scaled.index_select(-1, torch.tensor([b for _, b in PLANE_AXES], device=points.device))
     ix = (((u + 1) * w - 1) / 2).clamp_(-1, w).nan_to_num_(-1.0)  # texel coordinates
     iy = (((v + 1) * h - 1) / 2).clamp_(-1, h).nan_to_num_(-1.0)
     x0, y0 = ix.floor(), iy.floor()
