@@ -234,10 +234,10 @@ class SegFormerHead(nn.Module):
         size = feats[0].shape[-2:]
         conv = self.linear_fuse.conv
         width = conv.in_channels // 4
+        dt = torch.promote_types(conv.weight.dtype, torch.float32)
         fused = None
         for slot, i in enumerate((4, 3, 2, 1)):  # the concatenation order
             proj = getattr(self, f"linear_c{i}").proj
-            dt = torch.promote_types(conv.weight.dtype, torch.float32)
             with torch.autocast(feats[0].device.type, enabled=False):  # fold in (at least) float32
                 w_slot = conv.weight[:, slot * width : (slot + 1) * width, 0, 0].to(dt)  # [out, E]
                 weight, bias = w_slot @ proj.weight.to(dt), w_slot @ proj.bias.to(dt)  # [out, C_i], [out]
