@@ -35,3 +35,9 @@ class DependencyError(Real3DError):
     """An optional package or a user-supplied model file is needed but absent."""
 
     exit_code = 5
+
+
+class Cancelled(Real3DError):
+    """The caller asked the run to stop (a Stop button, a DELETE on a job, Ctrl-C); nothing was written."""
+
+    exit_code = 130

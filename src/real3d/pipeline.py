@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from real3d.errors import InputError
+from real3d.errors import Cancelled, InputError
 from real3d.motion.track import MotionTrack, ping_pong_indices
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,27 @@ class AnimateOptions:
     """Neural: a `real3d.backends.neural.NeuralConfig` (batch size, sampling, temperature, device, dtype, debug)."""
 
 
+@dataclass(frozen=True)
+class Progress:
+    """One progress report of a run, passed to `Pipeline.__call__`'s `on_progress` callback."""
+
+    stage: Literal["source", "driver", "render", "done"]
+    """source = portrait analysis, driver = reading/analysing the driver, render = frames, done = file written."""
+    done: int
+    """Units of this stage finished (frames for render; 0 or 1 for the others)."""
+    total: int
+    """Units of this stage in all."""
+    frame: np.ndarray | None = None
+    """render: the frame just rendered (RGB uint8, before the watermarks), for a live preview."""
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
 @dataclass
 class AnimateResult:
     """What a run produced."""
@@ -100,13 +122,19 @@ class Pipeline:
     def __init__(self, mesh_config=None) -> None:
         self.mesh_config = mesh_config
 
-    def __call__(self, opts: AnimateOptions) -> AnimateResult:
+    def __call__(self, opts: AnimateOptions, on_progress: ProgressCallback | None = None,
+                 stop: threading.Event | None = None) -> AnimateResult:
+        """Run `opts`. `on_progress` gets a `Progress` per stage and per frame; setting `stop` ends the run
+        between frames with `Cancelled` and leaves no output."""
+        self._on_progress = on_progress
+        self._stop = stop
         from real3d.backends.mesh import MeshRenderer
         from real3d.face.landmarks import FaceAnalyzer
         from real3d.face.portrait import analyze_portrait
         from real3d.io.writer import check_writable
 
         timings: dict[str, float] = {}
+        self._report("source", 0, 1)
         out = check_writable(opts.output)
         if opts.video is None and opts.audio is None:
             raise InputError("nothing drives the portrait; give --video DRIVER.mp4 or --audio SPEECH.wav")
@@ -121,6 +149,8 @@ class Pipeline:
                 opts.source, face_index=opts.face_index, background=opts.background, framing=opts.framing, analyzer=analyzer
             )
             timings["source_analysis"] = time.perf_counter() - t0
+            self._report("source", 1, 1)
+            self._report("driver", 0, 1)
             if opts.backend == "neural":
                 return self._neural(opts, out, portrait, analyzer, timings)
             if opts.backend != "mesh":
@@ -128,6 +158,7 @@ class Pipeline:
             t0 = time.perf_counter()
             n_frames, chunks, audio = self._driver(opts, portrait)
             timings["driver_analysis"] = time.perf_counter() - t0
+            self._report("driver", 1, 1)
         finally:
             analyzer.close()
         if opts.max_seconds is not None:
@@ -156,6 +187,7 @@ class Pipeline:
         ) as writer:
             it = iter(frames)
             while written < n_frames:
+                self._check_stop()
                 a = time.perf_counter()
                 frame = next(it, None)
                 if frame is None:
@@ -165,9 +197,23 @@ class Pipeline:
                 t_write += time.perf_counter() - b
                 t_render += b - a
                 written += 1
+                self._report("render", written, n_frames, frame)
+            self._check_stop()
+        self._report("done", 1, 1)
         timings["render"] = timings.get("render", 0.0) + t_render
         timings["encode"] = t_write
         return AnimateResult(output=out, frames=written, fps=opts.fps, timings=timings)
+
+    def _report(self, stage: str, done: int, total: int, frame: np.ndarray | None = None) -> None:
+        self._check_stop()
+        cb = getattr(self, "_on_progress", None)
+        if cb is not None:
+            cb(Progress(stage, done, total, frame))
+
+    def _check_stop(self) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None and stop.is_set():
+            raise Cancelled("the run was stopped on request; no output was written")
 
     # ------------------------------------------------------------------ neural backend
     def _neural(self, opts: AnimateOptions, out: Path, portrait, analyzer, timings: dict[str, float]) -> AnimateResult:
