@@ -12,7 +12,11 @@ import warnings
 from pathlib import Path
 
 from real3d._stderr import filtered_stderr
-from real3d.errors import DependencyError, Real3DError
+from real3d.cpu_memory import keep_freed_memory
+from real3d.errors import DependencyError, Real3DError, report_errors
+from real3d.eval import cli as eval_cli
+from real3d.provenance import VERIFY_DESCRIPTION, configure_verify
+from real3d.weights import convert, parity
 
 log = logging.getLogger("real3d")
 
@@ -69,6 +73,7 @@ def _animate_parser(sub) -> None:
     n.add_argument("--map_to_init_pose", choices=["True", "False"], default="True", help=argparse.SUPPRESS)
     p.add_argument("-o", "--output", "--out_name", dest="output", help="output video (.mp4)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_animate)
 
 
 def _cmd_animate(args) -> int:
@@ -165,12 +170,6 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-def _cmd_verify(args) -> int:
-    from real3d.provenance import verify_main
-
-    return verify_main(args.rest)
-
-
 def _cmd_doctor(args) -> int:
     import importlib.metadata as md
     import platform
@@ -222,93 +221,50 @@ def _cmd_doctor(args) -> int:
     return 0 if all(ok for _, _, ok in rows) else 1
 
 
-def _cmd_convert(args) -> int:
-    from real3d.weights.convert import convert_main
-
-    return convert_main(args.rest)
-
-
-def _cmd_eval(args) -> int:
-    from real3d.eval.cli import eval_main
-
-    return eval_main(args.rest)
-
-
-def _cmd_parity(args) -> int:
-    from real3d.weights.parity import parity_main
-
-    return parity_main(args.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The `real3d` parser: one subparser per command, each with `func` set to its handler."""
     parser = argparse.ArgumentParser(prog="real3d", description="One photo + speech or a driving video -> talking portrait.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(*VERBOSE_FLAGS, **VERBOSE_KWARGS, default=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _animate_parser(sub)
     d = sub.add_parser("demo", help="animate scikit-image's astronaut photo with espeak-ng speech")
     d.add_argument("-o", "--output", default="demo/astronaut_talking.mp4")
     d.add_argument("-q", "--quiet", action="store_true")
-    v = sub.add_parser("verify", help="does a video carry the real3d watermark? (exit 0 yes, 1 no)", add_help=False)
-    v.add_argument("rest", nargs=argparse.REMAINDER)
-    sub.add_parser("doctor", help="report what is installed and what is missing")
-    e = sub.add_parser("eval", help="the paper's protocols and metrics (real3d eval --help)", add_help=False)
-    e.add_argument("rest", nargs=argparse.REMAINDER)
-    c = sub.add_parser("convert-official", help="official checkpoint dir -> model.safetensors + config.json", add_help=False)
-    c.add_argument("rest", nargs=argparse.REMAINDER)
-    dev = sub.add_parser("dev", help="developer tools")
-    dsub = dev.add_subparsers(dest="dev_command", required=True)
-    par = dsub.add_parser("parity", help="compare our networks with official golden tensors", add_help=False)
-    par.add_argument("rest", nargs=argparse.REMAINDER)
+    d.set_defaults(func=_cmd_demo)
+    sub.add_parser("doctor", help="report what is installed and what is missing").set_defaults(func=_cmd_doctor)
+    configure_verify(sub.add_parser("verify", help="does a video carry the real3d watermark? (exit 0 yes, 1 no)",
+                                    description=VERIFY_DESCRIPTION))
+    eval_cli.configure(sub.add_parser("eval", help="the paper's protocols and metrics", description=eval_cli.DESCRIPTION))
+    convert.configure(sub.add_parser("convert-official", help="official checkpoint dir -> model.safetensors + config.json",
+                                     description=convert.DESCRIPTION))
+    dev = sub.add_parser("dev", help="developer tools (dev parity: golden-tensor checks)")
+    dsub = dev.add_subparsers(dest="dev_command", required=True, metavar="TOOL")
+    parity.configure(dsub.add_parser("parity", help="compare our networks with official golden tensors"))
+    _add_global_flags(sub)
+    _add_global_flags(dsub)
     return parser
 
 
-COMMANDS = {"animate": _cmd_animate, "demo": _cmd_demo, "verify": _cmd_verify, "doctor": _cmd_doctor,
-            "convert-official": _cmd_convert}
+VERBOSE_FLAGS = ("-v", "--verbose")
+VERBOSE_KWARGS = {"action": "store_true", "help": "debug logging"}
 
 
-PASS_THROUGH = {("verify",): "verify", ("convert-official",): "convert-official", ("dev", "parity"): "dev",
-                ("eval",): "eval"}
-"""Subcommands whose own parsers take the rest of the command line verbatim (options included)."""
-
-
-def _keep_freed_memory() -> None:
-    """Ask glibc to keep freed memory mapped: the renderer's per-frame arrays otherwise pay page faults
-    on every frame (measured ~3x slower rendering on a 2-core VM). Process-wide, so set here."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
+def _add_global_flags(sub: argparse._SubParsersAction) -> None:
+    """Let `-v` also follow the command (`real3d eval -v ...`); it never overrides a `-v` given before it."""
+    for p in sub.choices.values():
+        if "-v" not in p._option_string_actions:
+            p.add_argument(*VERBOSE_FLAGS, **VERBOSE_KWARGS, default=argparse.SUPPRESS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    for prefix, name in PASS_THROUGH.items():
-        if tuple(argv[: len(prefix)]) == prefix:
-            handler = {"verify": _cmd_verify, "convert-official": _cmd_convert, "dev": _cmd_parity, "eval": _cmd_eval}[name]
-            return _run(handler, argparse.Namespace(rest=argv[len(prefix) :]), verbose=False)
-    args = build_parser().parse_args(argv)
-    if args.command == "dev":
-        return _run(_cmd_parity, args, args.verbose)
-    return _run(COMMANDS[args.command], args, args.verbose)
-
-
-def _run(handler, args, verbose: bool) -> int:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    _keep_freed_memory()
+    """Entry point of the `real3d` command; returns the exit code."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    keep_freed_memory()
     warnings.filterwarnings("ignore", message=".*SymbolDatabase.GetPrototype.*")
-    try:
-        with filtered_stderr():
-            return handler(args)
-    except Real3DError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; no output was written", file=sys.stderr)
-        return 130
+    with filtered_stderr():
+        return report_errors(args.func, args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class Real3DError(Exception):
     """Base class of every error real3d raises on purpose; the CLI prints it and exits non-zero."""
@@ -41,3 +47,15 @@ class Cancelled(Real3DError):
     """The caller asked the run to stop (a Stop button, a DELETE on a job, Ctrl-C); nothing was written."""
 
     exit_code = 130
+
+
+def report_errors(handler: Callable[[T], int], args: T) -> int:
+    """Run a command handler; a `Real3DError` is printed as `error: <message>` on stderr and becomes its exit code."""
+    try:
+        return handler(args)
+    except Real3DError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; no output was written", file=sys.stderr)
+        return Cancelled.exit_code

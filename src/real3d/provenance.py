@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from real3d.errors import InputError
+from real3d.errors import InputError, report_errors
 
 log = logging.getLogger(__name__)
 
@@ -277,18 +277,27 @@ def apply_marks(frame: np.ndarray, visible: bool = True, invisible: bool = True)
 # ---------------------------------------------------------------------------------------------------------
 # CLI entry (wired to `real3d verify VIDEO` by the CLI)
 
+VERIFY_DESCRIPTION = "Check a video for the real3d watermark."
 
-def verify_main(argv: Sequence[str] | None = None) -> int:
-    """`real3d verify VIDEO`: print a one-line verdict; exit 0 if watermarked, 1 if not, 2 on bad input."""
-    parser = argparse.ArgumentParser(prog="real3d verify", description="Check a video for the real3d watermark.")
+
+def configure_verify(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add `real3d verify`'s arguments to `parser` and make `verify_command` its handler."""
     parser.add_argument("video", help="video file to check")
     parser.add_argument("--max-frames", type=int, default=250, help="frames to examine (default 250)")
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    try:
-        det = verify_video(args.video, max_frames=args.max_frames)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    parser.set_defaults(func=verify_command)
+    return parser
+
+
+def verify_command(args: argparse.Namespace) -> int:
+    """`real3d verify VIDEO`: print a one-line verdict; exit 0 if watermarked, 1 if not (bad input raises)."""
+    det = verify_video(args.video, max_frames=args.max_frames)
     verdict = "WATERMARKED (real3d, AI-generated)" if det.present else "no real3d watermark found"
     print(f"{args.video}: {verdict} [bits {det.bits_ok}/{N_BITS}, score {det.score:.1f}, {det.frames} frames]")
     return 0 if det.present else 1
+
+
+def verify_main(argv: Sequence[str] | None = None) -> int:
+    """`real3d verify VIDEO` as a function: exit 0 if watermarked, 1 if not, 2 on bad input."""
+    parser = configure_verify(argparse.ArgumentParser(prog="real3d verify", description=VERIFY_DESCRIPTION))
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    return report_errors(args.func, args)

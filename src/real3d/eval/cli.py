@@ -18,14 +18,18 @@ import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-from real3d.errors import InputError, Real3DError
+from real3d.errors import InputError, report_errors
 from real3d.eval import protocols as P
 
 log = logging.getLogger(__name__)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="real3d eval", description=__doc__.split("\n\n")[0])
+DESCRIPTION = __doc__.split("\n\n")[0]
+
+
+def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add `real3d eval`'s arguments to `p` and make `run_command` its handler."""
+    p.set_defaults(func=run_command)
     p.add_argument("--clips", type=Path, help="folder of real videos (same-identity clips, drivers, speech videos)")
     p.add_argument("--sources", type=Path, help="folder of portrait photos (cross-identity and audio sources)")
     p.add_argument("--audios", type=Path, help="folder of speech files (audio-driven, no reference video)")
@@ -51,7 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true",
                    help="only rebuild OUT/summary.md, summary.json and cases.md from OUT/cases/*/*.json")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 
@@ -141,42 +144,41 @@ def load_results(out: Path) -> list[P.CaseResult]:
     return res
 
 
-def eval_main(argv: list[str] | None = None) -> int:
-    """Entry point of `real3d eval` (argv without the subcommand); returns the exit status."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.report_only:
-            write_reports(load_results(args.out), args.out, with_fid=(args.out / "features").is_dir())
-            print((Path(args.out) / "summary.md").read_text())
-            return 0
-        protocols = _split(args.protocols, P.PROTOCOLS, "protocols")
-        methods = _split(args.methods, P.METHODS, "methods")
-        if args.lpips and args.lpips[0] not in ("alex", "vgg"):
-            raise InputError(f"--lpips backbone must be alex or vgg, got {args.lpips[0]!r}")
-        if args.max_frames is not None and args.max_frames < 3:
-            raise InputError("--max-frames must be at least 3")
-        if args.manifest:
-            cases = [c for c in P.cases_from_manifest(args.manifest) if c.protocol in protocols]
-        else:
-            if not (args.clips or args.sources or args.audios):
-                raise InputError("nothing to evaluate: give --clips/--sources/--audios folders or --manifest FILE")
-            cases = P.cases_from_folders(args.clips, args.sources, args.audios, protocols)
-        if not cases:
-            raise InputError("no cases found for the chosen protocols (check the folders / manifest)")
-        cfg = P.EvalConfig(out_dir=args.out, cache_dir=args.cache, methods=methods, max_frames=args.max_frames,
-                           audio_fps=args.audio_fps, framing=args.framing, seed=args.seed, id_every=args.id_every,
-                           visible_watermark=args.visible_watermark,
-                           lpips=tuple(args.lpips) if args.lpips else None, fid=args.fid, arcface=args.arcface,
-                           syncnet=args.syncnet, bfm=args.bfm)
-        models = P.MetricModels(cfg)  # fail fast on a wrong weight file, before any rendering
-        run(cases, cfg, workers=args.workers, quiet=args.quiet, models=models)
-    except Real3DError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+def run_command(args: argparse.Namespace) -> int:
+    """Handler of `real3d eval` (parsed arguments); raises `Real3DError` on bad input."""
+    if args.report_only:
+        write_reports(load_results(args.out), args.out, with_fid=(args.out / "features").is_dir())
+        print((Path(args.out) / "summary.md").read_text())
+        return 0
+    protocols = _split(args.protocols, P.PROTOCOLS, "protocols")
+    methods = _split(args.methods, P.METHODS, "methods")
+    if args.lpips and args.lpips[0] not in ("alex", "vgg"):
+        raise InputError(f"--lpips backbone must be alex or vgg, got {args.lpips[0]!r}")
+    if args.max_frames is not None and args.max_frames < 3:
+        raise InputError("--max-frames must be at least 3")
+    if args.manifest:
+        cases = [c for c in P.cases_from_manifest(args.manifest) if c.protocol in protocols]
+    else:
+        if not (args.clips or args.sources or args.audios):
+            raise InputError("nothing to evaluate: give --clips/--sources/--audios folders or --manifest FILE")
+        cases = P.cases_from_folders(args.clips, args.sources, args.audios, protocols)
+    if not cases:
+        raise InputError("no cases found for the chosen protocols (check the folders / manifest)")
+    cfg = P.EvalConfig(out_dir=args.out, cache_dir=args.cache, methods=methods, max_frames=args.max_frames,
+                       audio_fps=args.audio_fps, framing=args.framing, seed=args.seed, id_every=args.id_every,
+                       visible_watermark=args.visible_watermark,
+                       lpips=tuple(args.lpips) if args.lpips else None, fid=args.fid, arcface=args.arcface,
+                       syncnet=args.syncnet, bfm=args.bfm)
+    models = P.MetricModels(cfg)  # fail fast on a wrong weight file, before any rendering
+    run(cases, cfg, workers=args.workers, quiet=args.quiet, models=models)
     print((Path(args.out) / "summary.md").read_text())
     return 0
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    """`real3d eval` as a function (argv without the subcommand); returns the exit status."""
+    args = configure(argparse.ArgumentParser(prog="real3d eval", description=DESCRIPTION)).parse_args(argv)
+    return report_errors(args.func, args)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from real3d.errors import CheckpointError, Real3DError
+from real3d.errors import CheckpointError, Real3DError, report_errors
 from real3d.weights.io import instantiate_with_weights, save_pretrained
 from real3d.weights.official import OfficialCheckpoint, load_official_checkpoint
 
@@ -165,27 +165,29 @@ def save_official_format(model: nn.Module, directory: str | Path, step: int | No
     return path
 
 
-def convert_main(argv: Sequence[str] | None = None) -> int:
-    """`real3d convert-official SRC OUT`. Returns the process exit code."""
-    parser = argparse.ArgumentParser(
-        prog="real3d convert-official",
-        description="Convert an official Real3D-Portrait checkpoint (directory with config.yaml + "
-        "model_ckpt_steps_*.ckpt, or a .ckpt) into real3d's format (model.safetensors + config.json). "
-        "The pickle is read with torch.load(weights_only=True): no code in it runs.",
-    )
+DESCRIPTION = (
+    "Convert an official Real3D-Portrait checkpoint (directory with config.yaml + model_ckpt_steps_*.ckpt, or a "
+    ".ckpt) into real3d's format (model.safetensors + config.json). The pickle is read with "
+    "torch.load(weights_only=True): no code in it runs."
+)
+
+
+def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add `real3d convert-official`'s arguments to `parser` and make `run_command` its handler."""
     parser.add_argument("src", type=Path, help="official checkpoint directory or .ckpt file")
     parser.add_argument("out", type=Path, help="output directory (created; existing files are replaced)")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--"]:  # `real3d dev parity -- --checkpoint ...` (argparse REMAINDER passes the --)
-        argv = argv[1:]
-    args = parser.parse_args(argv)
-    try:
-        out = convert_official(args.src, args.out)
-    except Real3DError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except NotImplementedError as err:
-        print(f"not supported yet: {err}", file=sys.stderr)
-        return 1
-    print(out)
+    parser.set_defaults(func=run_command)
+    return parser
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Handler of `real3d convert-official`: prints the output folder."""
+    print(convert_official(args.src, args.out))
     return 0
+
+
+def convert_main(argv: Sequence[str] | None = None) -> int:
+    """`real3d convert-official SRC OUT` as a function. Returns the process exit code."""
+    parser = configure(argparse.ArgumentParser(prog="real3d convert-official", description=DESCRIPTION))
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    return report_errors(args.func, args)

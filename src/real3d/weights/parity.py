@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from real3d.errors import CheckpointError, InputError, Real3DError
+from real3d.errors import CheckpointError, InputError, Real3DError, report_errors
 
 log = logging.getLogger(__name__)
 
@@ -260,33 +260,35 @@ def run_parity(checkpoint_dir: str | Path, fixture_npz: str | Path, device: str 
     return report
 
 
-def parity_main(argv: Sequence[str] | None = None) -> int:
-    """`real3d dev parity --checkpoint DIR --fixture F.npz`: print the JSON report; exit 0 iff all pass."""
-    parser = argparse.ArgumentParser(
-        prog="real3d dev parity",
-        description="Compare our models with golden tensors of the official implementation.",
-    )
+def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add `real3d dev parity`'s arguments to `parser` and make `run_command` its handler."""
     parser.add_argument("--checkpoint", required=True, type=Path,
                         help="official checkpoint directory/.ckpt (made with the fixture's seed) or a real3d directory")
     parser.add_argument("--fixture", required=True, type=Path, help="golden-tensor .npz (e.g. a2m_seed0.npz)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (TF32 is disabled)")
     parser.add_argument("--output", type=Path, help="also write the JSON report to this file")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--"]:  # `real3d dev parity -- --checkpoint ...` (argparse REMAINDER passes the --)
-        argv = argv[1:]
-    args = parser.parse_args(argv)
-    try:
-        report = run_parity(args.checkpoint, args.fixture, args.device)
-    except Real3DError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except NotImplementedError as err:
-        print(f"not supported yet: {err}", file=sys.stderr)
-        return 1
+    parser.set_defaults(func=run_command)
+    return parser
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Handler of `real3d dev parity`: print the JSON report; exit 0 iff every tensor passes."""
+    report = run_parity(args.checkpoint, args.fixture, args.device)
     text = report.to_json()
     print(text)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(text + "\n", encoding="utf-8")
     return 0 if report.passed else 1
+
+
+def parity_main(argv: Sequence[str] | None = None) -> int:
+    """`real3d dev parity --checkpoint DIR --fixture F.npz` as a function; returns the exit code."""
+    parser = configure(argparse.ArgumentParser(
+        prog="real3d dev parity", description="Compare our models with golden tensors of the official implementation."))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `real3d dev parity -- --checkpoint ...`
+        argv = argv[1:]
+    args = parser.parse_args(argv)
+    return report_errors(args.func, args)
 
