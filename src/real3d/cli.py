@@ -11,11 +11,15 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from skimage import data
+
 from real3d._stderr import filtered_stderr
 from real3d.cpu_memory import keep_freed_memory
-from real3d.errors import DependencyError, Real3DError, report_errors
+from real3d.errors import DependencyError, InputError, report_errors
 from real3d.eval import cli as eval_cli
+from real3d.pipeline import AnimateOptions, Pipeline
 from real3d.provenance import VERIFY_DESCRIPTION, configure_verify
+from real3d.serve import command as serve_command
 from real3d.weights import convert, parity
 
 log = logging.getLogger("real3d")
@@ -34,7 +38,7 @@ def _animate_parser(sub) -> None:
         description="Animate a portrait photo with a driving video (expression + pose) or a speech recording.",
     )
     p.add_argument("source", nargs="?", help="portrait photo (jpg/png/webp/...; or a video: its first frame)")
-    p.add_argument("--src_img", dest="source_alias", help=argparse.SUPPRESS)
+    p.add_argument("--src_img", help=argparse.SUPPRESS)
     p.add_argument("--video", help="driving video: expression and head pose (its audio is kept)")
     p.add_argument("--audio", help="driving speech: wav/mp3/m4a/flac/ogg or a video's audio track")
     p.add_argument("--drv_aud", help="official alias: a video drives like --video, an audio file like --audio")
@@ -44,7 +48,7 @@ def _animate_parser(sub) -> None:
     p.add_argument("--still", action="store_true", help="keep the source's head pose")
     p.add_argument("--fps", type=float, default=25.0, help="output frame rate (default 25)")
     p.add_argument("--seed", type=int, default=0, help="random seed (blinks, idle head motion)")
-    p.add_argument("--face", type=int, default=0, help="which face of the photo to animate (0 = largest)")
+    p.add_argument("--face", dest="face_index", type=int, default=0, help="which face of the photo to animate (0 = largest)")
     p.add_argument("--framing", choices=["auto", "crop", "full"], default="auto",
                    help="head-and-shoulders crop, the whole photo (padded to square), or auto (default)")
     p.add_argument("--mouth-amp", "--mouth_amp", dest="mouth_amp", type=float, default=0.45,
@@ -53,7 +57,7 @@ def _animate_parser(sub) -> None:
                    choices=["natural", "periodic", "period", "none"], help="blink schedule for audio driving")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--crf", type=int, default=18, help="x264 quality, lower = better (default 18)")
-    p.add_argument("--no-visible-watermark", action="store_true", help="omit the small 'AI-generated' label")
+    p.add_argument("--no-visible-watermark", dest="visible_watermark", action="store_false", help="omit the small 'AI-generated' label")
     n = p.add_argument_group("neural backend (the paper's networks; weights you supply)")
     n.add_argument("--backend", choices=["mesh", "neural"], default="mesh", help="mesh (default, weights-free) or neural")
     n.add_argument("--checkpoints", help="folder with the official (or converted) checkpoints [$REAL3D_CHECKPOINTS]")
@@ -76,66 +80,14 @@ def _animate_parser(sub) -> None:
     p.set_defaults(func=_cmd_animate)
 
 
-def _cmd_animate(args) -> int:
-    from real3d.pipeline import VIDEO_SUFFIXES, AnimateOptions, Pipeline
-
-    source = args.source or args.source_alias
-    if not source:
-        raise Real3DError("no portrait given; usage: real3d animate PHOTO --video DRIVER.mp4 -o out.mp4")
-    if not args.output:
-        raise Real3DError("no output given; add -o out.mp4")
-    video, audio = args.video, args.audio
-    if args.drv_aud:
-        if Path(args.drv_aud).suffix.lower() in VIDEO_SUFFIXES:
-            video = video or args.drv_aud
-        else:
-            audio = audio or args.drv_aud
-    still = args.still
-    pose_video = args.pose_video
-    if pose_video == "static":
-        still, pose_video = True, None
-    if Path(source).suffix.lower() in VIDEO_SUFFIXES:
-        source = _first_frame(source)
-    opts = AnimateOptions(
-        source=source,
-        output=args.output,
-        video=video,
-        audio=audio,
-        pose_video=pose_video,
-        background=args.background,
-        still=still,
-        fps=args.fps,
-        seed=args.seed,
-        face_index=args.face,
-        framing=args.framing,
-        mouth_amp=args.mouth_amp,
-        blink="periodic" if args.blink == "period" else args.blink,
-        visible_watermark=not args.no_visible_watermark,
-        max_seconds=args.max_seconds,
-        crf=args.crf,
-        quiet=args.quiet,
-        backend=args.backend,
-        checkpoints=args.checkpoints,
-        bfm=args.bfm,
-        hubert=args.hubert,
-        segmenter_model=args.segmenter_model,
-        torso_ckpt=args.torso_ckpt,
-        a2m_ckpt=args.a2m_ckpt,
-    )
-    if args.backend == "neural":
-        from real3d.backends.neural import NeuralConfig
-
-        opts.neural = NeuralConfig(
-            batch_size=args.batch_size,
-            sampling=args.sampling,
-            temperature=args.temperature,
-            blink="none" if args.blink == "none" else "period",
-            map_to_init_pose=args.map_to_init_pose == "True",
-            out_mode="debug" if args.out_mode in ("debug", "concat_debug") else "final",
-            device=args.device,
-            dtype=args.dtype,
-        )
-    res = Pipeline()(opts)
+def _cmd_animate(args: argparse.Namespace) -> int:
+    """`real3d animate`: the parsed arguments become `AnimateOptions` (official names included); the pipeline runs."""
+    values = {k: v for k, v in vars(args).items() if k not in ("func", "command", "verbose")}
+    if not (values.get("source") or values.get("src_img")):
+        raise InputError("no portrait given; usage: real3d animate PHOTO --video DRIVER.mp4 -o out.mp4")
+    if not values.get("output"):
+        raise InputError("no output given; add -o out.mp4")
+    res = Pipeline()(AnimateOptions.from_official(**values))
     t = res.timings
     print(
         f"wrote {res.output} ({res.frames} frames, {res.duration:.2f} s at {res.fps:g} fps; "
@@ -144,19 +96,7 @@ def _cmd_animate(args) -> int:
     return 0
 
 
-def _first_frame(path: str):
-    from real3d.io.video import iter_frames
-
-    for frame in iter_frames(path):
-        return frame
-    raise Real3DError(f"{path} has no frames")
-
-
 def _cmd_demo(args) -> int:
-    from skimage import data
-
-    from real3d.pipeline import AnimateOptions, Pipeline
-
     espeak = shutil.which("espeak-ng")
     if espeak is None:
         raise DependencyError("the demo's speech is made with espeak-ng; install it: sudo apt-get install espeak-ng")
@@ -240,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="developer tools (dev parity: golden-tensor checks)")
     dsub = dev.add_subparsers(dest="dev_command", required=True, metavar="TOOL")
     parity.configure(dsub.add_parser("parity", help="compare our networks with official golden tensors"))
+    serve_command.add_parser(sub)
     _add_global_flags(sub)
     _add_global_flags(dsub)
     return parser
