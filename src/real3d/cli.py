@@ -13,6 +13,7 @@ from pathlib import Path
 
 from skimage import data
 
+from real3d import batch as batch_cli
 from real3d._stderr import filtered_stderr
 from real3d.cpu_memory import keep_freed_memory
 from real3d.errors import DependencyError, InputError, report_errors
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = dev.add_subparsers(dest="dev_command", required=True, metavar="TOOL")
     parity.configure(dsub.add_parser("parity", help="compare our networks with official golden tensors"))
     serve_command.add_parser(sub)
+    batch_cli.add_parser(sub)
     _add_global_flags(sub)
     _add_global_flags(dsub)
     return parser

@@ -27,6 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
+
 from real3d.errors import InputError, Real3DError
 from real3d.serve.jobs import FINAL_STATES, JobNotFound, JobStore, QueueFull
 from real3d.serve.media import MediaTooLong, NotMedia, check_roles, place_upload
@@ -105,8 +110,6 @@ class FormReceiver:
         self._hvalue.clear()
 
     def _headers_done(self) -> None:
-        from python_multipart.multipart import parse_options_header
-
         _, params = parse_options_header(self._part.headers.get("content-disposition", ""))
         name = params.get(b"name", b"").decode("utf-8", "replace")
         filename = params.get(b"filename")
@@ -153,16 +156,11 @@ class FormReceiver:
 
 
 def _error(status: int, message: str):
-    from fastapi.responses import JSONResponse
-
     return JSONResponse({"error": message}, status_code=status)
 
 
 async def receive_job(request, store: JobStore, limits: ApiLimits, check_backend) -> dict[str, Any]:
     """Stream a multipart job request into a new upload folder, check it, and queue it. Raises Reject."""
-    from python_multipart.multipart import MultipartParser, parse_options_header
-    from starlette.concurrency import run_in_threadpool
-
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise Reject(415, "send the job as multipart/form-data: files source and audio (or video), "
@@ -254,9 +252,6 @@ JOB_REQUEST_BODY = {
 
 def make_router(store: JobStore, limits: ApiLimits, backends):
     """The `/v1` APIRouter. `backends()` -> {"mesh": None, "neural": None or the reason it is unavailable}."""
-    from fastapi import APIRouter, Request
-    from fastapi.responses import FileResponse, HTMLResponse
-
     router = APIRouter(prefix="/v1")
 
     def check_backend(options: dict[str, Any]) -> None:
@@ -273,8 +268,6 @@ def make_router(store: JobStore, limits: ApiLimits, backends):
             body = await receive_job(request, store, limits, check_backend)
         except Reject as e:
             return _error(e.status, e.message)
-        from fastapi.responses import JSONResponse
-
         return JSONResponse(body, status_code=202, headers={"Location": body["urls"]["status"]})
 
     @router.get("/jobs", summary="List jobs")
@@ -327,8 +320,6 @@ def make_router(store: JobStore, limits: ApiLimits, backends):
             job = store.cancel(job_id)
         except JobNotFound as e:
             return _error(404, str(e))
-        from fastapi.responses import JSONResponse
-
         return JSONResponse({"id": job_id, "state": job.state, "cancel_requested": job.state == "running"},
                             status_code=202)
 

@@ -19,17 +19,21 @@ FILE_ROLES = ("source", "audio", "video", "pose_video", "background")
 
 SERVER_FIELDS = frozenset(
     {"output", "quiet", "checkpoints", "bfm", "hubert", "segmenter_model", "torso_ckpt", "a2m_ckpt", "neural",
-     "invisible_watermark"}
+     "device", "invisible_watermark"}
 )
 """AnimateOptions fields a client may not set: paths and settings of the server, and the provenance watermark."""
 
+ANIMATE_FIELDS = frozenset(f.name for f in dataclasses.fields(AnimateOptions))
+
 NEURAL_FIELDS: dict[str, Any] = {
-    "temperature": float,
-    "sampling": Literal["deterministic", "stochastic"],
-    "batch_size": int,
-    "dtype": Literal["float32", "bfloat16", "float16"],
+    name: tp for name, tp in {
+        "temperature": float,
+        "sampling": Literal["deterministic", "stochastic"],
+        "batch_size": int,
+        "dtype": Literal["float32", "bfloat16", "float16"],
+    }.items() if name not in ANIMATE_FIELDS
 }
-"""NeuralConfig fields a client may set (device and asset folders are the server's)."""
+"""NeuralConfig fields a client may set that AnimateOptions does not carry itself (older AnimateOptions)."""
 
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "fps": (1, 120),
@@ -58,15 +62,12 @@ OPTION_TYPES: dict[str, Any] = _option_types()
 
 def option_defaults() -> dict[str, Any]:
     """Every client option with its default value (what `GET /v1/options` lists)."""
-    from real3d.backends.neural import NeuralConfig
+    out: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(AnimateOptions) if f.name in OPTION_TYPES}
+    if NEURAL_FIELDS:
+        from real3d.backends.neural import NeuralConfig
 
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(AnimateOptions):
-        if f.name in OPTION_TYPES:
-            out[f.name] = f.default
-    neural = NeuralConfig()
-    for name in NEURAL_FIELDS:
-        out[name] = getattr(neural, name)
+        neural = NeuralConfig()
+        out.update({name: getattr(neural, name) for name in NEURAL_FIELDS})
     return out
 
 
@@ -160,13 +161,15 @@ def build_animate_options(options: dict[str, Any], files: dict[str, Any], output
                           server: dict[str, Any] | None = None) -> AnimateOptions:
     """AnimateOptions from validated client `options`, input `files` (role -> path) and the server's settings
     (`checkpoints`, `bfm`, `hubert`, `segmenter_model`, `device`)."""
-    server = dict(server or {})
+    server = {k: v for k, v in (server or {}).items() if v is not None}
     device = server.pop("device", None)
-    kw = {k: v for k, v in options.items() if k not in NEURAL_FIELDS}
+    kw = {k: v for k, v in options.items() if k in ANIMATE_FIELDS}
     kw.update({k: v for k, v in files.items() if k in FILE_ROLES})
-    kw.update({k: v for k, v in server.items() if v is not None})
+    kw.update({k: v for k, v in server.items() if k in ANIMATE_FIELDS})
+    if device and "device" in ANIMATE_FIELDS:
+        kw["device"] = device
     opts = AnimateOptions(output=output, quiet=True, **kw)
-    if opts.backend == "neural":
+    if opts.backend == "neural" and "neural" in ANIMATE_FIELDS:  # older AnimateOptions: a NeuralConfig beside it
         from real3d.backends.neural import NeuralConfig
 
         ncfg = {k: v for k, v in options.items() if k in NEURAL_FIELDS}
