@@ -292,7 +292,7 @@ def process_clip(
     from real3d.face.landmarks import FaceAnalyzer
     from real3d.face.parsing import approximate_parsing, inpaint_torso
     from real3d.face.segmentation import PersonSegmenter
-    from real3d.models.volume_renderer import camera_from_pose
+    from real3d.geometry import camera_from_pose
 
     t0 = time.perf_counter()
     frames = _decode(video, cfg)
