@@ -106,6 +106,8 @@ class Job:
     """Wall time of the last run in the worker (done jobs)."""
     origin: str = "api"
     """Who submitted it: api or page."""
+    pid: int | None = None
+    """Process id of the worker of the latest start (diagnostics; the worker dies with the server)."""
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Job":
@@ -371,6 +373,8 @@ class JobStore:
         self._clean_attempt(d)
         with self._lock:
             self._procs[job.id] = proc
+            job.pid = proc.pid
+            self._save(job)
         try:
             try:
                 proc.stdin.write(f"{d}\n".encode())

@@ -12,6 +12,8 @@ import ipaddress
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -189,7 +191,17 @@ def serve(config: ServeConfig) -> int:
         print(f"real3d serve: http://{host}:{config.port}/  (API: /v1, docs: /v1/docs; jobs in {config.jobs}; "
               f"{config.workers} worker(s); pid {os.getpid()})", flush=True)
         log.info("app built in %.2f s", time.perf_counter() - t0)
+        if threading.current_thread() is threading.main_thread():
+            # uvicorn shuts down gracefully on SIGTERM, then re-raises it: end with exit code 0 and stop the store
+            signal.signal(signal.SIGTERM, _exit_cleanly)
         server.run()
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
     finally:
         store.stop()
     return 0
+
+
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)
