@@ -21,6 +21,7 @@ from real3d.eval import cli as eval_cli
 from real3d.pipeline import AnimateOptions, Pipeline
 from real3d.provenance import VERIFY_DESCRIPTION, configure_verify
 from real3d.serve import command as serve_command
+from real3d.train import cli as train_cli
 from real3d.weights import convert, parity
 
 log = logging.getLogger("real3d")
@@ -183,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     parity.configure(dsub.add_parser("parity", help="compare our networks with official golden tensors"))
     serve_command.add_parser(sub)
     batch_cli.add_parser(sub)
+    train_cli.add_prepare_parser(sub)
+    train_cli.add_train_parser(sub)
     _add_global_flags(sub)
     _add_global_flags(dsub)
     return parser

@@ -54,9 +54,7 @@ def test_r1_penalty_matches_finite_differences():
     c = torch.randn(2, 25, dtype=torch.float64)
     pen = r1_penalty(d(img, raw, c), (img, raw))
     g_img, g_raw = torch.autograd.grad(d(img, raw, c).sum(), (img, raw))
-    expect = 0.5 * (
-        g_img.square().sum((1, 2, 3)).mean() + g_raw.square().sum((1, 2, 3)).mean()
-    )
+    expect = 0.5 * (g_img.square().sum((1, 2, 3)).mean() + g_raw.square().sum((1, 2, 3)).mean())
     assert torch.allclose(pen, expect)
     pen.backward()  # differentiable w.r.t. D's weights (create_graph)
     assert d.blocks[0].conv0.weight.grad is not None
@@ -79,7 +77,4 @@ def test_learns_to_separate_real_from_fake():
         opt.step()
     d.eval()
     fake = torch.rand(8, 3, 16, 16) * 2 - 1
-    assert (
-        d(real, real[..., ::4, ::4], c).mean()
-        > d(fake, fake[..., ::4, ::4], c).mean() + 1.0
-    )
+    assert d(real, real[..., ::4, ::4], c).mean() > d(fake, fake[..., ::4, ::4], c).mean() + 1.0

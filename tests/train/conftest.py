@@ -1,4 +1,4 @@
-"""Synthetic talking clips (the astronaut photo animated by the mesh backend), a no-face clip, a too-short
+"""Synthetic clips (the astronaut photo moving in the frame), a no-face clip, a too-short
 clip, a synthetic BFM, and records prepared from them, shared by the training tests."""
 
 from __future__ import annotations
@@ -10,41 +10,38 @@ import pytest
 def _write_clip(path, frames, fps=25):
     from real3d.io.writer import VideoWriter
 
-    with VideoWriter(
-        path, fps=fps, visible_watermark=False, invisible_watermark=False, quiet=True
-    ) as w:
+    with VideoWriter(path, fps=fps, quiet=True) as w:
         for f in frames:
             w.write(f)
 
 
+def _moving(photo: np.ndarray, n: int, angle: float, shift: float) -> list[np.ndarray]:
+    """The photo rotated (roll, up to `angle` degrees) and shifted over n frames: a head moving in the frame."""
+    import cv2
+
+    h, w = photo.shape[:2]
+    out = []
+    for t in np.sin(np.linspace(0, 2 * np.pi, n)):
+        m = cv2.getRotationMatrix2D((w * 0.55, h * 0.3), angle * t, 1.0)
+        m[0, 2] += shift * t
+        out.append(cv2.warpAffine(photo, m, (w, h), borderMode=cv2.BORDER_REFLECT))
+    return out
+
+
 @pytest.fixture(scope="session")
 def clips_dir(tmp_path_factory):
+    """Two 36-frame clips of the astronaut photo moving (its face detectable by MediaPipe), a noise clip without a
+    face and a 4-frame clip."""
     from skimage import data
 
-    from real3d.backends.mesh import MeshRenderer
-    from real3d.face.portrait import analyze_portrait
-    from real3d.motion.track import MotionTrack
-
     root = tmp_path_factory.mktemp("clips")
-    portrait = analyze_portrait(data.astronaut())
-    r = MeshRenderer(portrait)
+    photo = data.astronaut()
     n = 36
-    for k, (yaw, mouth) in enumerate(((0.25, 0.8), (-0.2, 0.5))):
-        tr = MotionTrack.still(n, 25)
-        tr.rotation[:, 1] = yaw * np.sin(np.linspace(0, 2 * np.pi, n))
-        if hasattr(tr, "mouth_open"):
-            tr.mouth_open[:] = mouth * (
-                0.5 + 0.5 * np.sin(np.linspace(0, 6 * np.pi, n))
-            )
-        _write_clip(root / f"talk{k}.mp4", [r.render(tr, i) for i in range(n)])
+    _write_clip(root / "talk0.mp4", _moving(photo, n, 12.0, 10.0))
+    _write_clip(root / "talk1.mp4", _moving(photo[:, ::-1].copy(), n, -8.0, -14.0))
     rng = np.random.default_rng(0)
-    _write_clip(
-        root / "noface.mp4",
-        [rng.integers(0, 255, (512, 512, 3), dtype=np.uint8) for _ in range(n)],
-    )
-    _write_clip(
-        root / "short.mp4", [r.render(MotionTrack.still(4, 25), i) for i in range(4)]
-    )
+    _write_clip(root / "noface.mp4", [rng.integers(0, 255, (512, 512, 3), dtype=np.uint8) for _ in range(n)])
+    _write_clip(root / "short.mp4", _moving(photo, 4, 5.0, 0.0))
     return root
 
 

@@ -43,27 +43,19 @@ def test_records_round_trip(records_dir):
     com = index.image(clip, "000003", "com.jpg")
     seg = index.image(clip, "000003", "seg.png", gray=True)
     assert gt.shape == com.shape == (64, 64, 3) and seg.shape == (64, 64)
-    assert (
-        set(np.unique(seg)) <= set(range(6)) and (seg == 0).any() and (seg == 3).any()
-    )  # background, face skin
+    assert set(np.unique(seg)) <= set(range(6)) and (seg == 0).any() and (seg == 3).any()  # background, face skin
     # the composited target equals the frame on the person and the static background elsewhere
     person = seg > 0
     assert np.abs(com[person].astype(int) - gt[person].astype(int)).mean() < 4
     lms = index.array(clip, "000003", "lms")
     coeff = index.array(clip, "000003", "coeff")
     cam = index.array(clip, "000003", "cam")
-    assert (
-        lms.shape == (478, 3)
-        and lms.dtype == np.float32
-        and 10 < lms[:, :2].mean() < 54
-    )
+    assert lms.shape == (478, 3) and lms.dtype == np.float32 and 10 < lms[:, :2].mean() < 54
     assert coeff.shape == (70,) and cam.shape == (25,)
     ident = index.array(clip, "clip", "id")
     assert ident.shape == (80,)
     # the head turns in the clip: the fitted yaw follows it
-    yaws = np.array(
-        [index.array(clip, rec.frame_key(i), "coeff")[65] for i in range(36)]
-    )
+    yaws = np.array([index.array(clip, rec.frame_key(i), "coeff")[65] for i in range(36)])
     assert np.ptp(yaws) > 0.05
 
 
@@ -71,9 +63,7 @@ def test_shards_stream_as_webdataset_samples(records_dir):
     path = records_dir / "shards" / "talk1.tar"
     with tarfile.open(path) as t:
         names = t.getnames()
-    assert names[0].startswith("talk1/clip.") and all(
-        n.startswith("talk1/") for n in names
-    )
+    assert names[0].startswith("talk1/clip.") and all(n.startswith("talk1/") for n in names)
     samples = list(rec.iter_samples(path))
     assert samples[0]["__key__"] == "talk1/clip" and {
         "meta.json",
@@ -97,17 +87,13 @@ def test_shards_stream_as_webdataset_samples(records_dir):
 
 def test_resume_skips_finished_and_failed_clips(records_dir, clips_dir, bfm_dir):
     before = (records_dir / "shards" / "talk0.tar").stat().st_mtime_ns
-    s = prepare(
-        [clips_dir], records_dir, PrepareConfig(bfm=bfm_dir, size=64, min_frames=16)
-    )
+    s = prepare([clips_dir], records_dir, PrepareConfig(bfm=bfm_dir, size=64, min_frames=16))
     assert s.counts() == {"resumed": 2, "failed-before": 2}
     assert (records_dir / "shards" / "talk0.tar").stat().st_mtime_ns == before
 
 
 def test_shard_splits_the_clips(clips_dir, bfm_dir, tmp_path):
-    cfg = PrepareConfig(
-        bfm=bfm_dir, size=32, min_frames=16, max_frames=16, shard=(1, 2)
-    )
+    cfg = PrepareConfig(bfm=bfm_dir, size=32, min_frames=16, max_frames=16, shard=(1, 2))
     s = prepare([clips_dir / "talk0.mp4", clips_dir / "talk1.mp4"], tmp_path, cfg)
     assert [c.name for c in s.clips] == ["talk1"] and s.clips[0].status == "done"
     assert (tmp_path / "summary-1-of-2.json").is_file()
@@ -145,6 +131,4 @@ def test_missing_inputs_are_clear_errors(tmp_path, bfm_dir):
     with pytest.raises(InputError, match="no videos found"):
         prepare([tmp_path], tmp_path / "out", PrepareConfig(bfm=bfm_dir))
     with pytest.raises(InputError, match="neither a video"):
-        prepare(
-            [tmp_path / "missing.mp4"], tmp_path / "out", PrepareConfig(bfm=bfm_dir)
-        )
+        prepare([tmp_path / "missing.mp4"], tmp_path / "out", PrepareConfig(bfm=bfm_dir))

@@ -79,9 +79,7 @@ class DiscriminatorConfig:
 class _DownConv(nn.Module):
     """Blur (FIR [1,3,3,1]) then a stride-2 conv, StyleGAN2 `Conv2dLayer(down=2)`."""
 
-    def __init__(
-        self, cin: int, cout: int, kernel: int, bias: bool, activation: str
-    ) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int, bias: bool, activation: str) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(cout, cin, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
@@ -103,11 +101,7 @@ class DiscriminatorBlock(nn.Module):
 
     def __init__(self, cin: int, ctmp: int, cout: int, img_channels: int) -> None:
         super().__init__()
-        self.fromrgb = (
-            EqualizedConv2d(img_channels, ctmp, 1, activation="lrelu")
-            if cin == 0
-            else None
-        )
+        self.fromrgb = EqualizedConv2d(img_channels, ctmp, 1, activation="lrelu") if cin == 0 else None
         self.conv0 = EqualizedConv2d(ctmp, ctmp, 3, activation="lrelu")
         self.conv1 = _DownConv(ctmp, cout, 3, bias=True, activation="lrelu")
         self.skip = _DownConv(ctmp, cout, 1, bias=False, activation="linear")
@@ -128,12 +122,7 @@ class CameraMapping(nn.Module):
         super().__init__()
         self.embed = EqualizedLinear(c_dim, out_dim)
         self.net = nn.ModuleList(
-            [
-                EqualizedLinear(
-                    out_dim, out_dim, activation="lrelu", lr_multiplier=0.01
-                )
-                for _ in range(layers)
-            ]
+            [EqualizedLinear(out_dim, out_dim, activation="lrelu", lr_multiplier=0.01) for _ in range(layers)]
         )
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
@@ -181,9 +170,7 @@ class DualDiscriminator(nn.Module):
         self.config = cfg = config or DiscriminatorConfig()
         res_log2 = int(math.log2(cfg.img_resolution))
         if 2**res_log2 != cfg.img_resolution or cfg.img_resolution < 8:
-            raise ValueError(
-                f"img_resolution must be a power of two >= 8, got {cfg.img_resolution}"
-            )
+            raise ValueError(f"img_resolution must be a power of two >= 8, got {cfg.img_resolution}")
         resolutions = [2**i for i in range(res_log2, 2, -1)]
         cmap_dim = cfg.cmap_dim or cfg.channels(4)
         self.blocks = nn.ModuleList()
@@ -193,11 +180,7 @@ class DualDiscriminator(nn.Module):
             cout = cfg.channels(res // 2)
             self.blocks.append(DiscriminatorBlock(cin, ctmp, cout, cfg.img_channels))
             cin = cout
-        self.mapping = (
-            CameraMapping(cfg.c_dim, cmap_dim, cfg.mapping_layers)
-            if cfg.c_dim > 0
-            else None
-        )
+        self.mapping = CameraMapping(cfg.c_dim, cmap_dim, cfg.mapping_layers) if cfg.c_dim > 0 else None
         self.epilogue = Epilogue(cfg.channels(4), cmap_dim, cfg.mbstd_group)
 
     def forward(
@@ -211,9 +194,7 @@ class DualDiscriminator(nn.Module):
         c_noise: std of Gaussian noise added to the camera (default `config.c_noise_std` in train mode, 0 in eval)."""
         r = self.config.img_resolution
         if image.shape[-1] != r:
-            raise ValueError(
-                f"the discriminator expects {r}x{r} images, got {tuple(image.shape)}"
-            )
+            raise ValueError(f"the discriminator expects {r}x{r} images, got {tuple(image.shape)}")
         raw = F.interpolate(
             image_raw,
             size=(r, r),
@@ -225,14 +206,8 @@ class DualDiscriminator(nn.Module):
         cmap = None
         if self.mapping is not None:
             if camera is None:
-                raise ValueError(
-                    "this discriminator is camera-conditioned: pass camera [B,25]"
-                )
-            std = (
-                self.config.c_noise_std
-                if (c_noise is None and self.training)
-                else (c_noise or 0.0)
-            )
+                raise ValueError("this discriminator is camera-conditioned: pass camera [B,25]")
+            std = self.config.c_noise_std if (c_noise is None and self.training) else (c_noise or 0.0)
             c = camera + torch.randn_like(camera) * std if std > 0 else camera
             cmap = self.mapping(c)
         x = None

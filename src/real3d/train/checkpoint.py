@@ -63,15 +63,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
     p = state["python"]
     random.setstate((p[0], tuple(p[1]), p[2]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(
-            [torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]]
-        )
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
 # ---------------------------------------------------------------------------------------------- optimizer
-def optimizer_tensors(
-    name: str, opt: torch.optim.Optimizer
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def optimizer_tensors(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, JSON) of an optimizer's state_dict: tensors keyed `<name>.<param index>.<field>`."""
     sd = opt.state_dict()
     tensors, scalars = {}, {}
@@ -132,10 +128,7 @@ def save_checkpoint(
     save_pretrained(generator, generator.config, tmp / "generator")
     if discriminator is not None:
         save_file(
-            {
-                k: v.detach().cpu().contiguous()
-                for k, v in discriminator.state_dict().items()
-            },
+            {k: v.detach().cpu().contiguous() for k, v in discriminator.state_dict().items()},
             str(tmp / "discriminator.safetensors"),
         )
     tensors, meta = {}, {}
@@ -166,6 +159,16 @@ def latest_checkpoint(root: Path) -> Path | None:
     return path if (path / "trainer.json").is_file() else None
 
 
+def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{source} does not match this run's {type(module).__name__} ({str(e)[:300]}); resume "
+            "with the same model sizes, or start a new run folder"
+        ) from None
+
+
 def load_checkpoint(
     path: Path,
     generator: torch.nn.Module,
@@ -174,9 +177,7 @@ def load_checkpoint(
     rank: int,
 ) -> dict[str, Any]:
     """Restore weights, optimizers and this rank's RNG; returns trainer.json."""
-    from real3d.weights.io import load_state_dict_strict
-
-    load_state_dict_strict(
+    _load_strict(
         generator,
         load_file(str(path / "generator" / "model.safetensors")),
         str(path / "generator"),
@@ -184,10 +185,8 @@ def load_checkpoint(
     if discriminator is not None:
         dpath = path / "discriminator.safetensors"
         if not dpath.is_file():
-            raise CheckpointError(
-                f"{path} has no discriminator; resume with discriminator=none or a new run folder"
-            )
-        load_state_dict_strict(discriminator, load_file(str(dpath)), str(dpath))
+            raise CheckpointError(f"{path} has no discriminator; resume with discriminator=none or a new run folder")
+        _load_strict(discriminator, load_file(str(dpath)), str(dpath))
     tensors = load_file(str(path / "optimizer.safetensors"))
     meta = json.loads((path / "optimizer.json").read_text())
     for name, opt in optimizers.items():

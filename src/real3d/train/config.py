@@ -190,15 +190,9 @@ def _stage2(name: str) -> TrainConfig:
             discriminator="tiny",
             max_steps=2000,
             batch_size=4,
-            optim=OptimConfig(
-                lr_g=1e-3, lr_d=1e-3, warmup=20, decay_every=500, lr_floor=1e-4
-            ),
-            schedule=ScheduleConfig(
-                start_adv=1500, d_start=1200, decoder_start=0, sr_start=0, i2p_ramp=1
-            ),
-            losses=LossConfig(
-                perceptual_official_sizes=False, density_every=4, self_every=16
-            ),
+            optim=OptimConfig(lr_g=1e-3, lr_d=1e-3, warmup=20, decay_every=500, lr_floor=1e-4),
+            schedule=ScheduleConfig(start_adv=1500, d_start=1200, decoder_start=0, sr_start=0, i2p_ramp=1),
+            losses=LossConfig(perceptual_official_sizes=False, density_every=4, self_every=16),
             log_every=10,
             sample_every=200,
             val_every=200,
@@ -210,9 +204,7 @@ def _stage2(name: str) -> TrainConfig:
             stage="stage2",
             max_steps=3000,
             optim=OptimConfig(lr_g=2e-5, lr_d=4e-5, warmup=100, lr_floor=1e-6),
-            schedule=ScheduleConfig(
-                start_adv=10**9, d_start=10**9, decoder_start=0, sr_start=0, i2p_ramp=1
-            ),
+            schedule=ScheduleConfig(start_adv=10**9, d_start=10**9, decoder_start=0, sr_start=0, i2p_ramp=1),
             trainable=("motion_adapter", "decoder", "superresolution"),
             val_every=500,
             ckpt_every=500,
@@ -309,9 +301,7 @@ def preset(stage: str, name: str = "official") -> TrainConfig:
         return _stage2(name)
     if stage == "stage3":
         return _stage3(name)
-    raise InputError(
-        f"unknown stage {stage!r}; this release trains stage2 and stage3 (stages 1 and 4 follow)"
-    )
+    raise InputError(f"unknown stage {stage!r}; this release trains stage2 and stage3 (stages 1 and 4 follow)")
 
 
 # --------------------------------------------------------------------------------------------- overrides
@@ -328,12 +318,8 @@ def _convert(text: str, hint: Any, key: str) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(t, args[0], key) for t in items)
         if args and len(args) != len(items):
-            raise InputError(
-                f"{key} needs {len(args)} comma-separated values, got {text!r}"
-            )
-        return tuple(
-            _convert(t, a, key) for t, a in zip(items, args or [str] * len(items))
-        )
+            raise InputError(f"{key} needs {len(args)} comma-separated values, got {text!r}")
+        return tuple(_convert(t, a, key) for t, a in zip(items, args or [str] * len(items)))
     if origin is Literal:
         if text not in args:
             raise InputError(f"{key} must be one of {args}, got {text!r}")
@@ -356,9 +342,7 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
     """`key.sub=value` strings applied to a (nested) config dataclass; unknown keys are errors."""
     for item in overrides:
         if "=" not in item:
-            raise InputError(
-                f"override {item!r} is not key=value (e.g. optim.lr_g=1e-4)"
-            )
+            raise InputError(f"override {item!r} is not key=value (e.g. optim.lr_g=1e-4)")
         key, text = item.split("=", 1)
         cfg = _set(cfg, key.strip().split("."), text.strip(), key.strip())
     return cfg
@@ -367,12 +351,8 @@ def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
 def _set(obj: Any, path: list[str], text: str, full: str) -> Any:
     names = {f.name for f in dataclasses.fields(obj)}
     if path[0] not in names:
-        raise InputError(
-            f"unknown config key {full!r}; {type(obj).__name__} has {sorted(names)}"
-        )
-    hints = typing.get_type_hints(
-        type(obj), globalns=vars(sys.modules[type(obj).__module__])
-    )
+        raise InputError(f"unknown config key {full!r}; {type(obj).__name__} has {sorted(names)}")
+    hints = typing.get_type_hints(type(obj), globalns=vars(sys.modules[type(obj).__module__]))
     if len(path) == 1:
         value = _convert(text, hints[path[0]], full)
     else:

@@ -56,10 +56,7 @@ class DataConfig:
 
 def _to_tensor(img: np.ndarray) -> torch.Tensor:
     """[H,W,3] uint8 -> [3,H,W] float32 in [-1,1]."""
-    return (
-        torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 127.5
-        - 1.0
-    )
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
 def lip_box(landmarks: np.ndarray, size: int, scale: float) -> np.ndarray:
@@ -100,24 +97,16 @@ class FrameReader:
         gt = self.index.image(clip, key, "gt.jpg")
         head = head_image(gt, seg)
         if rec_size != self.size:
-            seg = cv2.resize(
-                seg, (self.size, self.size), interpolation=cv2.INTER_NEAREST
-            )
-            head = cv2.resize(
-                head, (self.size, self.size), interpolation=cv2.INTER_AREA
-            )
+            seg = cv2.resize(seg, (self.size, self.size), interpolation=cv2.INTER_NEAREST)
+            head = cv2.resize(head, (self.size, self.size), interpolation=cv2.INTER_AREA)
         coeff = torch.from_numpy(self.index.array(clip, key, "coeff")).float()
         lms = self.index.array(clip, key, "lms")
         out = {
             "head": _to_tensor(head),
             "com": _to_tensor(self._img(clip, key, "com.jpg")),
             "seg": torch.from_numpy(seg.astype(np.int64)),
-            "head_mask": torch.from_numpy(
-                np.isin(seg, HEAD_CLASSES)[None].astype(np.float32)
-            ),
-            "torso_mask": torch.from_numpy(
-                np.isin(seg, TORSO_CLASSES)[None].astype(np.float32)
-            ),
+            "head_mask": torch.from_numpy(np.isin(seg, HEAD_CLASSES)[None].astype(np.float32)),
+            "torso_mask": torch.from_numpy(np.isin(seg, TORSO_CLASSES)[None].astype(np.float32)),
             "exp": coeff[:64],
             "euler": coeff[64:67],
             "trans": coeff[67:70],
@@ -129,9 +118,7 @@ class FrameReader:
         return {f"{prefix}_{k}": v for k, v in out.items()}
 
 
-def _split(
-    index: RecordIndex, cfg: DataConfig
-) -> tuple[list[tuple[ClipEntry, int]], dict[str, list[int]]]:
+def _split(index: RecordIndex, cfg: DataConfig) -> tuple[list[tuple[ClipEntry, int]], dict[str, list[int]]]:
     """(train frames [(clip, n_train)], held-out frame ids per clip)."""
     train, held = [], {}
     names = set(cfg.clips) if cfg.clips else None
@@ -205,11 +192,7 @@ class ValidationPairs(Dataset):
         self.pairs = []
         for name, frames in held.items():
             k = min(cfg.val_pairs_per_clip, len(frames))
-            picks = (
-                [frames[int(j)] for j in np.linspace(0, len(frames) - 1, k).round()]
-                if k
-                else []
-            )
+            picks = [frames[int(j)] for j in np.linspace(0, len(frames) - 1, k).round()] if k else []
             self.pairs += [(index.clip(name), f) for f in picks]
 
     def __len__(self) -> int:
@@ -227,9 +210,7 @@ class ValidationPairs(Dataset):
 class ResumableSampler(DistributedSampler):
     """`DistributedSampler` that can start mid-epoch (`start_batch` batches of this rank already done)."""
 
-    def __init__(
-        self, dataset: Dataset, num_replicas: int, rank: int, seed: int, batch_size: int
-    ) -> None:
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, batch_size: int) -> None:
         super().__init__(
             dataset,
             num_replicas=num_replicas,

@@ -75,11 +75,7 @@ def setup_distributed(cfg: TrainConfig) -> Dist:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if cfg.device == "auto":
-        device = (
-            torch.device(f"cuda:{local}")
-            if torch.cuda.is_available()
-            else torch.device("cpu")
-        )
+        device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
     else:
         device = torch.device(cfg.device)
         if device.type == "cuda" and device.index is None:
@@ -96,10 +92,7 @@ def bf16_native(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     cpu = getattr(torch, "cpu", None)
-    checks = [
-        getattr(cpu, n, None)
-        for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    ]
+    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(bool(c()) for c in checks if c is not None)
 
 
@@ -118,9 +111,7 @@ def load_init(path: str | Path) -> torch.nn.Module:
         return from_pretrained(latest / "generator")
     if (p / "generator" / "config.json").is_file():  # a checkpoint folder
         return from_pretrained(p / "generator")
-    if (p / "config.json").is_file() and "model_type" in json.loads(
-        (p / "config.json").read_text()
-    ):
+    if (p / "config.json").is_file() and "model_type" in json.loads((p / "config.json").read_text()):
         return from_pretrained(p)
     model, _, _ = load_official_model(p)
     return model
@@ -144,26 +135,31 @@ def build_generator(cfg: TrainConfig) -> torch.nn.Module:
             "run (or the release) unless this is a test"
         )
     torch.manual_seed(cfg.seed)
-    config = (
-        Real3DPortraitConfig.tiny()
-        if cfg.model == "tiny"
-        else Real3DPortraitConfig.official()
-    )
+    config = tiny_generator_config() if cfg.model == "tiny" else Real3DPortraitConfig.official()
     return Real3DPortrait(config)
 
 
-def build_stage(cfg: TrainConfig, device: torch.device):
-    """(stage, generator, discriminator) on `device`."""
+def tiny_generator_config():
+    """`Real3DPortraitConfig.tiny()` with MiT widths that split into the released head counts and the released
+    values of what official checkpoints do not record, so a tiny run also exports to the official layout."""
+    from real3d.config.real3d_portrait import Real3DPortraitConfig
+    from real3d.weights.official_sizes import with_released_hyperparameters
+
+    base = Real3DPortraitConfig.tiny()
+    ma = dataclasses.replace(base.motion_adapter, embed_dims=(4, 8, 20, 32))
+    return with_released_hyperparameters(dataclasses.replace(base, motion_adapter=ma))
+
+
+def build_stage(cfg: TrainConfig, device: torch.device, dry_run: bool = False):
+    """(stage, generator, discriminator) on `device` (a dry run needs no BFM)."""
     from real3d.models.discriminator import DiscriminatorConfig, DualDiscriminator
     from real3d.train.perceptual import build_perceptual
     from real3d.train.stages.base import FaceKit
     from real3d.train.stages.stage2 import Stage2
     from real3d.train.stages.stage3 import Stage3
 
-    if not cfg.bfm:
-        raise InputError(
-            "training needs the BFM folder: pass bfm=PATH (or --bfm); it renders the PNCC maps"
-        )
+    if not cfg.bfm and not dry_run:
+        raise InputError("training needs the BFM folder: pass bfm=PATH (or --bfm); it renders the PNCC maps")
     generator = build_generator(cfg).to(device).train()
     size = generator.config.image_resolution
     disc = None
@@ -171,9 +167,7 @@ def build_stage(cfg: TrainConfig, device: torch.device):
         dcfg = (
             DiscriminatorConfig.tiny(size)
             if cfg.discriminator == "tiny"
-            else dataclasses.replace(
-                DiscriminatorConfig.official(), img_resolution=size
-            )
+            else dataclasses.replace(DiscriminatorConfig.official(), img_resolution=size)
         )
         torch.manual_seed(cfg.seed + 1)
         disc = DualDiscriminator(dcfg).to(device).train()
@@ -181,7 +175,7 @@ def build_stage(cfg: TrainConfig, device: torch.device):
     perceptual = build_perceptual(w.vgg19, w.vgg_face, w.perceptual_official_sizes)
     if perceptual is not None:
         perceptual = perceptual.to(device)
-    kit = FaceKit(cfg.bfm, size)
+    kit = FaceKit(cfg.bfm, size) if cfg.bfm else None
     cls = {"stage2": Stage2, "stage3": Stage3}[cfg.stage]
     return cls(cfg, generator, disc, perceptual, kit), generator, disc
 
@@ -196,10 +190,7 @@ def describe(cfg: TrainConfig, stage) -> str:
     for name, params in stage.groups().items():
         n = sum(p.numel() for p in params)
         lrs = [stage.lr(name, s) for s in (0, cfg.optim.warmup, 50_000)]
-        lines.append(
-            f"{name:16s} {len(params):5d} tensors {n:12,d} params  lr "
-            + " / ".join(f"{x:.3g}" for x in lrs)
-        )
+        lines.append(f"{name:16s} {len(params):5d} tensors {n:12,d} params  lr " + " / ".join(f"{x:.3g}" for x in lrs))
     frozen = sum(p.numel() for p in stage.generator.parameters() if not p.requires_grad)
     lines.append(f"{'frozen':16s} {frozen:26,d} params")
     if stage.discriminator is not None:
@@ -208,9 +199,7 @@ def describe(cfg: TrainConfig, stage) -> str:
             f"{'discriminator':16s} {n:26,d} params  lr {stage.d_lr(cfg.optim.warmup):.3g}, "
             f"from step {cfg.schedule.d_start}; adversarial from {cfg.schedule.start_adv}"
         )
-    lines.append(
-        f"perceptual loss: {'on' if stage.perceptual is not None else 'off (no VGG weight files given)'}"
-    )
+    lines.append(f"perceptual loss: {'on' if stage.perceptual is not None else 'off (no VGG weight files given)'}")
     return "\n".join(lines)
 
 
@@ -237,10 +226,12 @@ def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
         offset += n
 
 
-def broadcast_module(module: torch.nn.Module | None, world: int) -> None:
+def broadcast_module(module: torch.nn.Module | None, world: int, buffers_only: bool = False) -> None:
+    """Rank 0's parameters and buffers (or only buffers: batch-norm statistics, as DDP's broadcast_buffers)."""
     if module is None or world <= 1:
         return
-    for t in list(module.parameters()) + list(module.buffers()):
+    tensors = list(module.buffers()) if buffers_only else list(module.parameters()) + list(module.buffers())
+    for t in tensors:
         dist.broadcast(t.data, src=0)
 
 
@@ -266,9 +257,7 @@ class RunLogger:
 
                 self.tb = SummaryWriter(str(out / "tb"))
             except ImportError:
-                log.info(
-                    "tensorboard is not installed: logs go to %s only", out / "logs"
-                )
+                log.info("tensorboard is not installed: logs go to %s only", out / "logs")
 
     def scalars(self, step: int, values: dict[str, Any]) -> None:
         self.file.write(json.dumps({"step": step, **values}) + "\n")
@@ -295,19 +284,11 @@ class RunLogger:
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return (
-        ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5)
-        .round()
-        .to(torch.uint8)
-        .permute(0, 2, 3, 1)
-        .numpy()
-    )
+    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
 @torch.no_grad()
-def validate(
-    stage, loader: DataLoader, max_batches: int, strip: Path | None = None
-) -> dict[str, float]:
+def validate(stage, loader: DataLoader, max_batches: int, strip: Path | None = None) -> dict[str, float]:
     """L1 / PSNR (real3d.eval.metrics, uint8 images) of the predictions and of the frozen-source baseline
     (the source frame itself) against the held-out targets; optionally a PNG strip source | target | prediction."""
     from PIL import Image
@@ -336,7 +317,8 @@ def validate(
             vals["baseline_psnr"].append(min(psnr(c, b), 100.0))
             if len(rows) < 6:
                 rows.append(np.concatenate([c, b, a], 1))
-    gen.train(was)
+    if was:
+        stage.train_mode()
     if strip is not None and rows:
         strip.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.concatenate(rows, 0)).save(strip)
@@ -359,35 +341,27 @@ def _threads(n: int | None):
 
 
 # ----------------------------------------------------------------------------------------------- the loop
-def train(
-    cfg: TrainConfig, dry_run: bool = False, stop_after: int | None = None
-) -> TrainResult | str:
+def train(cfg: TrainConfig, dry_run: bool = False, stop_after: int | None = None) -> TrainResult | str:
     """Run (or resume) the training of `cfg`. `dry_run` returns the description instead. `stop_after` ends this
     call after that many steps of it (a checkpoint is written), as a kill would (for tests and benchmarks)."""
     with _threads(cfg.threads):
         return _train(cfg, dry_run, stop_after)
 
 
-def _train(
-    cfg: TrainConfig, dry_run: bool, stop_after: int | None
-) -> TrainResult | str:
+def _train(cfg: TrainConfig, dry_run: bool, stop_after: int | None) -> TrainResult | str:
     from real3d.train.data import PairDataset, ResumableSampler, ValidationPairs
     from real3d.train.records import RecordIndex
 
     d = setup_distributed(cfg)
     if cfg.precision == "bf16" and not bf16_native(d.device):
-        log.warning(
-            "bf16 requested but %s has no native bf16: training in fp32", d.device
-        )
+        log.warning("bf16 requested but %s has no native bf16: training in fp32", d.device)
         cfg = dataclasses.replace(cfg, precision="fp32")
-    stage, gen, disc = build_stage(cfg, d.device)
+    stage, gen, disc = build_stage(cfg, d.device, dry_run)
     groups = stage.groups()
     if dry_run:
         return describe(cfg, stage)
     if not groups:
-        raise InputError(
-            f"nothing to train: trainable={cfg.trainable} selects no parameters of {cfg.stage}"
-        )
+        raise InputError(f"nothing to train: trainable={cfg.trainable} selects no parameters of {cfg.stage}")
     out = Path(cfg.out)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -429,10 +403,7 @@ def _train(
             trainer["epoch"],
             trainer["batch_in_epoch"],
         )
-        if (
-            trainer["world_size"] != d.world
-            or trainer.get("batch_size") != cfg.batch_size
-        ):
+        if trainer["world_size"] != d.world or trainer.get("batch_size") != cfg.batch_size:
             batch_in_epoch = 0
         log.info("resumed %s at step %d", resume_from, step)
 
@@ -465,9 +436,7 @@ def _train(
 
     logger = RunLogger(out, d.rank)
     if d.main:
-        (out / "config.json").write_text(
-            json.dumps({"train_config": to_dict(cfg)}, indent=1)
-        )
+        (out / "config.json").write_text(json.dumps({"train_config": to_dict(cfg)}, indent=1))
     result = TrainResult(step, out, resume_from, None)
     t_start = time.perf_counter()
     t_log, n_log = time.perf_counter(), 0
@@ -488,9 +457,7 @@ def _train(
                 "stage": cfg.stage,
                 "train_config": to_dict(cfg),
             }
-            path = ckpt.save_checkpoint(
-                out, step, gen, disc, optimizers, trainer, states, cfg.keep_ckpts
-            )
+            path = ckpt.save_checkpoint(out, step, gen, disc, optimizers, trainer, states, cfg.keep_ckpts)
         if d.world > 1:
             dist.barrier()
         return path
@@ -523,6 +490,8 @@ def _train(
                     torch.nn.utils.clip_grad_norm_(d_params, o.grad_clip)
                     opt_d.step()
                     logs.update(d_logs)
+                broadcast_module(gen, d.world, buffers_only=True)
+                broadcast_module(disc, d.world, buffers_only=True)
                 step += 1
                 batch_in_epoch += 1
                 steps_this_call += 1
@@ -621,7 +590,5 @@ def _gather_rng(d: Dist) -> list[dict[str, Any]]:
     if d.world <= 1:
         return [state]
     out: list[Any] = [None] * d.world
-    dist.all_gather_object(
-        out, state
-    )  # JSON-like data of every rank (sent by pickle between our own ranks)
+    dist.all_gather_object(out, state)  # JSON-like data of every rank (sent by pickle between our own ranks)
     return out

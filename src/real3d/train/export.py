@@ -21,9 +21,7 @@ def export_generator(generator: torch.nn.Module, directory: str | Path) -> Path:
     return save_pretrained(generator, generator.config, directory)
 
 
-def export_official(
-    generator: torch.nn.Module, directory: str | Path, step: int | None = None
-) -> Path:
+def export_official(generator: torch.nn.Module, directory: str | Path, step: int | None = None) -> Path:
     """Write the generator in the official checkpoint layout; returns the folder."""
     from real3d.weights.convert import save_official_format
 
@@ -38,9 +36,7 @@ def export_run(run: str | Path, directory: str | Path, official: bool = False) -
     p = Path(run)
     ck = p if (p / "generator" / "config.json").is_file() else latest_checkpoint(p)
     if ck is None:
-        raise CheckpointError(
-            f"{p} holds no training checkpoint (checkpoints/latest.json); train first"
-        )
+        raise CheckpointError(f"{p} holds no training checkpoint (checkpoints/latest.json); train first")
     gen = from_pretrained(ck / "generator")
     if official:
         step = int(ck.name.split("_")[-1]) if ck.name.startswith("step_") else None

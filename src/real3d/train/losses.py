@@ -13,24 +13,18 @@ import torch.nn.functional as F
 from real3d.models.volume_renderer import sample_triplanes_mean, plane_table
 
 
-def masked_l1(
-    pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
-) -> torch.Tensor:
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Official weighted L1: mean(clamp(sum_c |pred - target| * w, 0, max(0.5, q_0.8))), where q_0.8 is the
     0.8-quantile of the weighted per-pixel errors (outliers clipped, the quantile not differentiated)."""
     err = (pred - target.detach()).abs().sum(1, keepdim=True) * weight  # Bx1xHxW
     flat = err.detach().float().flatten()
-    if (
-        flat.numel() > 4_000_000
-    ):  # torch.quantile's input limit: estimate from a strided subsample
+    if flat.numel() > 4_000_000:  # torch.quantile's input limit: estimate from a strided subsample
         flat = flat[:: math.ceil(flat.numel() / 4_000_000)]
     hi = torch.clamp(torch.quantile(flat, 0.8), min=0.5)
     return torch.minimum(err.clamp(min=0), hi.to(err.dtype)).mean()
 
 
-def head_weight(
-    mask: torch.Tensor, inside: float = 1.0, outside: float = 0.2
-) -> torch.Tensor:
+def head_weight(mask: torch.Tensor, inside: float = 1.0, outside: float = 0.2) -> torch.Tensor:
     """Per-pixel weights from a bool/0-1 mask (as bool: the official `.long()` mask's bitwise NOT gave 0.6 / -0.2,
     see docs/training.md)."""
     m = mask.bool()
@@ -53,9 +47,7 @@ def resize(img: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor
         return img
     if mode == "nearest":
         return F.interpolate(img, size=(size, size), mode="nearest")
-    return F.interpolate(
-        img, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-    )
+    return F.interpolate(img, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def crop_boxes(img: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
@@ -68,9 +60,7 @@ def crop_boxes(img: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tenso
     theta[:, 1, 1] = (y1 - y0) / h
     theta[:, 1, 2] = (y0 + y1) / h - 1
     grid = F.affine_grid(theta, [b, img.shape[1], size, size], align_corners=False)
-    return F.grid_sample(
-        img, grid, mode="bilinear", padding_mode="border", align_corners=False
-    )
+    return F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def opacity_fit(alpha: torch.Tensor, head_mask: torch.Tensor) -> torch.Tensor:
@@ -99,13 +89,8 @@ def density_smoothness(
     """EG3D density regulariser: L1 between sigma at uniform points in the box and at those points moved by
     N(0, offset_std^2). planes: [B,3,C,H,W]; decoder: the `TriplaneDecoder`."""
     b = planes.shape[0]
-    pts = (
-        torch.rand(b, num_points, 3, generator=generator, device=planes.device) - 0.5
-    ) * box_warp
-    moved = (
-        pts
-        + torch.randn(pts.shape, generator=generator, device=planes.device) * offset_std
-    )
+    pts = (torch.rand(b, num_points, 3, generator=generator, device=planes.device) - 0.5) * box_warp
+    moved = pts + torch.randn(pts.shape, generator=generator, device=planes.device) * offset_std
     table = plane_table(planes.float())
     both = torch.cat([pts, moved], 1)
     feats = sample_triplanes_mean(table, planes.shape, both, box_warp)
@@ -119,16 +104,12 @@ def generator_adversarial(logits_fake: torch.Tensor) -> torch.Tensor:
     return F.softplus(-logits_fake).mean()
 
 
-def discriminator_adversarial(
-    logits_real: torch.Tensor, logits_fake: torch.Tensor
-) -> torch.Tensor:
+def discriminator_adversarial(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
     """softplus(D(fake)) + softplus(-D(real))."""
     return F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
 
 
-def adapt_lambda(
-    current: float, loss: float, target: float, lambda_max: float, rate: float = 0.01
-) -> float:
+def adapt_lambda(current: float, loss: float, target: float, lambda_max: float, rate: float = 0.01) -> float:
     """Official adaptive regulariser weight: lambda + rate * (log10 L - log10 target), clamped to [0, max];
     0 when the target is 0 (the term is off)."""
     if target <= 0:

@@ -63,14 +63,12 @@ class VGGFeatures(nn.Module):
         i = 0
         for b, block in enumerate(self.plan):
             if b > 0:
-                x = F.max_pool2d(x, 2)
+                x = F.max_pool2d(x, 2, ceil_mode=True)  # ceil: tiny crops keep a 1x1 map
             for k in range(len(block)):
                 x = F.relu(self.convs[i](x))
                 if k == 0:
                     feats.append(x)
-                    if len(feats) == len(
-                        self.plan
-                    ):  # relu5_1: the later convs feed no used layer
+                    if len(feats) == len(self.plan):  # relu5_1: the later convs feed no used layer
                         return feats
                 i += 1
         return feats
@@ -92,14 +90,8 @@ def _plan_from(
         for k, name in enumerate(block):
             w, bias = sd.get(f"{name}.weight"), sd.get(f"{name}.bias")
             if w is None or bias is None:
-                raise CheckpointError(
-                    f"{path} is not {what}: it has no {name}.weight/.bias"
-                )
-            if (
-                w.ndim != 4
-                or tuple(w.shape[1:]) != (cin, 3, 3)
-                or tuple(bias.shape) != (w.shape[0],)
-            ):
+                raise CheckpointError(f"{path} is not {what}: it has no {name}.weight/.bias")
+            if w.ndim != 4 or tuple(w.shape[1:]) != (cin, 3, 3) or tuple(bias.shape) != (w.shape[0],):
                 raise CheckpointError(
                     f"{path} is not {what}: {name}.weight has shape {tuple(w.shape)}, expected (C, {cin}, 3, 3)"
                 )
@@ -113,9 +105,7 @@ def _plan_from(
     return tuple(plan)
 
 
-def _check_extra(
-    sd: Mapping[str, torch.Tensor], expected: set[str], path: Path, what: str
-) -> None:
+def _check_extra(sd: Mapping[str, torch.Tensor], expected: set[str], path: Path, what: str) -> None:
     missing = sorted(expected - set(sd))
     unexpected = sorted(set(sd) - expected)
     if missing or unexpected:
@@ -130,15 +120,9 @@ def _load(path: str | Path) -> dict[str, torch.Tensor]:
     if not p.is_file():
         raise CheckpointError(f"perceptual-loss weights not found: {p}")
     sd = load_pickle_weights_only(p)
-    if (
-        isinstance(sd, Mapping)
-        and "state_dict" in sd
-        and isinstance(sd["state_dict"], Mapping)
-    ):
+    if isinstance(sd, Mapping) and "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
         sd = sd["state_dict"]
-    if not isinstance(sd, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in sd.values()
-    ):
+    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CheckpointError(f"{p} is not a state dict of tensors")
     return dict(sd)
 
@@ -156,18 +140,10 @@ def load_vgg19(path: str | Path, official_sizes: bool = True) -> VGGFeatures:
     expected |= {f"classifier.{i}.{s}" for i in (0, 3, 6) for s in ("weight", "bias")}
     _check_extra(sd, expected, Path(path), what)
     if official_sizes and tuple(sd["classifier.6.weight"].shape) != (1000, 4096):
-        raise CheckpointError(
-            f"{path} is not {what}: classifier.6 is {tuple(sd['classifier.6.weight'].shape)}"
-        )
+        raise CheckpointError(f"{path} is not {what}: classifier.6 is {tuple(sd['classifier.6.weight'].shape)}")
     net = VGGFeatures(plan)
     flat = [n for blk in names for n in blk]
-    net.convs.load_state_dict(
-        {
-            f"{i}.{s}": sd[f"{n}.{s}"]
-            for i, n in enumerate(flat)
-            for s in ("weight", "bias")
-        }
-    )
+    net.convs.load_state_dict({f"{i}.{s}": sd[f"{n}.{s}"] for i, n in enumerate(flat) for s in ("weight", "bias")})
     return net.eval()
 
 
@@ -175,27 +151,16 @@ def load_vgg_face(path: str | Path, official_sizes: bool = True) -> VGGFeatures:
     """Oxford's `vgg_face_dag.pth` -> the conv trunk (fc6-fc8 checked, then dropped)."""
     what = "Oxford's VGG-Face state dict (vgg_face_dag.pth)"
     sd = _load(path)
-    names = [
-        [f"conv{b + 1}_{k + 1}" for k in range(len(block))]
-        for b, block in enumerate(VGG16_PLAN)
-    ]
+    names = [[f"conv{b + 1}_{k + 1}" for k in range(len(block))] for b, block in enumerate(VGG16_PLAN)]
     plan = _plan_from(sd, names, Path(path), what, VGG16_PLAN, official_sizes)
     expected = {f"{n}.{s}" for blk in names for n in blk for s in ("weight", "bias")}
     expected |= {f"fc{i}.{s}" for i in (6, 7, 8) for s in ("weight", "bias")}
     _check_extra(sd, expected, Path(path), what)
     if official_sizes and sd["fc8.weight"].shape[0] != 2622:
-        raise CheckpointError(
-            f"{path} is not {what}: fc8 has {sd['fc8.weight'].shape[0]} outputs, VGG-Face has 2622"
-        )
+        raise CheckpointError(f"{path} is not {what}: fc8 has {sd['fc8.weight'].shape[0]} outputs, VGG-Face has 2622")
     net = VGGFeatures(plan)
     flat = [n for blk in names for n in blk]
-    net.convs.load_state_dict(
-        {
-            f"{i}.{s}": sd[f"{n}.{s}"]
-            for i, n in enumerate(flat)
-            for s in ("weight", "bias")
-        }
-    )
+    net.convs.load_state_dict({f"{i}.{s}": sd[f"{n}.{s}"] for i, n in enumerate(flat) for s in ("weight", "bias")})
     return net.eval()
 
 
@@ -212,34 +177,21 @@ class PerceptualLoss(nn.Module):
     ) -> None:
         super().__init__()
         if vgg19 is None and vgg_face is None:
-            raise CheckpointError(
-                "the perceptual loss needs at least one of the VGG19 / VGG-Face weight files"
-            )
+            raise CheckpointError("the perceptual loss needs at least one of the VGG19 / VGG-Face weight files")
         self.vgg19, self.vgg_face = vgg19, vgg_face
         self.layer_weights = tuple(layer_weights)
         self.scales = tuple(vgg19_scales)
         self.resize_to = resize_to
-        self.register_buffer(
-            "in_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False
-        )
-        self.register_buffer(
-            "in_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False
-        )
-        self.register_buffer(
-            "face_mean", torch.tensor(VGGFACE_MEAN).view(1, 3, 1, 1), persistent=False
-        )
+        self.register_buffer("in_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("in_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("face_mean", torch.tensor(VGGFACE_MEAN).view(1, 3, 1, 1), persistent=False)
 
     def train(self, mode: bool = True) -> PerceptualLoss:  # the VGGs stay in eval mode
         return super().train(False)
 
-    def _distance(
-        self, net: VGGFeatures, a: torch.Tensor, b: torch.Tensor
-    ) -> torch.Tensor:
+    def _distance(self, net: VGGFeatures, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         fa, fb = net(a), net(b)
-        return sum(
-            w * (x - y.detach()).abs().mean()
-            for w, x, y in zip(self.layer_weights, fa, fb)
-        )  # type: ignore[return-value]
+        return sum(w * (x - y.detach()).abs().mean() for w, x, y in zip(self.layer_weights, fa, fb))  # type: ignore[return-value]
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with torch.autocast(pred.device.type, enabled=False):
@@ -289,9 +241,7 @@ class PerceptualLoss(nn.Module):
                         xs, ys = xn, yn
                     total = total + self._distance(self.vgg19, xs, ys)
             if self.vgg_face is not None:
-                total = total + self._distance(
-                    self.vgg_face, x * 255 - self.face_mean, y * 255 - self.face_mean
-                )
+                total = total + self._distance(self.vgg_face, x * 255 - self.face_mean, y * 255 - self.face_mean)
         return total
 
 
@@ -315,9 +265,7 @@ def build_perceptual(
     )
 
 
-def save_random_vgg(
-    path: str | Path, kind: str, width_divisor: int = 16, seed: int = 0
-) -> Path:
+def save_random_vgg(path: str | Path, kind: str, width_divisor: int = 16, seed: int = 0) -> Path:
     """Random weights in the exact key layout of torchvision's vgg19 (`kind="vgg19"`) or vgg_face_dag
     (`kind="vgg_face"`), with every width divided by `width_divisor` (for tests; load with
     official_sizes=False unless width_divisor == 1)."""
@@ -328,12 +276,8 @@ def save_random_vgg(
     for b, block in enumerate(plan):
         for k, c in enumerate(block):
             c = max(1, c // width_divisor)
-            name = (
-                f"features.{idx + 2 * k}" if kind == "vgg19" else f"conv{b + 1}_{k + 1}"
-            )
-            sd[f"{name}.weight"] = (
-                torch.randn(c, cin, 3, 3, generator=g) * (2.0 / (cin * 9)) ** 0.5
-            )
+            name = f"features.{idx + 2 * k}" if kind == "vgg19" else f"conv{b + 1}_{k + 1}"
+            sd[f"{name}.weight"] = torch.randn(c, cin, 3, 3, generator=g) * (2.0 / (cin * 9)) ** 0.5
             sd[f"{name}.bias"] = torch.zeros(c)
             cin = c
         idx += 2 * len(block) + 1

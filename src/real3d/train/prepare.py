@@ -123,11 +123,7 @@ def list_videos(inputs: list[str | Path]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out += sorted(
-                q
-                for q in p.rglob("*")
-                if q.suffix.lower() in VIDEO_SUFFIXES and q.is_file()
-            )
+            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES and q.is_file())
         elif p.suffix.lower() == ".txt" and p.is_file():
             out += [
                 (p.parent / line.strip())
@@ -140,28 +136,20 @@ def list_videos(inputs: list[str | Path]) -> list[Path]:
                     try:
                         out.append(p.parent / json.loads(line)["path"])
                     except (ValueError, KeyError, TypeError) as e:
-                        raise InputError(
-                            f'{p}:{n} is not a JSON object with a "path": {e}'
-                        ) from e
+                        raise InputError(f'{p}:{n} is not a JSON object with a "path": {e}') from e
         elif p.is_file():
             out.append(p)
         else:
-            raise InputError(
-                f"{p} is neither a video, a folder, a .txt list nor a .jsonl manifest"
-            )
+            raise InputError(f"{p} is neither a video, a folder, a .txt list nor a .jsonl manifest")
     return out
 
 
 def clip_names(videos: list[Path]) -> list[str]:
     """A file-system- and key-safe name per video: its stem, plus a hash of its path when stems collide."""
-    stems = [
-        re.sub(r"[^A-Za-z0-9_-]+", "_", v.stem).strip("_") or "clip" for v in videos
-    ]
+    stems = [re.sub(r"[^A-Za-z0-9_-]+", "_", v.stem).strip("_") or "clip" for v in videos]
     counts = Counter(stems)
     return [
-        s
-        if counts[s] == 1
-        else f"{s}_{hashlib.sha1(str(v.resolve()).encode()).hexdigest()[:8]}"
+        s if counts[s] == 1 else f"{s}_{hashlib.sha1(str(v.resolve()).encode()).hexdigest()[:8]}"
         for s, v in zip(stems, videos)
     ]
 
@@ -170,16 +158,12 @@ def parse_shard(text: str) -> tuple[int, int]:
     """'I/N' -> (I, N) with 0 <= I < N."""
     m = re.fullmatch(r"(\d+)/(\d+)", text.strip())
     if not m or not (0 <= int(m.group(1)) < int(m.group(2))):
-        raise InputError(
-            f"--shard must be I/N with 0 <= I < N (e.g. 0/4), got {text!r}"
-        )
+        raise InputError(f"--shard must be I/N with 0 <= I < N (e.g. 0/4), got {text!r}")
     return int(m.group(1)), int(m.group(2))
 
 
 # ------------------------------------------------------------------------------------------ pieces
-def static_background(
-    frames: list[np.ndarray], labels: list[np.ndarray], margin: float = 10.0
-) -> np.ndarray:
+def static_background(frames: list[np.ndarray], labels: list[np.ndarray], margin: float = 10.0) -> np.ndarray:
     """The official video background (`extract_segment_imgs.py`): over subsampled frames, each pixel
     takes its colour from the frame where it is farthest from the person (class != 0), if that
     distance exceeds `margin` px; the remaining pixels copy their nearest such pixel.
@@ -189,18 +173,14 @@ def static_background(
     best = np.full((h, w), -1.0, np.float32)
     arg = np.zeros((h, w), np.int32)
     for i, lab in enumerate(labels):
-        dist = cv2.distanceTransform(
-            (lab == 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE
-        )
+        dist = cv2.distanceTransform((lab == 0).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         better = dist > best
         best[better] = dist[better]
         arg[better] = i
     stack = np.stack(frames)
     out = stack[arg, np.arange(h)[:, None], np.arange(w)[None, :]]
     keep = best > margin
-    if (
-        not keep.any()
-    ):  # the person never leaves a margin anywhere: fill from the least covered pixels
+    if not keep.any():  # the person never leaves a margin anywhere: fill from the least covered pixels
         keep = best >= best.max()
     _, nearest = cv2.distanceTransformWithLabels(
         (~keep).astype(np.uint8),
@@ -227,9 +207,7 @@ class _Tools:
         from real3d.face.bfm import BFMFiles, ParametricFace
 
         if cfg.bfm is None:
-            raise InputError(
-                "prepare needs --bfm (the BFM 2009 folder) for the 3DMM fits"
-            )
+            raise InputError("prepare needs --bfm (the BFM 2009 folder) for the 3DMM fits")
         files = BFMFiles.locate(cfg.bfm)
         data = files.load_front()
         self.face = ParametricFace(data, files.mp468_index(data.n_vertices))
@@ -265,26 +243,17 @@ def _choose_framing(frames: list[np.ndarray], cfg: PrepareConfig):
     with FaceAnalyzer(max_faces=4) as fa:
         for i in picks:
             faces = fa.detect(frames[i])
-            if (
-                len(faces) > 1
-                and faces[1].area >= cfg.several_faces_ratio * faces[0].area
-            ):
-                raise InputError(
-                    f"several faces ({len(faces)}) in frame {i}; training clips need one speaker"
-                )
+            if len(faces) > 1 and faces[1].area >= cfg.several_faces_ratio * faces[0].area:
+                raise InputError(f"several faces ({len(faces)}) in frame {i}; training clips need one speaker")
             if faces:
                 boxes.append(faces[0].bbox)
     if len(boxes) < max(1, len(picks) // 2):
-        raise NoFaceError(
-            f"no face in {len(picks) - len(boxes)} of {len(picks)} probe frames"
-        )
+        raise NoFaceError(f"no face in {len(picks) - len(boxes)} of {len(picks)} probe frames")
     bbox = tuple(np.median(np.array(boxes), axis=0))
     return frame_face(bbox, frames[0].shape[:2], size=cfg.size, mode=cfg.framing)
 
 
-def process_clip(
-    video: Path, name: str, root: Path, cfg: PrepareConfig, tools: _Tools
-) -> ClipResult:
+def process_clip(video: Path, name: str, root: Path, cfg: PrepareConfig, tools: _Tools) -> ClipResult:
     """Prepare one clip into `root/shards/<name>.tar`; raises a Real3DError subclass for a bad clip."""
     import torch
 
@@ -297,9 +266,7 @@ def process_clip(
     t0 = time.perf_counter()
     frames = _decode(video, cfg)
     if len(frames) < cfg.min_frames:
-        raise InputError(
-            f"too short: {len(frames)} frames at {cfg.fps:g} fps, need at least {cfg.min_frames}"
-        )
+        raise InputError(f"too short: {len(frames)} frames at {cfg.fps:g} fps, need at least {cfg.min_frames}")
     framing = _choose_framing(frames, cfg)
     q = cfg.jpeg_quality
     per_frame: list[dict[str, bytes]] = []
@@ -326,24 +293,18 @@ def process_clip(
     frames.clear()
     lost = [i for i, lm in enumerate(lms) if lm is None]
     if len(lost) > cfg.max_lost * len(lms):
-        raise NoFaceError(
-            f"face lost in {len(lost)} of {len(lms)} frames (more than {cfg.max_lost:.0%})"
-        )
+        raise NoFaceError(f"face lost in {len(lost)} of {len(lms)} frames (more than {cfg.max_lost:.0%})")
     good = np.array([i for i, lm in enumerate(lms) if lm is not None])
     for i in lost:  # nearest tracked frame
         j = int(good[np.abs(good - i).argmin()])
         lms[i], labels_all[i] = lms[j], labels_all[j]
         if labels_all[i] is None:
             img = rec.decode_image(per_frame[i]["gt.jpg"])
-            labels_all[i] = approximate_parsing(
-                img, lms[j], (labels_all[j] > 0).astype(np.float32)
-            )
+            labels_all[i] = approximate_parsing(img, lms[j], (labels_all[j] > 0).astype(np.float32))
     for i, lab in enumerate(labels_all):
         if lab is None:
             img = rec.decode_image(per_frame[i]["gt.jpg"])
-            labels_all[i] = approximate_parsing(
-                img, lms[i], np.ones(img.shape[:2], np.float32)
-            )
+            labels_all[i] = approximate_parsing(img, lms[i], np.ones(img.shape[:2], np.float32))
     landmarks = np.stack(lms).astype(np.float32)  # T x 478 x 3
 
     n = len(per_frame)
@@ -400,14 +361,10 @@ def process_clip(
     except BaseException:
         writer.abort()
         raise
-    return ClipResult(
-        name, str(video), "done", frames=n, seconds=time.perf_counter() - t0
-    )
+    return ClipResult(name, str(video), "done", frames=n, seconds=time.perf_counter() - t0)
 
 
-def _audio_features(
-    video: Path, tools: _Tools, cfg: PrepareConfig, meta: dict[str, Any]
-) -> dict[str, bytes]:
+def _audio_features(video: Path, tools: _Tools, cfg: PrepareConfig, meta: dict[str, Any]) -> dict[str, bytes]:
     from real3d.audio.pitch import official_f0
     from real3d.io.audio import has_audio, load_audio
 
@@ -445,9 +402,7 @@ def _worker_init(cfg: PrepareConfig) -> None:
     _WORKER_TOOLS = _Tools(cfg)
 
 
-def _run_one(
-    video: Path, name: str, root: Path, cfg: PrepareConfig, tools: _Tools | None = None
-) -> ClipResult:
+def _run_one(video: Path, name: str, root: Path, cfg: PrepareConfig, tools: _Tools | None = None) -> ClipResult:
     t0 = time.perf_counter()
     tools = tools or _WORKER_TOOLS
     assert tools is not None
@@ -463,23 +418,17 @@ def _run_one(
     ) as e:  # a corrupt file or a degenerate clip
         reason = f"{type(e).__name__}: {e}"
     rec.write_failure(root, name, str(video), reason)
-    return ClipResult(
-        name, str(video), "skipped", reason, seconds=time.perf_counter() - t0
-    )
+    return ClipResult(name, str(video), "skipped", reason, seconds=time.perf_counter() - t0)
 
 
-def prepare(
-    inputs: list[str | Path], out: str | Path, cfg: PrepareConfig
-) -> PrepareSummary:
+def prepare(inputs: list[str | Path], out: str | Path, cfg: PrepareConfig) -> PrepareSummary:
     """Prepare every video of `inputs` (this job's shard) into the records folder `out`."""
     t0 = time.perf_counter()
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     videos = list_videos(inputs)
     if not videos:
-        raise InputError(
-            f"no videos found in {', '.join(map(str, inputs))} (looked for {', '.join(VIDEO_SUFFIXES)})"
-        )
+        raise InputError(f"no videos found in {', '.join(map(str, inputs))} (looked for {', '.join(VIDEO_SUFFIXES)})")
     names = clip_names(videos)
     i, n = cfg.shard
     todo = [(v, nm) for k, (v, nm) in enumerate(zip(videos, names)) if k % n == i]
@@ -489,9 +438,7 @@ def prepare(
         if rec.clip_done(root, nm):
             summary.clips.append(ClipResult(nm, str(v), "resumed"))
         elif (root / "failed" / f"{nm}.json").is_file() and not cfg.retry_failed:
-            reason = json.loads((root / "failed" / f"{nm}.json").read_text()).get(
-                "reason", ""
-            )
+            reason = json.loads((root / "failed" / f"{nm}.json").read_text()).get("reason", "")
             summary.clips.append(ClipResult(nm, str(v), "failed-before", reason))
         else:
             (root / "failed" / f"{nm}.json").unlink(missing_ok=True)

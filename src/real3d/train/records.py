@@ -63,11 +63,7 @@ def decode_npy(data: bytes) -> np.ndarray:
 def encode_image(image: np.ndarray, ext: str, quality: int = 95) -> bytes:
     """[H,W,3] RGB uint8 (or [H,W] uint8 for png) -> jpg/png bytes."""
     img = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    params = (
-        [cv2.IMWRITE_JPEG_QUALITY, quality]
-        if ext == "jpg"
-        else [cv2.IMWRITE_PNG_COMPRESSION, 3]
-    )
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
     ok, buf = cv2.imencode("." + ext, img, params)
     if not ok:
         raise ValueError(f"cannot encode a {image.shape} image as {ext}")
@@ -81,9 +77,7 @@ def decode_image(data: bytes, gray: bool = False) -> np.ndarray:
         cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR,
     )
     if arr is None:
-        raise InputError(
-            "a record image cannot be decoded; the shard is corrupt: run `real3d prepare` again"
-        )
+        raise InputError("a record image cannot be decoded; the shard is corrupt: run `real3d prepare` again")
     return arr if gray else cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
 
 
@@ -157,9 +151,7 @@ class ClipShardWriter:
         """Finish the tar, then write the sidecar (its presence marks the clip done)."""
         self._tar.close()
         os.replace(self._tmp, self.path)
-        entry = ClipEntry(
-            self.name, f"shards/{self.path.name}", num_frames, meta, self.members
-        )
+        entry = ClipEntry(self.name, f"shards/{self.path.name}", num_frames, meta, self.members)
         _write_json(self.path.with_suffix(".json"), entry.to_json())
         return entry
 
@@ -197,9 +189,7 @@ def build_index(root: str | Path) -> dict[str, Any]:
         except (OSError, ValueError) as e:
             log.warning("skipping unreadable sidecar %s: %s", p, e)
     failed = []
-    for p in (
-        sorted((root / "failed").glob("*.json")) if (root / "failed").is_dir() else []
-    ):
+    for p in sorted((root / "failed").glob("*.json")) if (root / "failed").is_dir() else []:
         try:
             failed.append(json.loads(p.read_text()))
         except (OSError, ValueError):
@@ -225,9 +215,7 @@ class RecordIndex:
             if (self.root / "shards").is_dir():
                 data = build_index(self.root)
             else:
-                raise InputError(
-                    f"no training records at {self.root} (no {INDEX_NAME}); run `real3d prepare` first"
-                )
+                raise InputError(f"no training records at {self.root} (no {INDEX_NAME}); run `real3d prepare` first")
         else:
             try:
                 data = json.loads(path.read_text())
@@ -251,35 +239,25 @@ class RecordIndex:
 
     def read(self, clip: ClipEntry, key: str, ext: str) -> bytes:
         """Bytes of member `<clip>/<key>.<ext>` (one seek and read; file handles are kept per process)."""
-        if (
-            os.getpid() != self._pid
-        ):  # forked into a loader worker: do not share file offsets
+        if os.getpid() != self._pid:  # forked into a loader worker: do not share file offsets
             self._files, self._pid = {}, os.getpid()
         try:
             off, size = clip.members[f"{key}.{ext}"]
         except KeyError as e:
-            raise InputError(
-                f"clip {clip.name} has no member {key}.{ext}; its records are incomplete"
-            ) from e
+            raise InputError(f"clip {clip.name} has no member {key}.{ext}; its records are incomplete") from e
         f = self._files.get(clip.shard)
         if f is None:
             f = self._files[clip.shard] = open(self.root / clip.shard, "rb")  # noqa: SIM115 (kept open)
         f.seek(off)
         data = f.read(size)
         if len(data) != size:
-            raise InputError(
-                f"{self.root / clip.shard} is truncated; run `real3d prepare` again for {clip.name}"
-            )
+            raise InputError(f"{self.root / clip.shard} is truncated; run `real3d prepare` again for {clip.name}")
         return data
 
     def array(self, clip: ClipEntry, key: str, ext: str) -> np.ndarray:
-        return decode_npy(
-            self.read(clip, key, ext + ".npy" if not ext.endswith(".npy") else ext)
-        )
+        return decode_npy(self.read(clip, key, ext + ".npy" if not ext.endswith(".npy") else ext))
 
-    def image(
-        self, clip: ClipEntry, key: str, ext: str, gray: bool = False
-    ) -> np.ndarray:
+    def image(self, clip: ClipEntry, key: str, ext: str, gray: bool = False) -> np.ndarray:
         return decode_image(self.read(clip, key, ext), gray=gray)
 
     def close(self) -> None:

@@ -131,9 +131,7 @@ class ImageStage(nn.Module):
     def generator_loss(self, batch: dict[str, torch.Tensor], step: int) -> StepOutput:
         raise NotImplementedError
 
-    def predict(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def predict(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(prediction, target, frozen-source baseline) [B,3,S,S] for validation."""
         raise NotImplementedError
 
@@ -153,7 +151,17 @@ class ImageStage(nn.Module):
         keep = {id(p) for ps in groups.values() for p in ps}
         for p in self.generator.parameters():
             p.requires_grad_(id(p) in keep)
+        self.train_mode()
         return {k: v for k, v in groups.items() if v}
+
+    def train_mode(self) -> None:
+        """Generator in train mode except its fully frozen submodules (eval: frozen batch-norm statistics
+        stay as loaded, dropout off)."""
+        self.generator.train()
+        for m in self.generator.modules():
+            params = list(m.parameters(recurse=True))
+            if m is not self.generator and params and not any(p.requires_grad for p in params):
+                m.eval()
 
     def d_lr(self, step: int) -> float:
         o = self.cfg.optim
@@ -176,12 +184,8 @@ class ImageStage(nn.Module):
         cano = self.kit.pncc(ident, torch.zeros_like(batch["src_exp"]))
         src = self.kit.pncc(ident, batch["src_exp"])
         tgt = self.kit.pncc(ident, batch["tgt_exp"])
-        kp_s = self.kit.keypoints(
-            ident, batch["src_exp"], batch["src_euler"], batch["src_trans"]
-        )
-        kp_d = self.kit.keypoints(
-            ident, batch["tgt_exp"], batch["tgt_euler"], batch["tgt_trans"]
-        )
+        kp_s = self.kit.keypoints(ident, batch["src_exp"], batch["src_euler"], batch["src_trans"])
+        kp_d = self.kit.keypoints(ident, batch["tgt_exp"], batch["tgt_euler"], batch["tgt_trans"])
         return Conditioning(*(t.to(dev) for t in (cano, src, tgt, kp_s, kp_d)))
 
     def dilation(self) -> int:
@@ -225,18 +229,10 @@ class ImageStage(nn.Module):
         step: int,
         logs: dict[str, float],
     ) -> torch.Tensor:
-        if (
-            self.discriminator is None
-            or step < self.cfg.schedule.start_adv
-            or self.cfg.losses.adversarial <= 0
-        ):
+        if self.discriminator is None or step < self.cfg.schedule.start_adv or self.cfg.losses.adversarial <= 0:
             return image.new_zeros(())
         self.discriminator.requires_grad_(False)
-        g = L.generator_adversarial(
-            self.discriminator(
-                image.float().clamp(-1, 1), raw.float().clamp(-1, 1), camera
-            )
-        )
+        g = L.generator_adversarial(self.discriminator(image.float().clamp(-1, 1), raw.float().clamp(-1, 1), camera))
         self.discriminator.requires_grad_(True)
         logs["g_adv"] = float(g.detach())
         return self.cfg.losses.adversarial * g
@@ -244,9 +240,7 @@ class ImageStage(nn.Module):
     def d_active(self, step: int) -> bool:
         return self.discriminator is not None and step >= self.cfg.schedule.d_start
 
-    def real_pairs(
-        self, batch: dict[str, torch.Tensor]
-    ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def real_pairs(self, batch: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
 
     def discriminator_loss(

@@ -30,11 +30,7 @@ class Stage2(ImageStage):
 
     def group_modules(self) -> dict[str, list[torch.nn.Parameter]]:
         g = self.generator
-        sr = [
-            p
-            for n, p in g.superresolution.named_parameters()
-            if not n.startswith("torso_model.")
-        ]
+        sr = [p for n, p in g.superresolution.named_parameters() if not n.startswith("torso_model.")]
         return {
             "i2p": list(g.cano_img2plane_backbone.parameters()),
             "motion_adapter": list(g.secc_img2plane_backbone.parameters()),
@@ -100,9 +96,7 @@ class Stage2(ImageStage):
         weight = L.head_weight(dil, w.inside_weight, w.outside_weight)
         total = self.reconstruction(out.image, target, weight, lip_box, logs, tag)
         raw_t = L.resize(target, self.raw_size)
-        raw_w = L.head_weight(
-            L.resize(dil, self.raw_size, "nearest"), w.inside_weight, w.outside_weight
-        )
+        raw_w = L.head_weight(L.resize(dil, self.raw_size, "nearest"), w.inside_weight, w.outside_weight)
         raw = out.image_raw.float()
         raw_l1 = L.masked_l1(raw, raw_t, raw_w)
         total = total + w.l1_raw * raw_l1
@@ -122,9 +116,7 @@ class Stage2(ImageStage):
             logs[f"{tag}opacity_entropy"] = float(ent.detach())
         return total
 
-    def _regularisers(
-        self, batch: dict[str, torch.Tensor], cond: Conditioning, logs: dict[str, float]
-    ) -> torch.Tensor:
+    def _regularisers(self, batch: dict[str, torch.Tensor], cond: Conditioning, logs: dict[str, float]) -> torch.Tensor:
         """PNCC-perturbation and blink terms on the motion adapter's planes, with adaptive weights."""
         w, g = self.cfg.losses, self.generator
         total = cond.tgt.new_zeros(())
@@ -135,34 +127,23 @@ class Stage2(ImageStage):
         lam_b = float(g.lambda_pertube_blink_secc)
         if w.pncc_target > 0:
             ident = batch["id"] + torch.randn_like(batch["id"]) * w.pncc_noise
-            noisy = self.kit.pncc(ident, exp + torch.randn_like(exp) * w.pncc_noise).to(
-                base_map.device
-            )
+            noisy = self.kit.pncc(ident, exp + torch.randn_like(exp) * w.pncc_noise).to(base_map.device)
             a = g.motion_planes(cond.cano, cond.src, base_map)
             b = g.motion_planes(cond.cano, cond.src, noisy)
             lp = (a.float() - b.float()).abs().mean()
             total = total + w.reg_every * lam_p * lp
             logs["reg_pncc"], logs["lambda_pncc"] = float(lp.detach()), lam_p
-            new = L.adapt_lambda(
-                lam_p, self.all_mean(float(lp.detach())), w.pncc_target, w.pncc_max
-            )
+            new = L.adapt_lambda(lam_p, self.all_mean(float(lp.detach())), w.pncc_target, w.pncc_max)
             g.lambda_pertube_secc.data.fill_(new)
         if w.blink_target > 0:
             p1, p3 = random.uniform(0.0, 0.5), random.uniform(0.5, 1.0)
             p2 = (p1 + p3) / 2
-            maps = [
-                torch.stack([close_eyes(m.cpu(), p) for m in base_map]).to(
-                    base_map.device
-                )
-                for p in (p1, p2, p3)
-            ]
+            maps = [torch.stack([close_eyes(m.cpu(), p) for m in base_map]).to(base_map.device) for p in (p1, p2, p3)]
             m1, m2, m3 = (g.motion_planes(cond.cano, cond.src, m).float() for m in maps)
             lb = (m2 - 0.5 * (m1 + m3)).abs().mean()
             total = total + w.reg_every * lam_b * lb
             logs["reg_blink"], logs["lambda_blink"] = float(lb.detach()), lam_b
-            new = L.adapt_lambda(
-                lam_b, self.all_mean(float(lb.detach())), w.blink_target, w.blink_max
-            )
+            new = L.adapt_lambda(lam_b, self.all_mean(float(lb.detach())), w.blink_target, w.blink_max)
             g.lambda_pertube_blink_secc.data.fill_(new)
         return total
 
@@ -193,11 +174,7 @@ class Stage2(ImageStage):
                 )
                 total = total + w.density * w.density_every * dens
                 logs["density"] = float(dens.detach())
-            if (
-                w.reg_every > 0
-                and step % w.reg_every == 0
-                and (w.pncc_target > 0 or w.blink_target > 0)
-            ):
+            if w.reg_every > 0 and step % w.reg_every == 0 and (w.pncc_target > 0 or w.blink_target > 0):
                 total = total + self._regularisers(batch, cond, logs)
             if w.self_every > 0 and step % w.self_every == 0:
                 src_cam = batch["src_cam"].to(dev)
@@ -218,18 +195,14 @@ class Stage2(ImageStage):
             "pncc": cond.tgt,
             "opacity": out.weights_img.detach().float(),
         }
-        return StepOutput(
-            total, logs, (out.image.detach(), out.image_raw.detach(), cam), images
-        )
+        return StepOutput(total, logs, (out.image.detach(), out.image_raw.detach(), cam), images)
 
     def real_pairs(self, batch: dict[str, torch.Tensor]):
         dev = self.device()
         pairs = []
         for p in ("tgt", "src"):
             head = batch[f"{p}_head"].to(dev)
-            pairs.append(
-                (head, L.resize(head, self.raw_size), batch[f"{p}_cam"].to(dev))
-            )
+            pairs.append((head, L.resize(head, self.raw_size), batch[f"{p}_cam"].to(dev)))
         return pairs
 
     @torch.no_grad()

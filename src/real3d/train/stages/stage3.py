@@ -28,9 +28,7 @@ class Stage3(ImageStage):
 
     def lr(self, group: str, step: int) -> float:
         o = self.cfg.optim
-        return max(
-            o.lr_floor, o.lr_g * o.decay ** (step // o.decay_every)
-        ) * warmup_factor(step, o.warmup)
+        return max(o.lr_floor, o.lr_g * o.decay ** (step // o.decay_every)) * warmup_factor(step, o.warmup)
 
     def _forward(
         self,
@@ -46,25 +44,15 @@ class Stage3(ImageStage):
             cano = g.cano_img2plane_backbone(batch["src_head"].to(dev))
             secc = g.motion_planes(cond.cano, cond.src, tgt_map)
             rendered = g.render(cano, secc, camera, mode)
-        seg = (
-            torch.nn.functional.one_hot(batch["src_seg"].to(dev), 6)
-            .permute(0, 3, 1, 2)
-            .float()
-        )
-        src = g.superresolution.encode_source(
-            batch["src_torso"].to(dev), batch["bg"].to(dev), seg
-        )
+        seg = torch.nn.functional.one_hot(batch["src_seg"].to(dev), 6).permute(0, 3, 1, 2).float()
+        src = g.superresolution.encode_source(batch["src_torso"].to(dev), batch["bg"].to(dev), seg)
         feat = rendered.feature_image
-        sr = g.superresolution(
-            feat[:, :3], feat, rendered.weights, cond.kp_s, kp_d, cache=src
-        )
+        sr = g.superresolution(feat[:, :3], feat, rendered.weights, cond.kp_s, kp_d, cache=src)
         return sr, rendered, SourceCache(cano, src)
 
     def _terms(self, sr, target, torso_mask, lip_box, logs, tag):
         w = self.cfg.losses
-        weight = L.head_weight(
-            L.dilate(torso_mask, self.dilation()), w.inside_weight, w.outside_weight
-        )
+        weight = L.head_weight(L.dilate(torso_mask, self.dilation()), w.inside_weight, w.outside_weight)
         total = self.reconstruction(sr.image, target, weight, lip_box, logs, tag)
         if w.occlusion_entropy > 0:
             ent = L.binary_entropy(sr.occlusion_2)
@@ -78,9 +66,7 @@ class Stage3(ImageStage):
         cam = batch["tgt_cam"].to(dev)
         logs: dict[str, float] = {}
         with self.autocast():
-            sr, rendered, _ = self._forward(
-                batch, cond, cond.tgt, cam, cond.kp_d, "stochastic"
-            )
+            sr, rendered, _ = self._forward(batch, cond, cond.tgt, cam, cond.kp_d, "stochastic")
             total = self._terms(
                 sr,
                 batch["tgt_com"].to(dev),
@@ -89,9 +75,7 @@ class Stage3(ImageStage):
                 logs,
                 "",
             )
-            total = total + self.adversarial(
-                sr.image, rendered.image_raw, cam, step, logs
-            )
+            total = total + self.adversarial(sr.image, rendered.image_raw, cam, step, logs)
             if w.self_every > 0 and step % w.self_every == 0:
                 sr_s, _, _ = self._forward(
                     batch,
@@ -117,9 +101,7 @@ class Stage3(ImageStage):
             "pncc": cond.tgt,
             "opacity": sr.person_alpha.detach().float(),
         }
-        return StepOutput(
-            total, logs, (sr.image.detach(), rendered.image_raw.detach(), cam), images
-        )
+        return StepOutput(total, logs, (sr.image.detach(), rendered.image_raw.detach(), cam), images)
 
     def real_pairs(self, batch: dict[str, torch.Tensor]):
         dev = self.device()
