@@ -123,7 +123,7 @@ def test_gradio_client(page_server, media, tools):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from gradio_client import Client, handle_file
 
-    client = Client(page_server.url + "/", verbose=False, download_files=tempfile.mkdtemp())
+    client = Client(page_server.url + "/", verbose=False, download_files=tempfile.mkdtemp(), analytics_enabled=False)
     progress, _preview, video = client.predict(  # gr.State outputs are not part of the API
         handle_file(str(media / "astronaut.png")), handle_file(str(media / "hello.wav")), None, None, None,
         "mesh", 0.45, "natural", False, "auto", 0, 0.2, 0, True, 0.4, api_name="/animate")
