@@ -94,11 +94,10 @@ class FrameReader:
         key = frame_key(i)
         rec_size = int(clip.meta["size"])
         seg = self.index.image(clip, key, "seg.png", gray=True)
-        gt = self.index.image(clip, key, "gt.jpg")
-        head = head_image(gt, seg)
+        gt = self._img(clip, key, "gt.jpg")
         if rec_size != self.size:
             seg = cv2.resize(seg, (self.size, self.size), interpolation=cv2.INTER_NEAREST)
-            head = cv2.resize(head, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        head = head_image(gt, seg)  # at the model size: exactly -1 outside the (resized) head classes
         coeff = torch.from_numpy(self.index.array(clip, key, "coeff")).float()
         lms = self.index.array(clip, key, "lms")
         out = {
