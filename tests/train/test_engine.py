@@ -268,3 +268,27 @@ def test_cli_dry_run_and_finetune_from_a_checkpoint(records_dir, bfm_dir, tmp_pa
 
     back = load_official_model(tmp_path / "official")[0]
     assert all(torch.equal(back.state_dict()[k], v) for k, v in sd1.items())
+
+
+def test_bf16_step_runs_under_autocast(records_dir, bfm_dir, tmp_path, monkeypatch):
+    from real3d.models.real3d_portrait import Real3DPortrait
+    from real3d.train.engine import bf16_native
+
+    if not bf16_native(torch.device("cpu")):
+        pytest.skip("this CPU has no native bf16 (the engine would train in fp32)")
+    cfg = _cfg("stage2", records_dir, bfm_dir, tmp_path, "precision=bf16")
+    stage, _, _ = build_stage(cfg, torch.device("cpu"))
+    seen = []
+    forward = Real3DPortrait.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(Real3DPortrait, "forward", spy)
+    stage.groups()
+    out = stage.generator_loss(_batch(stage, cfg), 1)
+    out.loss.backward()
+    assert seen == [torch.bfloat16] and torch.isfinite(out.loss)
+    assert all(p.dtype == torch.float32 for p in stage.generator.parameters())  # weights stay fp32
+    assert stage.generator.secc_img2plane_backbone.to_plane_cnn[0].weight.grad is not None
