@@ -132,3 +132,33 @@ def test_missing_inputs_are_clear_errors(tmp_path, bfm_dir):
         prepare([tmp_path], tmp_path / "out", PrepareConfig(bfm=bfm_dir))
     with pytest.raises(InputError, match="neither a video"):
         prepare([tmp_path / "missing.mp4"], tmp_path / "out", PrepareConfig(bfm=bfm_dir))
+
+
+def test_hubert_and_f0_of_the_clip_audio(tmp_path, bfm_dir):
+    """With --hubert (a local snapshot; tiny random weights here) and --f0 the clip sample carries both tracks."""
+    from skimage import data
+
+    from real3d.config.hubert import HubertConfig
+    from real3d.io.audio import Audio
+    from real3d.io.writer import VideoWriter
+    from real3d.models.hubert import Hubert, save_hubert
+
+    from .conftest import _moving
+
+    t = np.arange(16000) / 16000
+    tone = (0.3 * np.sin(2 * np.pi * 150 * t) * (t < 0.5)).astype(np.float32)  # 0.5 s voiced, 0.5 s silence
+    clip = tmp_path / "voiced.mp4"
+    with VideoWriter(clip, audio=Audio(tone, 16000), quiet=True) as w:
+        for f in _moving(data.astronaut(), 25, 6.0, 4.0):
+            w.write(f)
+    save_hubert(Hubert(HubertConfig.tiny()).eval(), tmp_path / "hubert")
+    out = tmp_path / "rec"
+    s = prepare([clip], out, PrepareConfig(bfm=bfm_dir, size=32, min_frames=16, hubert=tmp_path / "hubert", f0=True))
+    assert s.counts() == {"done": 1}
+    samples = list(rec.iter_samples(out / "shards" / "voiced.tar"))
+    hub = rec.decode_npy(samples[0]["hubert.npy"])
+    f0 = rec.decode_npy(samples[0]["f0.npy"])
+    assert hub.shape[1] == HubertConfig.tiny().hidden_size and 48 <= hub.shape[0] <= 56  # 50 Hz, padded to x8
+    assert f0.shape == (hub.shape[0],)
+    assert 130 < np.median(f0[5:20]) < 170 and np.all(f0[35:45] == 0)  # the tone, then silence
+    assert json.loads(samples[0]["meta.json"])["audio"] == "hubert+f0"
