@@ -49,12 +49,15 @@ FAST = json.dumps({"max_seconds": 0.4, "fps": 10})
 
 
 def test_failing_row_resume_and_shards(media, tmp_path):
-    manifest = _write_csv(media / "manifest.csv", [
-        {"source": "astronaut.png", "audio": "hello.wav", "output": "a.mp4", "options": FAST, "seed": "1"},
-        {"source": "notes.txt", "audio": "hello.wav", "output": "bad.mp4", "options": FAST},
-        {"source": "astronaut.png", "audio": "hello.wav", "output": "b", "options": FAST, "seed": "2"},
-        {"source": "astronaut.png", "audio": "missing.wav", "output": "c.mp4", "options": FAST},
-    ])
+    manifest = _write_csv(
+        media / "manifest.csv",
+        [
+            {"source": "astronaut.png", "audio": "hello.wav", "output": "a.mp4", "options": FAST, "seed": "1"},
+            {"source": "notes.txt", "audio": "hello.wav", "output": "bad.mp4", "options": FAST},
+            {"source": "astronaut.png", "audio": "hello.wav", "output": "b", "options": FAST, "seed": "2"},
+            {"source": "astronaut.png", "audio": "missing.wav", "output": "c.mp4", "options": FAST},
+        ],
+    )
     out = tmp_path / "out"
     # two shards on the same OUTDIR, as two machines of a job array would run them
     r0 = run_batch(BatchConfig(manifest=manifest, outdir=out, shard=(0, 2), quiet=True))
@@ -89,12 +92,27 @@ def test_failing_row_resume_and_shards(media, tmp_path):
 
 def test_workers_run_rows_in_processes(media, tmp_path):
     manifest = media / "two.json"
-    manifest.write_text(json.dumps([
-        {"source": "astronaut.png", "audio": "hello.wav", "output": "x.mp4", "options": {"max_seconds": 0.3, "fps": 10}},
-        {"source": str(media / "notes.txt"), "audio": "hello.wav", "options": {"max_seconds": 0.3}},
-        {"source": "astronaut.png", "audio": "hello.wav", "output": "y.mp4", "still": True, "max_seconds": 0.3,
-         "fps": 10},
-    ]))
+    manifest.write_text(
+        json.dumps(
+            [
+                {
+                    "source": "astronaut.png",
+                    "audio": "hello.wav",
+                    "output": "x.mp4",
+                    "options": {"max_seconds": 0.3, "fps": 10},
+                },
+                {"source": str(media / "notes.txt"), "audio": "hello.wav", "options": {"max_seconds": 0.3}},
+                {
+                    "source": "astronaut.png",
+                    "audio": "hello.wav",
+                    "output": "y.mp4",
+                    "still": True,
+                    "max_seconds": 0.3,
+                    "fps": 10,
+                },
+            ]
+        )
+    )
     res = run_batch(BatchConfig(manifest=manifest, outdir=tmp_path, workers=2, quiet=True))
     assert [r.status for r in res] == ["done", "failed", "done"]
     assert res[1].output == "00001_notes.mp4" and "image" in res[1].error
@@ -115,15 +133,18 @@ def test_shards_cover_every_row_once(tmp_path):
             parse_shard(bad)
 
 
-@pytest.mark.parametrize("text,message", [
-    ("source,audio,colour\np.jpg,s.wav,red\n", "unknown column"),
-    ("source,audio,options\np.jpg,s.wav,\"{\"\"bogus\"\": 1}\"\n", "unknown option 'bogus'"),
-    ("source,audio,seed\np.jpg,s.wav,abc\n", "'seed' must be a whole number"),
-    ("source,audio,output\np.jpg,s.wav,../escape.mp4\n", "plain file name"),
-    ("source,audio,output\np.jpg,s.wav,same.mp4\nq.jpg,s.wav,same.mp4\n", "both write same.mp4"),
-    ("audio\ns.wav\n", "no source photo"),
-    ("source,audio,options\np.jpg,s.wav,\"{\"\"output\"\": \"\"/etc/x\"\"}\"\n", "unknown option 'output'"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("source,audio,colour\np.jpg,s.wav,red\n", "unknown column"),
+        ('source,audio,options\np.jpg,s.wav,"{""bogus"": 1}"\n', "unknown option 'bogus'"),
+        ("source,audio,seed\np.jpg,s.wav,abc\n", "'seed' must be a whole number"),
+        ("source,audio,output\np.jpg,s.wav,../escape.mp4\n", "plain file name"),
+        ("source,audio,output\np.jpg,s.wav,same.mp4\nq.jpg,s.wav,same.mp4\n", "both write same.mp4"),
+        ("audio\ns.wav\n", "no source photo"),
+        ('source,audio,options\np.jpg,s.wav,"{""output"": ""/etc/x""}"\n', "unknown option 'output'"),
+    ],
+)
 def test_manifest_errors(tmp_path, text, message):
     manifest = tmp_path / "m.csv"
     manifest.write_text(text)

@@ -148,9 +148,11 @@ def read_manifest(path: Path) -> list[BatchRow]:
     for i, r in enumerate(raw):
         unknown = sorted(k for k in r if k is not None and k not in known)
         if None in r or unknown:
-            raise InputError(f"row {i} of {path}: unknown column(s) {', '.join(map(repr, unknown)) or '(extra cells)'}; "
-                             f"columns are {', '.join((*FILE_COLUMNS, 'output', 'options'))} and the option names "
-                             f"{', '.join(sorted(OPTION_TYPES))}")
+            raise InputError(
+                f"row {i} of {path}: unknown column(s) {', '.join(map(repr, unknown)) or '(extra cells)'}; "
+                f"columns are {', '.join((*FILE_COLUMNS, 'output', 'options'))} and the option names "
+                f"{', '.join(sorted(OPTION_TYPES))}"
+            )
         files = {}
         for col in FILE_COLUMNS:
             v = r.get(col)
@@ -203,9 +205,13 @@ def _file_digest(path: Path) -> str:
 def fingerprint(row: BatchRow, settings: dict[str, Any]) -> str:
     """sha256 over the inputs' contents, the options, the output name and the server-side settings."""
     h = hashlib.sha256()
-    doc = {"v": FINGERPRINT_VERSION, "options": row.options, "output": row.output,
-           "files": {role: _file_digest(p) for role, p in sorted(row.files.items())},
-           "settings": {k: str(v) for k, v in sorted(settings.items())}}
+    doc = {
+        "v": FINGERPRINT_VERSION,
+        "options": row.options,
+        "output": row.output,
+        "files": {role: _file_digest(p) for role, p in sorted(row.files.items())},
+        "settings": {k: str(v) for k, v in sorted(settings.items())},
+    }
     h.update(json.dumps(doc, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -241,14 +247,14 @@ def run_row(row: BatchRow, outdir: Path, settings: dict[str, Any], digest: str) 
         return RowResult(row.index, row.output, "failed", time.perf_counter() - t0, error=str(e))
     except Exception as e:  # a bug on one row must not stop the others
         log.exception("row %d", row.index)
-        return RowResult(row.index, row.output, "failed", time.perf_counter() - t0,
-                         error=f"internal error ({type(e).__name__}: {e})")
+        return RowResult(
+            row.index, row.output, "failed", time.perf_counter() - t0, error=f"internal error ({type(e).__name__}: {e})"
+        )
     secs = time.perf_counter() - t0
     state = _state_path(outdir, row)
     state.parent.mkdir(parents=True, exist_ok=True)
     tmp = state.with_name(state.name + ".tmp")
-    tmp.write_text(json.dumps({"fingerprint": digest, "seconds": secs, "frames": res.frames,
-                               "finished": time.time()}))
+    tmp.write_text(json.dumps({"fingerprint": digest, "seconds": secs, "frames": res.frames, "finished": time.time()}))
     tmp.replace(state)
     return RowResult(row.index, row.output, "done", secs, frames=res.frames)
 
@@ -274,8 +280,12 @@ def run_batch(config: BatchConfig) -> list[RowResult]:
         try:
             digest = fingerprint(row, config.settings)
         except OSError as e:  # a missing input: the row fails, the rest go on
-            results[row.index] = RowResult(row.index, row.output, "failed",
-                                           error=f"cannot read an input of this row ({e.strerror or e}: {e.filename})")
+            results[row.index] = RowResult(
+                row.index,
+                row.output,
+                "failed",
+                error=f"cannot read an input of this row ({e.strerror or e}: {e.filename})",
+            )
             continue
         if not config.force and is_up_to_date(outdir, row, digest):
             results[row.index] = RowResult(row.index, row.output, "skipped")
@@ -307,8 +317,9 @@ def _run_pool(todo: list[tuple[BatchRow, str]], outdir: Path, config: BatchConfi
     ctx = multiprocessing.get_context("spawn")
     while pending:
         with ProcessPoolExecutor(max_workers=config.workers, mp_context=ctx, initializer=_worker_init) as pool:
-            futures = {pool.submit(run_row, row, outdir, config.settings, digest): (row, digest)
-                       for row, digest in pending}
+            futures = {
+                pool.submit(run_row, row, outdir, config.settings, digest): (row, digest) for row, digest in pending
+            }
             pending = []
             broken = False
             waiting = set(futures)
@@ -322,8 +333,14 @@ def _run_pool(todo: list[tuple[BatchRow, str]], outdir: Path, config: BatchConfi
                         broken = True
                         crashes[row.index] = crashes.get(row.index, 0) + 1
                         if crashes[row.index] >= 2:
-                            report(RowResult(row.index, row.output, "failed",
-                                             error="the worker process crashed while rendering this row (twice)"))
+                            report(
+                                RowResult(
+                                    row.index,
+                                    row.output,
+                                    "failed",
+                                    error="the worker process crashed while rendering this row (twice)",
+                                )
+                            )
                         else:
                             pending.append((row, digest))
             if broken:
@@ -356,7 +373,7 @@ def add_parser(subparsers) -> None:
         "batch",
         help="render every row of a CSV/JSON manifest (resumable, --workers, --shard I/N for clusters)",
         description=__doc__.split("\n\n")[0] + " Columns: source, audio or video, pose_video, background, output, "
-                    "options (JSON) and option names. See the README's batch section.",
+        "options (JSON) and option names. See the README's batch section.",
     )
     p.add_argument("manifest", help="CSV or JSON manifest, one row per video")
     p.add_argument("-o", "--outdir", required=True, help="folder for the videos and the summary")
@@ -376,13 +393,23 @@ def add_parser(subparsers) -> None:
 def _cmd_batch(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise InputError("--workers must be at least 1")
-    settings = {k: getattr(args, k) for k in ("checkpoints", "bfm", "hubert", "segmenter_model", "device")
-                if getattr(args, k)}
-    config = BatchConfig(manifest=Path(args.manifest), outdir=Path(args.outdir), workers=args.workers,
-                         shard=parse_shard(args.shard), force=args.force, settings=settings, quiet=args.quiet)
+    settings = {
+        k: getattr(args, k) for k in ("checkpoints", "bfm", "hubert", "segmenter_model", "device") if getattr(args, k)
+    }
+    config = BatchConfig(
+        manifest=Path(args.manifest),
+        outdir=Path(args.outdir),
+        workers=args.workers,
+        shard=parse_shard(args.shard),
+        force=args.force,
+        settings=settings,
+        quiet=args.quiet,
+    )
     results = run_batch(config)
     counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed")}
     stem = "batch-summary" if config.shard == (0, 1) else f"batch-summary.shard-{config.shard[0]}-of-{config.shard[1]}"
-    print(f"{len(results)} row(s): {counts['done']} done, {counts['skipped']} skipped (up to date), "
-          f"{counts['failed']} failed; summary: {config.outdir / (stem + '.csv')}")
+    print(
+        f"{len(results)} row(s): {counts['done']} done, {counts['skipped']} skipped (up to date), "
+        f"{counts['failed']} failed; summary: {config.outdir / (stem + '.csv')}"
+    )
     return 1 if counts["failed"] else 0

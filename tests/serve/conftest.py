@@ -74,8 +74,9 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def start_server(jobs: Path, *args: str, host: str = "127.0.0.1", token: str | None = None,
-                 wait: bool = True, timeout: float = 120.0) -> Server:
+def start_server(
+    jobs: Path, *args: str, host: str = "127.0.0.1", token: str | None = None, wait: bool = True, timeout: float = 120.0
+) -> Server:
     """Start `real3d serve` on a free port with `jobs` as its folder and wait for /v1/health."""
     import httpx
 
@@ -109,8 +110,10 @@ def submit(url: str, media: Path, options: dict | None = None, files: dict | Non
     import httpx
 
     if files is None:
-        files = {"source": ("astronaut.png", (media / "astronaut.png").read_bytes(), "image/png"),
-                 "audio": ("hello.wav", (media / "hello.wav").read_bytes(), "audio/wav")}
+        files = {
+            "source": ("astronaut.png", (media / "astronaut.png").read_bytes(), "image/png"),
+            "audio": ("hello.wav", (media / "hello.wav").read_bytes(), "audio/wav"),
+        }
     data = {"options": json.dumps(options)} if options is not None else {}
     return httpx.post(f"{url}/v1/jobs", files=files, data=data, headers=headers or {}, timeout=60)
 
@@ -150,5 +153,12 @@ def tools():
     """The helpers above for the test modules (pytest's importlib mode does not let them import conftest)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(free_port=free_port, server_env=server_env, start_server=start_server, submit=submit,
-                           wait_final=wait_final, video_frames=video_frames, Server=Server)
+    return SimpleNamespace(
+        free_port=free_port,
+        server_env=server_env,
+        start_server=start_server,
+        submit=submit,
+        wait_final=wait_final,
+        video_frames=video_frames,
+        Server=Server,
+    )

@@ -34,7 +34,10 @@ def test_job_end_to_end(tools, api, media):
     early = httpx.get(f"{api.url}/v1/jobs/{job['id']}/video")
     if early.status_code != 200:  # not done yet: never a partial file
         assert early.status_code == 409
-        assert early.json()["error"].startswith(f"job {job['id']} is ") and "served once it is done" in early.json()["error"]
+        assert (
+            early.json()["error"].startswith(f"job {job['id']} is ")
+            and "served once it is done" in early.json()["error"]
+        )
     st = tools.wait_final(api.url, [job["id"]])[job["id"]]
     assert st["state"] == "done", st
     assert st["progress"] == 1.0 and st["frames"] == 10 and st["has_video"] and st["attempts"] == 1
@@ -62,24 +65,27 @@ def _files(media, source=("astronaut.png", "image/png"), audio=("hello.wav", "au
     return files
 
 
-@pytest.mark.parametrize("case,status,message", [
-    ("missing source", 400, "no portrait photo: upload it as the file field 'source'"),
-    ("missing driver", 400, "nothing drives the portrait"),
-    ("audio and video", 400, "either 'audio' or 'video', not both"),
-    ("wrong type", 415, "the portrait photo (hello.wav) is not an image; use a JPEG, PNG or WebP photo"),
-    ("non-media", 415, "the speech audio (notes.txt) is not an audio or video file that can be read"),
-    ("empty", 415, "the portrait photo (astronaut.png) is an empty file"),
-    ("over the size limit", 413, "source (big.bin) is larger than this server's limit of 1 MB per file"),
-    ("too long", 422, "the speech audio (long.wav) is 0.1 min long; this server accepts at most 0.05 min"),
-    ("unknown option", 400, "unknown option 'colour'; valid options: backend,"),
-    ("path option", 400, "'audio' is a file, not an option"),
-    ("bad value", 400, "option 'blink' must be one of natural, periodic, none, not 'often'"),
-    ("out of range", 400, "option 'fps' = 500.0 is out of range; use a value between 1 and 120"),
-    ("bad json", 400, "options are not valid JSON"),
-    ("unknown field", 400, "unknown form field 'script'"),
-    ("not multipart", 415, "send the job as multipart/form-data"),
-    ("neural not configured", 400, "the neural backend is not available on this server"),
-])
+@pytest.mark.parametrize(
+    "case,status,message",
+    [
+        ("missing source", 400, "no portrait photo: upload it as the file field 'source'"),
+        ("missing driver", 400, "nothing drives the portrait"),
+        ("audio and video", 400, "either 'audio' or 'video', not both"),
+        ("wrong type", 415, "the portrait photo (hello.wav) is not an image; use a JPEG, PNG or WebP photo"),
+        ("non-media", 415, "the speech audio (notes.txt) is not an audio or video file that can be read"),
+        ("empty", 415, "the portrait photo (astronaut.png) is an empty file"),
+        ("over the size limit", 413, "source (big.bin) is larger than this server's limit of 1 MB per file"),
+        ("too long", 422, "the speech audio (long.wav) is 0.1 min long; this server accepts at most 0.05 min"),
+        ("unknown option", 400, "unknown option 'colour'; valid options: backend,"),
+        ("path option", 400, "'audio' is a file, not an option"),
+        ("bad value", 400, "option 'blink' must be one of natural, periodic, none, not 'often'"),
+        ("out of range", 400, "option 'fps' = 500.0 is out of range; use a value between 1 and 120"),
+        ("bad json", 400, "options are not valid JSON"),
+        ("unknown field", 400, "unknown form field 'script'"),
+        ("not multipart", 415, "send the job as multipart/form-data"),
+        ("neural not configured", 400, "the neural backend is not available on this server"),
+    ],
+)
 def test_bad_requests_get_4xx(tools, api, media, case, status, message):
     data = {}
     files = _files(media)
@@ -126,8 +132,11 @@ def test_bad_requests_get_4xx(tools, api, media, case, status, message):
 
 
 def test_client_file_names_are_never_paths(tools, api, media, tmp_path):
-    files = _files(media, source=("../../etc/passwd", "image/png", (media / "astronaut.png").read_bytes()),
-                   audio=("../../../../tmp/evil.sh", "audio/wav", (media / "hello.wav").read_bytes()))
+    files = _files(
+        media,
+        source=("../../etc/passwd", "image/png", (media / "astronaut.png").read_bytes()),
+        audio=("../../../../tmp/evil.sh", "audio/wav", (media / "hello.wav").read_bytes()),
+    )
     r = httpx.post(f"{api.url}/v1/jobs", files=files, data={"options": json.dumps({"max_seconds": 0.2})})
     assert r.status_code == 202, r.text
     jid = r.json()["id"]
@@ -147,11 +156,16 @@ def test_options_and_docs_are_served_locally(tools, api):
     assert opts["limits"]["max_upload_mb"] == 1
     spec = httpx.get(f"{api.url}/v1/openapi.json").json()
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/video"} <= set(spec["paths"])
-    assert "source" in spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"][
-        "properties"]
+    assert (
+        "source"
+        in spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    )
     docs = httpx.get(f"{api.url}/v1/docs").text
-    assert "/v1/jobs" in docs and "<script" not in docs and "http" not in docs.split("<body")[-1].replace(
-        "/v1/openapi.json", "")
+    assert (
+        "/v1/jobs" in docs
+        and "<script" not in docs
+        and "http" not in docs.split("<body")[-1].replace("/v1/openapi.json", "")
+    )
 
 
 def test_twenty_jobs_two_workers(tools, tmp_path, media):
@@ -205,6 +219,9 @@ def test_sigkill_mid_job_and_restart(tools, tmp_path, media):
                 assert r.status_code == 429 and "queue is full (3 jobs waiting)" in r.json()["error"]
                 refused += 1
         assert refused >= 2 and len(accepted) in (3, 4)
+        cancelled = accepted.pop()  # a queued job cancelled before the kill stays cancelled after the restart
+        r = httpx.delete(f"{server.url}/v1/jobs/{cancelled}")
+        assert r.status_code == 202 and r.json()["state"] == "cancelled"
         # wait for the first job to be rendering, then kill the server without warning
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -235,6 +252,8 @@ def test_sigkill_mid_job_and_restart(tools, tmp_path, media):
         for jid in accepted:
             assert tools.video_frames(httpx.get(f"{server.url}/v1/jobs/{jid}/video").content) == (10, True)
         assert not (jobs / "0123456789abcdef0123456789abcdef").exists()
+        st = httpx.get(f"{server.url}/v1/jobs/{cancelled}").json()
+        assert st["state"] == "cancelled" and st["attempts"] == 0 and not st["has_video"]
         assert not list(jobs.glob("*/.output.*"))  # the killed run's temp file was cleaned
     finally:
         server.stop()
@@ -242,8 +261,25 @@ def test_sigkill_mid_job_and_restart(tools, tmp_path, media):
 
 def test_token_required_beyond_loopback(tools, tmp_path):
     env = tools.server_env()
-    r = subprocess.run([sys.executable, "-m", "real3d.cli", "serve", "--host", "0.0.0.0", "--port", str(tools.free_port()),
-                        "--jobs", str(tmp_path / "j0"), "--no-page"], env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "real3d.cli",
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(tools.free_port()),
+            "--jobs",
+            str(tmp_path / "j0"),
+            "--no-page",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "give an access token with --token or $REAL3D_TOKEN" in r.stderr
     token = "s3cret-token-for-tests"
     server = tools.start_server(tmp_path / "jobs", "--no-page", "--token", token, host="0.0.0.0", token=token)

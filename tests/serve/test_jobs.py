@@ -35,7 +35,9 @@ def test_recovery_after_a_restart(tmp_path):
     _job(tmp_path, ids[0], "queued")
     _job(tmp_path, ids[1], "running", attempts=1, temp=True)  # cut once: re-run
     _job(tmp_path, ids[2], "running", attempts=2, temp=True)  # cut on its last attempt: failed with the reason
-    _job(tmp_path, ids[3], "running", attempts=1, result={"state": "done", "frames": 7}, output=True)  # ended just before
+    _job(
+        tmp_path, ids[3], "running", attempts=1, result={"state": "done", "frames": 7}, output=True
+    )  # ended just before
     _job(tmp_path, ids[4], "done", attempts=1, output=True)
     (tmp_path / ids[5] / "inputs").mkdir(parents=True)  # an upload that never became a job
     store = JobStore(JobStoreConfig(root=tmp_path, max_attempts=2))
@@ -100,20 +102,34 @@ def test_place_upload_sniffs_content(media, tmp_path):
 def test_options_map_to_animate_options(tmp_path):
     opts = parse_options('{"still": true, "seed": 7, "mouth_amp": 0.6, "blink": "none", "max_seconds": null}')
     assert opts == {"still": True, "seed": 7, "mouth_amp": 0.6, "blink": "none", "max_seconds": None}
-    a = build_animate_options(opts, {"source": tmp_path / "s.png", "audio": tmp_path / "a.wav"}, tmp_path / "o.mp4",
-                              {"checkpoints": "/srv/ckpt"})
+    a = build_animate_options(
+        opts,
+        {"source": tmp_path / "s.png", "audio": tmp_path / "a.wav"},
+        tmp_path / "o.mp4",
+        {"checkpoints": "/srv/ckpt"},
+    )
     assert (a.still, a.seed, a.mouth_amp, a.blink, a.quiet) == (True, 7, 0.6, "none", True)
     assert a.source == tmp_path / "s.png" and a.output == tmp_path / "o.mp4" and a.checkpoints == "/srv/ckpt"
-    assert parse_options({"seed": "3", "still": "yes", "fps": "12.5"}, from_text=True) == {"seed": 3, "still": True,
-                                                                                            "fps": 12.5}
-    for bad, message in [({"seed": True}, "'seed' must be a whole number"), ({"seed": 1.5}, "whole number"),
-                         ({"still": "yes"}, "true or false"), ({"crf": 99}, "between 0 and 51"),
-                         ({"output": "/tmp/x"}, "unknown option 'output'"), ({"device": "cuda"}, "unknown option"),
-                         ({"source": "x.png"}, "is a file, not an option"), ([1], "must be a JSON object")]:
+    assert parse_options({"seed": "3", "still": "yes", "fps": "12.5"}, from_text=True) == {
+        "seed": 3,
+        "still": True,
+        "fps": 12.5,
+    }
+    for bad, message in [
+        ({"seed": True}, "'seed' must be a whole number"),
+        ({"seed": 1.5}, "whole number"),
+        ({"still": "yes"}, "true or false"),
+        ({"crf": 99}, "between 0 and 51"),
+        ({"output": "/tmp/x"}, "unknown option 'output'"),
+        ({"device": "cuda"}, "unknown option"),
+        ({"source": "x.png"}, "is a file, not an option"),
+        ([1], "must be a JSON object"),
+    ]:
         with pytest.raises(InputError, match=message):
             parse_options(bad)
     assert {"still", "seed", "mouth_amp", "blink", "framing", "face_index", "visible_watermark", "backend"} <= set(
-        OPTION_TYPES)
+        OPTION_TYPES
+    )
     assert not {"output", "checkpoints", "bfm", "hubert", "device", "invisible_watermark", "quiet"} & set(OPTION_TYPES)
 
 
@@ -128,3 +144,32 @@ def test_token_rules(monkeypatch):
         resolve_token(ServeConfig(host="0.0.0.0", token="abc"))
     monkeypatch.setenv("REAL3D_TOKEN", "from-the-environment")
     assert resolve_token(ServeConfig(host="0.0.0.0")) == "from-the-environment"
+
+
+def test_a_crashed_worker_fails_only_its_job(media, tmp_path):
+    import os
+    import signal
+
+    store = JobStore(JobStoreConfig(root=tmp_path / "jobs", workers=1))
+    store.start()
+    try:
+
+        def submit(audio: str, options: dict) -> str:
+            job_id, inputs = store.new_upload()
+            shutil.copyfile(media / "astronaut.png", inputs / "source.upload")
+            shutil.copyfile(media / audio, inputs / "audio.upload")
+            names = {r: place_upload(inputs / f"{r}.upload", r).path.name for r in ("source", "audio")}
+            return store.submit(job_id, options, names).id
+
+        doomed = submit("long.wav", {"fps": 10})
+        deadline = time.monotonic() + 120
+        while store.status(doomed)["stage"] != "render" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(store.get(doomed).pid, signal.SIGKILL)  # a native crash, as far as the server can tell
+        job = store.wait(doomed, timeout=60)
+        assert job.state == "failed" and job.error.startswith("the worker process ended unexpectedly (exit code -9)")
+        assert store.output_path(doomed) is None and not list((tmp_path / "jobs" / doomed).glob("*output*"))
+        after = store.wait(submit("hello.wav", {"max_seconds": 0.2, "fps": 10}), timeout=120)
+        assert after.state == "done" and after.frames == 2  # the slot lives on
+    finally:
+        store.stop()

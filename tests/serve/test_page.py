@@ -15,9 +15,17 @@ import httpx
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+]
 """No GPU, no sandbox (root in CI), and no lookups of any other host: Chromium would call Google on its own."""
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "images" / "web_app.png"
 
@@ -38,9 +46,13 @@ def browser_page(tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=str(CHROMIUM),
-                                                   args=CHROMIUM_ARGS, headless=True,
-                                                   viewport={"width": 1280, "height": 1000})
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1280, "height": 1000},
+        )
         ctx.set_default_timeout(60_000)
         try:
             yield ctx.new_page()
@@ -86,8 +98,10 @@ def test_browser_end_to_end(page_server, browser_page, media, tools, tmp_path):
     _upload(page, "source", media / "notes.txt")
     toast = page.locator("[data-testid='toast-text']").first
     toast.wait_for(state="visible")
-    page.wait_for_function("e => getComputedStyle(e.closest('[data-testid=\"toast-body\"]') || e).opacity === '1'",
-                           arg=toast.element_handle())
+    page.wait_for_function(
+        "e => getComputedStyle(e.closest('[data-testid=\"toast-body\"]') || e).opacity === '1'",
+        arg=toast.element_handle(),
+    )
     assert "the portrait photo (notes.txt) is not an image; use a JPEG, PNG or WebP photo" in toast.inner_text()
     page.screenshot(path=str(tmp_path / "error.png"))
 
@@ -125,8 +139,23 @@ def test_gradio_client(page_server, media, tools):
 
     client = Client(page_server.url + "/", verbose=False, download_files=tempfile.mkdtemp(), analytics_enabled=False)
     progress, _preview, video = client.predict(  # gr.State outputs are not part of the API
-        handle_file(str(media / "astronaut.png")), handle_file(str(media / "hello.wav")), None, None, None,
-        "mesh", 0.45, "natural", False, "auto", 0, 0.2, 0, True, 0.4, api_name="/animate")
+        handle_file(str(media / "astronaut.png")),
+        handle_file(str(media / "hello.wav")),
+        None,
+        None,
+        None,
+        "mesh",
+        0.45,
+        "natural",
+        False,
+        "auto",
+        0,
+        0.2,
+        0,
+        True,
+        0.4,
+        api_name="/animate",
+    )
     path = video["video"] if isinstance(video, dict) else video
     assert tools.video_frames(Path(path).read_bytes()) == (10, True)
     assert "data-state='done'" in progress

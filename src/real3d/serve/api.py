@@ -90,8 +90,12 @@ class FormReceiver:
 
     def callbacks(self) -> dict[str, Any]:
         return {
-            "on_part_begin": self._begin, "on_header_field": self._hfield, "on_header_value": self._hval,
-            "on_header_end": self._hend, "on_headers_finished": self._headers_done, "on_part_data": self._data,
+            "on_part_begin": self._begin,
+            "on_header_field": self._hfield,
+            "on_header_value": self._hval,
+            "on_header_end": self._hend,
+            "on_headers_finished": self._headers_done,
+            "on_part_data": self._data,
             "on_part_end": self._end,
         }
 
@@ -134,8 +138,11 @@ class FormReceiver:
         if self._fh is not None:
             if self._size > self.max_file_bytes:
                 label = self._part.name + (f" ({self._part.filename})" if self._part.filename else "")
-                raise Reject(413, f"{label} is larger than this server's limit of "
-                                  f"{self.max_file_bytes / 1e6:g} MB per file; send a smaller or shorter file")
+                raise Reject(
+                    413,
+                    f"{label} is larger than this server's limit of "
+                    f"{self.max_file_bytes / 1e6:g} MB per file; send a smaller or shorter file",
+                )
             self._fh.write(data[start:end])
         else:
             if self._size > MAX_OPTIONS_BYTES:
@@ -163,13 +170,19 @@ async def receive_job(request, store: JobStore, limits: ApiLimits, check_backend
     """Stream a multipart job request into a new upload folder, check it, and queue it. Raises Reject."""
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
-        raise Reject(415, "send the job as multipart/form-data: files source and audio (or video), "
-                          "and an optional field options with a JSON object")
+        raise Reject(
+            415,
+            "send the job as multipart/form-data: files source and audio (or video), "
+            "and an optional field options with a JSON object",
+        )
     max_total = len(FILE_ROLES) * limits.max_upload_bytes + MAX_OPTIONS_BYTES + 1_000_000
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > max_total:
-        raise Reject(413, f"the request is {int(length) / 1e6:.0f} MB; this server accepts at most "
-                          f"{limits.max_upload_mb:g} MB per file")
+        raise Reject(
+            413,
+            f"the request is {int(length) / 1e6:.0f} MB; this server accepts at most "
+            f"{limits.max_upload_mb:g} MB per file",
+        )
     try:
         store.check_capacity()
     except QueueFull as e:
@@ -188,7 +201,9 @@ async def receive_job(request, store: JobStore, limits: ApiLimits, check_backend
                 except Reject as e:
                     failure = e
                 except Exception as e:  # python-multipart's parse errors
-                    failure = Reject(400, f"the multipart body cannot be parsed ({e}); send a valid multipart/form-data request")
+                    failure = Reject(
+                        400, f"the multipart body cannot be parsed ({e}); send a valid multipart/form-data request"
+                    )
             elif received > max_total:
                 break  # stop reading a body this large; the connection is closed with the answer
         if failure is not None:
@@ -237,12 +252,26 @@ JOB_REQUEST_BODY = {
                 "required": ["source"],
                 "properties": {
                     "source": {"type": "string", "format": "binary", "description": "portrait photo (JPEG/PNG/WebP)"},
-                    "audio": {"type": "string", "format": "binary", "description": "speech (wav/mp3/m4a/flac/ogg or a video)"},
-                    "video": {"type": "string", "format": "binary", "description": "driving video (expression + head pose)"},
-                    "pose_video": {"type": "string", "format": "binary", "description": "optional: head pose from this video"},
+                    "audio": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "speech (wav/mp3/m4a/flac/ogg or a video)",
+                    },
+                    "video": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "driving video (expression + head pose)",
+                    },
+                    "pose_video": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "optional: head pose from this video",
+                    },
                     "background": {"type": "string", "format": "binary", "description": "optional: background image"},
-                    "options": {"type": "string", "description": 'JSON object of options, e.g. {"seed": 1, "still": true}; '
-                                "see GET /v1/options"},
+                    "options": {
+                        "type": "string",
+                        "description": 'JSON object of options, e.g. {"seed": 1, "still": true}; see GET /v1/options',
+                    },
                 },
             }
         }
@@ -260,8 +289,13 @@ def make_router(store: JobStore, limits: ApiLimits, backends):
         if reason:
             raise InputError(f"the {backend} backend is not available on this server: {reason}")
 
-    @router.post("/jobs", status_code=202, summary="Submit a job", openapi_extra={"requestBody": JOB_REQUEST_BODY},
-                 responses={400: {}, 413: {}, 415: {}, 422: {}, 429: {}})
+    @router.post(
+        "/jobs",
+        status_code=202,
+        summary="Submit a job",
+        openapi_extra={"requestBody": JOB_REQUEST_BODY},
+        responses={400: {}, 413: {}, 415: {}, 422: {}, 429: {}},
+    )
     async def create_job(request: Request):
         """Upload a portrait and a driver (speech or video) with options; the job is queued and its id returned."""
         try:
@@ -283,8 +317,9 @@ def make_router(store: JobStore, limits: ApiLimits, backends):
         except JobNotFound as e:
             return _error(404, str(e))
 
-    @router.get("/jobs/{job_id}/video", summary="The finished video", responses={404: {}, 409: {}},
-                response_class=FileResponse)
+    @router.get(
+        "/jobs/{job_id}/video", summary="The finished video", responses={404: {}, 409: {}}, response_class=FileResponse
+    )
     def get_video(job_id: str):
         """The MP4, once the job is done (409 before; a failed job's error says why there is none)."""
         try:
@@ -297,8 +332,9 @@ def make_router(store: JobStore, limits: ApiLimits, backends):
             return _error(409, f"job {job_id} is {job.state}{why}; the video is served once it is done")
         return FileResponse(path, media_type="video/mp4", filename=f"real3d-{job_id}.mp4")
 
-    @router.get("/jobs/{job_id}/preview", summary="Latest rendered frame", responses={404: {}},
-                response_class=FileResponse)
+    @router.get(
+        "/jobs/{job_id}/preview", summary="Latest rendered frame", responses={404: {}}, response_class=FileResponse
+    )
     def get_preview(job_id: str):
         """The frame rendered last (JPEG), for a live preview."""
         try:
@@ -320,20 +356,27 @@ def make_router(store: JobStore, limits: ApiLimits, backends):
             job = store.cancel(job_id)
         except JobNotFound as e:
             return _error(404, str(e))
-        return JSONResponse({"id": job_id, "state": job.state, "cancel_requested": job.state == "running"},
-                            status_code=202)
+        return JSONResponse(
+            {"id": job_id, "state": job.state, "cancel_requested": job.state == "running"}, status_code=202
+        )
 
     @router.get("/options", summary="Options and backends")
     def get_options():
         """Every option with its default, accepted values and range; which backends this server can run."""
         defaults = option_defaults()
         return {
-            "options": {name: {"default": defaults.get(name), "type": describe_type(tp), "range": RANGES.get(name)}
-                        for name, tp in sorted(OPTION_TYPES.items())},
+            "options": {
+                name: {"default": defaults.get(name), "type": describe_type(tp), "range": RANGES.get(name)}
+                for name, tp in sorted(OPTION_TYPES.items())
+            },
             "files": list(FILE_ROLES),
             "backends": {name: {"available": not reason, "reason": reason} for name, reason in backends().items()},
-            "limits": {"max_upload_mb": limits.max_upload_mb, "max_media_minutes": limits.max_media_minutes,
-                       "max_queued": store.config.max_queued, "workers": store.config.workers},
+            "limits": {
+                "max_upload_mb": limits.max_upload_mb,
+                "max_media_minutes": limits.max_media_minutes,
+                "max_queued": store.config.max_queued,
+                "workers": store.config.workers,
+            },
         }
 
     @router.get("/health", summary="Health")
@@ -350,15 +393,19 @@ def make_router(store: JobStore, limits: ApiLimits, backends):
 def render_docs(spec: dict[str, Any]) -> str:
     """A self-contained HTML page of the OpenAPI spec (FastAPI's Swagger page loads scripts from a CDN)."""
     e = html.escape
-    out = [f"<!doctype html><meta charset=utf-8><title>{e(spec.get('info', {}).get('title', 'API'))}</title>",
-           "<style>body{font:15px/1.45 system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
-           "code,pre{background:#f4f4f4;padding:.1em .3em}h3{margin-top:1.6em}.m{font-weight:bold;color:#064}</style>",
-           f"<h1>{e(spec.get('info', {}).get('title', 'API'))}</h1>",
-           f"<p>{e(spec.get('info', {}).get('description', ''))}</p>",
-           "<p>Machine-readable: <a href='/v1/openapi.json'>/v1/openapi.json</a></p>"]
+    out = [
+        f"<!doctype html><meta charset=utf-8><title>{e(spec.get('info', {}).get('title', 'API'))}</title>",
+        "<style>body{font:15px/1.45 system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
+        "code,pre{background:#f4f4f4;padding:.1em .3em}h3{margin-top:1.6em}.m{font-weight:bold;color:#064}</style>",
+        f"<h1>{e(spec.get('info', {}).get('title', 'API'))}</h1>",
+        f"<p>{e(spec.get('info', {}).get('description', ''))}</p>",
+        "<p>Machine-readable: <a href='/v1/openapi.json'>/v1/openapi.json</a></p>",
+    ]
     for path, methods in spec.get("paths", {}).items():
         for method, op in methods.items():
-            out.append(f"<h3><span class=m>{e(method.upper())}</span> <code>{e(path)}</code> — {e(op.get('summary', ''))}</h3>")
+            out.append(
+                f"<h3><span class=m>{e(method.upper())}</span> <code>{e(path)}</code> — {e(op.get('summary', ''))}</h3>"
+            )
             if op.get("description"):
                 out.append(f"<p>{e(op['description'])}</p>")
             body = op.get("requestBody", {}).get("content", {})
@@ -367,7 +414,9 @@ def render_docs(spec: dict[str, Any]) -> str:
                 if props:
                     out.append(f"<p>Body ({e(ctype)}):</p><ul>")
                     for name, prop in props.items():
-                        out.append(f"<li><code>{e(name)}</code>: {e(prop.get('description', prop.get('type', '')))}</li>")
+                        out.append(
+                            f"<li><code>{e(name)}</code>: {e(prop.get('description', prop.get('type', '')))}</li>"
+                        )
                     out.append("</ul>")
             codes = ", ".join(sorted(op.get("responses", {})))
             out.append(f"<p>Responses: {e(codes)}</p>")

@@ -226,8 +226,14 @@ class JobStore:
                 raise InputError(f"input {name} is missing from the upload")
         with self._wake:
             self.check_capacity()
-            job = Job(id=job_id, state="queued", options=dict(options), inputs=dict(inputs), created=time.time(),
-                      origin=origin)
+            job = Job(
+                id=job_id,
+                state="queued",
+                options=dict(options),
+                inputs=dict(inputs),
+                created=time.time(),
+                origin=origin,
+            )
             self._save(job)
             self._jobs[job_id] = job
             self._queue.append(job_id)
@@ -333,8 +339,14 @@ class JobStore:
             cmd.append("--no-preload")
         slot_log = open(self.root / ".slots" / f"slot-{slot}.log", "ab")  # noqa: SIM115 (inherited by the child)
         try:
-            return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=slot_log,
-                                    start_new_session=True, env=_worker_env())
+            return subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=slot_log,
+                start_new_session=True,
+                env=_worker_env(),
+            )
         finally:
             slot_log.close()
 
@@ -406,10 +418,13 @@ class JobStore:
             job.state, job.finished, job.error = "cancelled", time.time(), "cancelled on request"
             with self._lock:
                 self._save(job)
-        elif result is None:
+        elif result is None:  # the worker died (a native crash, the OOM killer): drop what it left half-written
+            self._clean_attempt(d)
             tail = _tail(d / "worker.log")
-            self._fail(job, f"the worker process ended unexpectedly (exit code {proc.returncode})" +
-                       (f": {tail}" if tail else ""))
+            self._fail(
+                job,
+                f"the worker process ended unexpectedly (exit code {proc.returncode})" + (f": {tail}" if tail else ""),
+            )
         else:
             self._finish(job, result)
 

@@ -22,9 +22,24 @@ IMAGE_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", 
 """Pillow format -> the extension given to an accepted photo."""
 
 CONTAINERS = {
-    "mov": ".mp4", "mp4": ".mp4", "matroska": ".mkv", "webm": ".webm", "avi": ".avi", "gif": ".gif",
-    "mpeg": ".mpg", "mpegts": ".ts", "flv": ".flv", "asf": ".wmv", "wav": ".wav", "mp3": ".mp3", "ogg": ".ogg",
-    "flac": ".flac", "aac": ".aac", "aiff": ".aiff", "caf": ".caf", "w64": ".w64",
+    "mov": ".mp4",
+    "mp4": ".mp4",
+    "matroska": ".mkv",
+    "webm": ".webm",
+    "avi": ".avi",
+    "gif": ".gif",
+    "mpeg": ".mpg",
+    "mpegts": ".ts",
+    "flv": ".flv",
+    "asf": ".wmv",
+    "wav": ".wav",
+    "mp3": ".mp3",
+    "ogg": ".ogg",
+    "flac": ".flac",
+    "aac": ".aac",
+    "aiff": ".aiff",
+    "caf": ".caf",
+    "w64": ".w64",
 }
 """First name of FFmpeg's demuxer -> the extension given to an accepted audio/video file."""
 
@@ -108,8 +123,11 @@ def place_upload(path: Path, role: str, filename: str | None = None, max_seconds
         os.replace(path, dest)
         return MediaInfo(dest, "image", None)
     probe = _probe_av(path)
-    wants = "a recording with a sound track (wav, mp3, m4a, flac, ogg or a video)" if role == "audio" else \
-        "a video (mp4, mov, mkv, webm, avi)"
+    wants = (
+        "a recording with a sound track (wav, mp3, m4a, flac, ogg or a video)"
+        if role == "audio"
+        else "a video (mp4, mov, mkv, webm, avi)"
+    )
     if probe is None:
         raise NotMedia(f"{label} is not an audio or video file that can be read; upload {wants}")
     fmt, has_v, has_a, secs = probe

@@ -18,20 +18,33 @@ FILE_ROLES = ("source", "audio", "video", "pose_video", "background")
 """AnimateOptions fields that name input files: uploads (API/page) or manifest columns (batch), never options."""
 
 SERVER_FIELDS = frozenset(
-    {"output", "quiet", "checkpoints", "bfm", "hubert", "segmenter_model", "torso_ckpt", "a2m_ckpt", "neural",
-     "device", "invisible_watermark"}
+    {
+        "output",
+        "quiet",
+        "checkpoints",
+        "bfm",
+        "hubert",
+        "segmenter_model",
+        "torso_ckpt",
+        "a2m_ckpt",
+        "neural",
+        "device",
+        "invisible_watermark",
+    }
 )
 """AnimateOptions fields a client may not set: paths and settings of the server, and the provenance watermark."""
 
 ANIMATE_FIELDS = frozenset(f.name for f in dataclasses.fields(AnimateOptions))
 
 NEURAL_FIELDS: dict[str, Any] = {
-    name: tp for name, tp in {
+    name: tp
+    for name, tp in {
         "temperature": float,
         "sampling": Literal["deterministic", "stochastic"],
         "batch_size": int,
         "dtype": Literal["float32", "bfloat16", "float16"],
-    }.items() if name not in ANIMATE_FIELDS
+    }.items()
+    if name not in ANIMATE_FIELDS
 }
 """NeuralConfig fields a client may set that AnimateOptions does not carry itself (older AnimateOptions)."""
 
@@ -50,8 +63,11 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 
 def _option_types() -> dict[str, Any]:
     hints = typing.get_type_hints(AnimateOptions)
-    types = {f.name: hints[f.name] for f in dataclasses.fields(AnimateOptions)
-             if f.name not in SERVER_FIELDS and f.name not in FILE_ROLES}
+    types = {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(AnimateOptions)
+        if f.name not in SERVER_FIELDS and f.name not in FILE_ROLES
+    }
     types.update(NEURAL_FIELDS)
     return types
 
@@ -137,9 +153,9 @@ def parse_options(raw: dict[str, Any] | str | None, from_text: bool = False) -> 
         try:
             raw = json.loads(raw)
         except ValueError as e:
-            raise InputError(f"options are not valid JSON ({e}); send an object like {{\"seed\": 1}}") from None
+            raise InputError(f'options are not valid JSON ({e}); send an object like {{"seed": 1}}') from None
     if not isinstance(raw, dict):
-        raise InputError(f"options must be a JSON object like {{\"seed\": 1}}, not {type(raw).__name__}")
+        raise InputError(f'options must be a JSON object like {{"seed": 1}}, not {type(raw).__name__}')
     out: dict[str, Any] = {}
     for name, value in raw.items():
         if name in FILE_ROLES:
@@ -157,8 +173,9 @@ def parse_options(raw: dict[str, Any] | str | None, from_text: bool = False) -> 
     return out
 
 
-def build_animate_options(options: dict[str, Any], files: dict[str, Any], output: Any,
-                          server: dict[str, Any] | None = None) -> AnimateOptions:
+def build_animate_options(
+    options: dict[str, Any], files: dict[str, Any], output: Any, server: dict[str, Any] | None = None
+) -> AnimateOptions:
     """AnimateOptions from validated client `options`, input `files` (role -> path) and the server's settings
     (`checkpoints`, `bfm`, `hubert`, `segmenter_model`, `device`)."""
     server = {k: v for k, v in (server or {}).items() if v is not None}

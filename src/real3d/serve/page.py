@@ -39,8 +39,9 @@ _portrait_lock = threading.Lock()  # MediaPipe graphs are not thread-safe; previ
 
 def page_theme() -> gr.themes.Theme:
     """Gradio's default look with system fonts: the stock theme would load Google Fonts from the internet."""
-    return gr.themes.Default(font=["system-ui", "Segoe UI", "Roboto", "sans-serif"],
-                             font_mono=["ui-monospace", "Consolas", "monospace"])
+    return gr.themes.Default(
+        font=["system-ui", "Segoe UI", "Roboto", "sans-serif"], font_mono=["ui-monospace", "Consolas", "monospace"]
+    )
 
 
 def make_examples(folder: Path) -> list[list[str | None]]:
@@ -55,8 +56,9 @@ def make_examples(folder: Path) -> list[list[str | None]]:
     speech = folder / "hello.wav"
     espeak = shutil.which("espeak-ng")
     if not speech.is_file() and espeak is not None:
-        subprocess.run([espeak, "-v", "en-us", "-s", "150", "-w", str(speech), EXAMPLE_TEXT], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [espeak, "-v", "en-us", "-s", "150", "-w", str(speech), EXAMPLE_TEXT], check=True, capture_output=True
+        )
     return [[str(photo), str(speech) if speech.is_file() else None]]
 
 
@@ -100,8 +102,11 @@ def framed_preview(source: Any, face_index: float | None, framing: str):
     chosen = int(face_index or 0)
     if len(faces) <= 1:
         return portrait.image, gr.Image(value=None, visible=False), "One face found."
-    return portrait.image, gr.Image(value=_numbered_faces(photo, faces, chosen), visible=True), (
-        f"{len(faces)} faces found; animating face **{chosen}** (0 = largest). Change it with *Face* in Options.")
+    return (
+        portrait.image,
+        gr.Image(value=_numbered_faces(photo, faces, chosen), visible=True),
+        (f"{len(faces)} faces found; animating face **{chosen}** (0 = largest). Change it with *Face* in Options."),
+    )
 
 
 def _numbered_faces(photo: np.ndarray, faces, chosen: int) -> np.ndarray:
@@ -121,12 +126,18 @@ def _progress_html(stage: str | None, state: str, done: int, total: int, fractio
     if state == "queued":
         text = "Waiting in the queue" + (f" (position {queue_pos + 1})" if queue_pos is not None else "")
     elif state == "running":
-        text = {"source": "Analysing the portrait", "driver": "Reading the driver",
-                "render": f"Rendering frame {done} / {total}", "done": "Writing the video"}.get(stage or "", "Starting")
+        text = {
+            "source": "Analysing the portrait",
+            "driver": "Reading the driver",
+            "render": f"Rendering frame {done} / {total}",
+            "done": "Writing the video",
+        }.get(stage or "", "Starting")
     else:
         text = {"done": "Done", "failed": "Failed", "cancelled": "Stopped"}.get(state, state)
-    return (f"<div id='progress-text' data-state='{state}' data-stage='{stage or ''}'>{text} — {fraction * 100:.0f} %"
-            f"</div><progress value='{fraction:.3f}' max='1'></progress>")
+    return (
+        f"<div id='progress-text' data-state='{state}' data-stage='{stage or ''}'>{text} — {fraction * 100:.0f} %"
+        f"</div><progress value='{fraction:.3f}' max='1'></progress>"
+    )
 
 
 def build_page(store: JobStore, limits: ApiLimits, backends: dict[str, str | None], jobs_root: Path):
@@ -136,14 +147,42 @@ def build_page(store: JobStore, limits: ApiLimits, backends: dict[str, str | Non
     neural_reason = backends.get("neural")
     out_dir = Path(tempfile.mkdtemp(prefix="real3d-page-out-"))
 
-    def submit(source, audio, video, pose_video, background, backend, mouth_amp, blink, still, framing, face_index,
-               temperature, seed, visible_watermark, max_seconds):
-        files = {"source": _path(source), "audio": _path(audio), "video": _path(video),
-                 "pose_video": _path(pose_video), "background": _path(background)}
+    def submit(
+        source,
+        audio,
+        video,
+        pose_video,
+        background,
+        backend,
+        mouth_amp,
+        blink,
+        still,
+        framing,
+        face_index,
+        temperature,
+        seed,
+        visible_watermark,
+        max_seconds,
+    ):
+        files = {
+            "source": _path(source),
+            "audio": _path(audio),
+            "video": _path(video),
+            "pose_video": _path(pose_video),
+            "background": _path(background),
+        }
         files = {k: v for k, v in files.items() if v is not None}
-        raw = {"backend": backend or "mesh", "mouth_amp": mouth_amp, "blink": blink, "still": bool(still),
-               "framing": framing, "face_index": int(face_index or 0), "seed": int(seed or 0),
-               "visible_watermark": bool(visible_watermark), "max_seconds": float(max_seconds) if max_seconds else None}
+        raw = {
+            "backend": backend or "mesh",
+            "mouth_amp": mouth_amp,
+            "blink": blink,
+            "still": bool(still),
+            "framing": framing,
+            "face_index": int(face_index or 0),
+            "seed": int(seed or 0),
+            "visible_watermark": bool(visible_watermark),
+            "max_seconds": float(max_seconds) if max_seconds else None,
+        }
         if raw["backend"] == "neural":
             raw["temperature"] = temperature
         try:
@@ -161,18 +200,49 @@ def build_page(store: JobStore, limits: ApiLimits, backends: dict[str, str | Non
                 if path.stat().st_size > limits.max_upload_bytes:
                     raise InputError(f"{path.name} is larger than this server's limit of {limits.max_upload_mb:g} MB")
                 shutil.copyfile(path, inputs / f"{role}.upload")
-                names[role] = place_upload(inputs / f"{role}.upload", role, path.name,
-                                           limits.max_media_minutes * 60).path.name
+                names[role] = place_upload(
+                    inputs / f"{role}.upload", role, path.name, limits.max_media_minutes * 60
+                ).path.name
             return store.submit(job_id, options, names, origin="page").id
         except Real3DError as e:
             store.discard(job_id)
             raise gr.Error(str(e)) from None
 
-    def animate(source, audio, video, pose_video, background, backend, mouth_amp, blink, still, framing, face_index,
-                temperature, seed, visible_watermark, max_seconds):
+    def animate(
+        source,
+        audio,
+        video,
+        pose_video,
+        background,
+        backend,
+        mouth_amp,
+        blink,
+        still,
+        framing,
+        face_index,
+        temperature,
+        seed,
+        visible_watermark,
+        max_seconds,
+    ):
         """Submit the inputs as a job and stream its progress, preview frame and finally the video."""
-        job_id = submit(source, audio, video, pose_video, background, backend, mouth_amp, blink, still, framing,
-                        face_index, temperature, seed, visible_watermark, max_seconds)
+        job_id = submit(
+            source,
+            audio,
+            video,
+            pose_video,
+            background,
+            backend,
+            mouth_amp,
+            blink,
+            still,
+            framing,
+            face_index,
+            temperature,
+            seed,
+            visible_watermark,
+            max_seconds,
+        )
         yield job_id, _progress_html(None, "queued", 0, 0, 0.0, None), None, None
         shown_previews = -1
         try:
@@ -182,8 +252,9 @@ def build_page(store: JobStore, limits: ApiLimits, backends: dict[str, str | Non
                 if st["has_preview"] and st.get("previews", 0) != shown_previews:
                     shown_previews = st.get("previews", 0)
                     preview = _read_preview(store, job_id)
-                html = _progress_html(st["stage"], st["state"], st["stage_done"], st["stage_total"], st["progress"],
-                                      st["queue_position"])
+                html = _progress_html(
+                    st["stage"], st["state"], st["stage_done"], st["stage_total"], st["progress"], st["queue_position"]
+                )
                 if st["state"] in FINAL_STATES:
                     break
                 yield job_id, html, preview, gr.skip()
@@ -209,43 +280,70 @@ def build_page(store: JobStore, limits: ApiLimits, backends: dict[str, str | Non
         return _progress_html(None, "cancelled", 0, 0, 0.0, None)
 
     with gr.Blocks(title="real3d: talking portrait", analytics_enabled=False) as page:
-        gr.Markdown("## real3d — one photo + speech or a driving video → a talking-portrait video\n"
-                    "Runs on this machine; nothing is uploaded elsewhere. The same jobs are available through the "
-                    "REST API at [/v1/docs](/v1/docs).")
+        gr.Markdown(
+            "## real3d — one photo + speech or a driving video → a talking-portrait video\n"
+            "Runs on this machine; nothing is uploaded elsewhere. The same jobs are available through the "
+            "REST API at [/v1/docs](/v1/docs)."
+        )
         job_state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):
                 source = gr.File(label="Portrait photo", file_count="single", type="filepath", elem_id="source")
                 with gr.Row():
-                    framed = gr.Image(label="Framed source (512×512)", interactive=False, elem_id="framed",
-                                      height=256, show_label=True)
-                    faces_img = gr.Image(label="Faces found", interactive=False, visible=False, elem_id="faces",
-                                         height=256)
+                    framed = gr.Image(
+                        label="Framed source (512×512)",
+                        interactive=False,
+                        elem_id="framed",
+                        height=256,
+                        show_label=True,
+                    )
+                    faces_img = gr.Image(
+                        label="Faces found", interactive=False, visible=False, elem_id="faces", height=256
+                    )
                 faces_md = gr.Markdown(elem_id="faces-text")
                 with gr.Tab("Speech"):
-                    audio = gr.File(label="Speech audio (wav, mp3, m4a, flac, ogg; or a video's sound)",
-                                    type="filepath", elem_id="audio")
+                    audio = gr.File(
+                        label="Speech audio (wav, mp3, m4a, flac, ogg; or a video's sound)",
+                        type="filepath",
+                        elem_id="audio",
+                    )
                 with gr.Tab("Driving video"):
                     video = gr.File(label="Driving video: expression and head pose", type="filepath", elem_id="video")
                 with gr.Accordion("Pose video and background (optional)", open=False):
-                    pose_video = gr.File(label="Pose video: head pose from this video", type="filepath",
-                                         elem_id="pose_video")
+                    pose_video = gr.File(
+                        label="Pose video: head pose from this video", type="filepath", elem_id="pose_video"
+                    )
                     background = gr.File(label="Background image", type="filepath", elem_id="background")
                 with gr.Accordion("Options", open=False):
-                    backend = gr.Radio(["mesh", "neural"] if not neural_reason else ["mesh"], value="mesh",
-                                       label="Backend", elem_id="backend")
+                    backend = gr.Radio(
+                        ["mesh", "neural"] if not neural_reason else ["mesh"],
+                        value="mesh",
+                        label="Backend",
+                        elem_id="backend",
+                    )
                     if neural_reason:
-                        gr.Markdown(f"*Neural backend unavailable on this server:* {neural_reason}",
-                                    elem_id="neural-missing")
-                    mouth_amp = gr.Slider(0.0, 2.0, value=0.45, step=0.05, label="Mouth amplitude (speech)", elem_id="mouth_amp")
-                    blink = gr.Radio(["natural", "periodic", "none"], value="natural", label="Blinks (speech)", elem_id="blink")
+                        gr.Markdown(
+                            f"*Neural backend unavailable on this server:* {neural_reason}", elem_id="neural-missing"
+                        )
+                    mouth_amp = gr.Slider(
+                        0.0, 2.0, value=0.45, step=0.05, label="Mouth amplitude (speech)", elem_id="mouth_amp"
+                    )
+                    blink = gr.Radio(
+                        ["natural", "periodic", "none"], value="natural", label="Blinks (speech)", elem_id="blink"
+                    )
                     still = gr.Checkbox(False, label="Still head (keep the photo's head pose)", elem_id="still")
                     framing = gr.Radio(["auto", "crop", "full"], value="auto", label="Framing", elem_id="framing")
                     face_index = gr.Number(0, precision=0, minimum=0, label="Face (0 = largest)", elem_id="face_index")
-                    temperature = gr.Slider(0.0, 2.0, value=0.2, step=0.05, label="Temperature (neural, speech)", elem_id="temperature")
+                    temperature = gr.Slider(
+                        0.0, 2.0, value=0.2, step=0.05, label="Temperature (neural, speech)", elem_id="temperature"
+                    )
                     seed = gr.Number(0, precision=0, minimum=0, label="Seed", elem_id="seed")
-                    visible_watermark = gr.Checkbox(True, label="Visible 'AI-generated' label", elem_id="visible_watermark")
-                    max_seconds = gr.Number(None, minimum=0, label="Stop after (seconds, empty = full length)", elem_id="max_seconds")
+                    visible_watermark = gr.Checkbox(
+                        True, label="Visible 'AI-generated' label", elem_id="visible_watermark"
+                    )
+                    max_seconds = gr.Number(
+                        None, minimum=0, label="Stop after (seconds, empty = full length)", elem_id="max_seconds"
+                    )
                 with gr.Row():
                     run_btn = gr.Button("Run", variant="primary", elem_id="run")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -257,12 +355,38 @@ def build_page(store: JobStore, limits: ApiLimits, backends: dict[str, str | Non
 
         preview_inputs = [source, face_index, framing]
         for trigger in (source.upload, face_index.change, framing.change):
-            trigger(framed_preview, preview_inputs, [framed, faces_img, faces_md], api_visibility="private",
-                    show_progress="minimal")
-        inputs = [source, audio, video, pose_video, background, backend, mouth_amp, blink, still, framing,
-                  face_index, temperature, seed, visible_watermark, max_seconds]
-        run_event = run_btn.click(animate, inputs, [job_state, progress, preview, result], api_name="animate",
-                                  concurrency_limit=None, show_progress="hidden")
+            trigger(
+                framed_preview,
+                preview_inputs,
+                [framed, faces_img, faces_md],
+                api_visibility="private",
+                show_progress="minimal",
+            )
+        inputs = [
+            source,
+            audio,
+            video,
+            pose_video,
+            background,
+            backend,
+            mouth_amp,
+            blink,
+            still,
+            framing,
+            face_index,
+            temperature,
+            seed,
+            visible_watermark,
+            max_seconds,
+        ]
+        run_event = run_btn.click(
+            animate,
+            inputs,
+            [job_state, progress, preview, result],
+            api_name="animate",
+            concurrency_limit=None,
+            show_progress="hidden",
+        )
         stop_btn.click(stop, [job_state], [progress], cancels=[run_event], api_visibility="private")
     return page, [str(examples_dir), str(out_dir)]
 

@@ -73,11 +73,15 @@ def resolve_token(config: ServeConfig) -> str | None:
     """The token in force; InputError when binding beyond loopback without one."""
     token = config.token or os.environ.get("REAL3D_TOKEN") or None
     if token is not None and len(token) < 8:
-        raise InputError("the access token is too short; use at least 8 characters, e.g. "
-                         "`python -c 'import secrets; print(secrets.token_urlsafe())'`")
+        raise InputError(
+            "the access token is too short; use at least 8 characters, e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe())'`"
+        )
     if token is None and not is_loopback(config.host):
-        raise InputError(f"binding to {config.host} makes the server reachable from other machines; give an "
-                         "access token with --token or $REAL3D_TOKEN (or bind to 127.0.0.1)")
+        raise InputError(
+            f"binding to {config.host} makes the server reachable from other machines; give an "
+            "access token with --token or $REAL3D_TOKEN (or bind to 127.0.0.1)"
+        )
     return token
 
 
@@ -111,10 +115,20 @@ class TokenGate:
             if scope["type"] == "http" and scope.get("method") == "GET":  # set the cookie, drop the token from the URL
                 rest = urlencode([(k, v) for k, v in query if k != "token"])
                 location = scope.get("root_path", "") + scope["path"] + (f"?{rest}" if rest else "")
-                await send({"type": "http.response.start", "status": 303, "headers": [
-                    (b"location", location.encode("latin-1")),
-                    (b"set-cookie", f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode("latin-1")),
-                    (b"cache-control", b"no-store")]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 303,
+                        "headers": [
+                            (b"location", location.encode("latin-1")),
+                            (
+                                b"set-cookie",
+                                f"{COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/".encode("latin-1"),
+                            ),
+                            (b"cache-control", b"no-store"),
+                        ],
+                    }
+                )
                 await send({"type": "http.response.body", "body": b""})
                 return None
             return await self.app(scope, receive, send)
@@ -122,16 +136,27 @@ class TokenGate:
             await send({"type": "websocket.close", "code": 1008})
             return None
         if scope["path"].startswith("/v1"):
-            body = json.dumps({"error": "this server needs its access token: send the header "
-                                        "'Authorization: Bearer TOKEN'"}).encode()
+            body = json.dumps(
+                {"error": "this server needs its access token: send the header 'Authorization: Bearer TOKEN'"}
+            ).encode()
             ctype = b"application/json"
         else:
-            body = (b"<!doctype html><meta charset=utf-8><title>real3d: token needed</title>"
-                    b"<p>This real3d server needs its access token: open it as <code>/?token=TOKEN</code>.</p>")
+            body = (
+                b"<!doctype html><meta charset=utf-8><title>real3d: token needed</title>"
+                b"<p>This real3d server needs its access token: open it as <code>/?token=TOKEN</code>.</p>"
+            )
             ctype = b"text/html; charset=utf-8"
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", ctype), (b"www-authenticate", b'Bearer realm="real3d"'),
-            (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", ctype),
+                    (b"www-authenticate", b'Bearer realm="real3d"'),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
         return None
 
@@ -141,8 +166,9 @@ def neural_availability(settings: dict[str, Any]) -> str | None:
     from real3d.assets import NeuralAssets
 
     try:
-        NeuralAssets.locate(settings.get("checkpoints"), settings.get("bfm"), None, settings.get("segmenter_model"),
-                            need_hubert=False)
+        NeuralAssets.locate(
+            settings.get("checkpoints"), settings.get("bfm"), None, settings.get("segmenter_model"), need_hubert=False
+        )
     except Real3DError as e:
         return str(e)
     return None
@@ -157,9 +183,14 @@ def build_app(config: ServeConfig, store: JobStore, token: str | None):
     limits = ApiLimits(max_upload_mb=config.max_upload_mb, max_media_minutes=config.max_media_minutes)
     neural_reason = neural_availability(config.settings)
     backends = {"mesh": None, "neural": neural_reason}
-    app = FastAPI(title="real3d API", version="1",
-                  description="Talking-portrait jobs: upload a photo and speech or a driving video, poll, download.",
-                  openapi_url="/v1/openapi.json", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="real3d API",
+        version="1",
+        description="Talking-portrait jobs: upload a photo and speech or a driving video, poll, download.",
+        openapi_url="/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.store = store
     app.include_router(make_router(store, limits, lambda: backends))
     if config.page:
@@ -168,9 +199,20 @@ def build_app(config: ServeConfig, store: JobStore, token: str | None):
         from real3d.serve.page import PAGE_CSS, build_page, page_theme
 
         blocks, allowed = build_page(store, limits, backends, config.jobs)
-        app = gr.mount_gradio_app(app, blocks, path="/", footer_links=[], allowed_paths=allowed,
-                                  max_file_size=limits.max_upload_bytes, theme=page_theme(), css=PAGE_CSS,
-                                  ssr_mode=False, mcp_server=False, pwa=False, enable_monitoring=False)
+        app = gr.mount_gradio_app(
+            app,
+            blocks,
+            path="/",
+            footer_links=[],
+            allowed_paths=allowed,
+            max_file_size=limits.max_upload_bytes,
+            theme=page_theme(),
+            css=PAGE_CSS,
+            ssr_mode=False,
+            mcp_server=False,
+            pwa=False,
+            enable_monitoring=False,
+        )
     return TokenGate(app, token)
 
 
@@ -179,17 +221,28 @@ def serve(config: ServeConfig) -> int:
     import uvicorn
 
     token = resolve_token(config)
-    store = JobStore(JobStoreConfig(root=config.jobs, workers=config.workers, max_queued=config.max_queued,
-                                    max_attempts=config.max_attempts, settings=config.settings))
+    store = JobStore(
+        JobStoreConfig(
+            root=config.jobs,
+            workers=config.workers,
+            max_queued=config.max_queued,
+            max_attempts=config.max_attempts,
+            settings=config.settings,
+        )
+    )
     store.start()
     try:
         app = build_app(config, store, token)
         t0 = time.perf_counter()
-        server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
-                                               timeout_graceful_shutdown=3))
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=3)
+        )
         host = f"[{config.host}]" if ":" in config.host else config.host
-        print(f"real3d serve: http://{host}:{config.port}/  (API: /v1, docs: /v1/docs; jobs in {config.jobs}; "
-              f"{config.workers} worker(s); pid {os.getpid()})", flush=True)
+        print(
+            f"real3d serve: http://{host}:{config.port}/  (API: /v1, docs: /v1/docs; jobs in {config.jobs}; "
+            f"{config.workers} worker(s); pid {os.getpid()})",
+            flush=True,
+        )
         log.info("app built in %.2f s", time.perf_counter() - t0)
         if threading.current_thread() is threading.main_thread():
             # uvicorn shuts down gracefully on SIGTERM, then re-raises it: end with exit code 0 and stop the store

@@ -92,18 +92,28 @@ class StatusWriter:
 
     def __call__(self, p) -> None:
         now = time.monotonic()
-        if p.stage == "render" and p.frame is not None and (self.previews == 0 or now - self._last_preview >= PREVIEW_EVERY_S):
+        if (
+            p.stage == "render"
+            and p.frame is not None
+            and (self.previews == 0 or now - self._last_preview >= PREVIEW_EVERY_S)
+        ):
             self._write_preview(p.frame)
             self._last_preview = now
         final = p.stage != "render" or p.done >= p.total
         if final or p.stage != self._stage or now - self._last_status >= STATUS_EVERY_S:
             self._stage = p.stage
             self._last_status = now
-            write_json(self.job_dir / "status.json", {
-                "stage": p.stage, "stage_done": p.done, "stage_total": p.total,
-                "progress": round(overall_fraction(p.stage, p.fraction), 4), "previews": self.previews,
-                "updated": time.time(),
-            })
+            write_json(
+                self.job_dir / "status.json",
+                {
+                    "stage": p.stage,
+                    "stage_done": p.done,
+                    "stage_total": p.total,
+                    "progress": round(overall_fraction(p.stage, p.fraction), 4),
+                    "previews": self.previews,
+                    "updated": time.time(),
+                },
+            )
 
     def _write_preview(self, frame) -> None:
         from PIL import Image
@@ -141,8 +151,12 @@ def run_job(job_dir: Path, settings: dict[str, Any], stop: threading.Event) -> d
         result = {"state": "failed", "error": _scrub(str(e), job_dir), "error_type": type(e).__name__}
     except Exception as e:  # a bug: keep the trace in worker.log, tell the client what happened
         traceback.print_exc()
-        result = {"state": "failed", "error": f"internal error ({type(e).__name__}: {_scrub(str(e), job_dir)}); "
-                  "see worker.log in the job folder and report it", "error_type": type(e).__name__}
+        result = {
+            "state": "failed",
+            "error": f"internal error ({type(e).__name__}: {_scrub(str(e), job_dir)}); "
+            "see worker.log in the job folder and report it",
+            "error_type": type(e).__name__,
+        }
     result["seconds"] = time.perf_counter() - t0
     result["previews"] = status.previews
     write_json(job_dir / "result.json", result)
