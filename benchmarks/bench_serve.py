@@ -202,6 +202,8 @@ def main() -> None:
                 secs, st = run_api(url, photo, speech, args.seconds)
                 api.append(secs)
                 api_inner.append(st["seconds"])  # the pipeline's own run inside the worker
+                result = json.loads((d / "jobs-api" / st["id"] / "result.json").read_text())
+                stages = result.get("timings", {})
                 time.sleep(6)  # the next warm worker
         finally:
             stop(proc)
@@ -218,6 +220,8 @@ def main() -> None:
             f"download: {a - inner:.2f} s ({100 * (a - inner) / a:.1f} %)"
         )
         print(f"  one job on a cold worker (imports paid) {cold:6.2f} s   (what the warm worker hides)")
+        before = {k: round(v, 2) for k, v in stages.items() if k in ("source_analysis", "driver_analysis")}
+        print(f"  pipeline stages before the first frame (last API run): {before} s")
         if shutil.which("chromium") and Path("/usr/bin/chromium").is_file():
             proc, url = start_server(d / "jobs-page")
             try:

@@ -161,3 +161,25 @@ def test_gradio_client(page_server, media, tools):
     assert "data-state='done'" in progress
     last = httpx.get(f"{page_server.url}/v1/jobs").json()["jobs"][-1]
     assert last["origin"] == "page" and last["options"]["max_seconds"] == 0.4 and last["state"] == "done"
+
+
+def test_framed_preview_numbers_the_faces(media, tmp_path):
+    import gradio as gr
+    import numpy as np
+    from PIL import Image
+
+    from real3d.serve.page import framed_preview
+
+    photo = np.asarray(Image.open(media / "astronaut.png"))
+    two = tmp_path / "two people.png"
+    Image.fromarray(np.concatenate([photo, photo[:, ::-1]], axis=1)).save(two)
+    framed, faces, text = framed_preview(str(two), 1, "auto")
+    assert framed.shape == (512, 512, 3) and framed.dtype == np.uint8
+    assert text.startswith("2 faces found; animating face **1**")
+    assert faces.visible and faces.value is not None
+    framed0, _, _ = framed_preview(str(two), 0, "auto")
+    assert np.abs(framed0.astype(int) - framed.astype(int)).mean() > 1  # another face, another crop
+    with pytest.raises(gr.Error, match="has 2 face"):
+        framed_preview(str(two), 2, "auto")
+    with pytest.raises(gr.Error, match=r"the portrait photo \(notes.txt\) is not an image"):
+        framed_preview(str(media / "notes.txt"), 0, "auto")
