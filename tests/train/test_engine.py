@@ -268,6 +268,32 @@ def test_cli_dry_run_and_finetune_from_a_checkpoint(records_dir, bfm_dir, tmp_pa
 
     back = load_official_model(tmp_path / "official")[0]
     assert all(torch.equal(back.state_dict()[k], v) for k, v in sd1.items())
+    # and stage 3 fine-tunes from that official checkpoint folder (config.yaml + model_ckpt_steps_3.ckpt)
+    s3 = tmp_path / "s3"
+    assert (
+        main(
+            [
+                "train",
+                "stage3:finetune_tiny",
+                "--records",
+                str(records_dir),
+                "--bfm",
+                str(bfm_dir),
+                "--out",
+                str(s3),
+                "--init-from",
+                str(tmp_path / "official"),
+                "max_steps=1",
+                "val_every=0",
+                "ckpt_every=0",
+                "data.min_gap=5",
+            ]
+        )
+        == 0
+    )
+    after = from_pretrained(s3 / "export" / "generator").state_dict()
+    assert all(torch.equal(after[k], v) for k, v in sd1.items() if not k.startswith("superresolution."))
+    assert any(not torch.equal(after[k], v) for k, v in sd1.items() if k.startswith("superresolution."))
 
 
 def test_bf16_step_runs_under_autocast(records_dir, bfm_dir, tmp_path, monkeypatch):
