@@ -31,7 +31,7 @@ def make_driver(path: Path, seconds: float) -> None:
     tr.rotation[:, 1] = 0.25 * np.sin(2 * np.pi * t / 4)
     tr.rotation[:, 0] = 0.1 * np.sin(2 * np.pi * t / 3)
     tr.blink[:] = np.clip(1 - np.abs(t % 3 - 1.5) / 0.1, 0, 1)
-    with VideoWriter(path, fps=25, visible_watermark=False, invisible_watermark=False, quiet=True) as w:
+    with VideoWriter(path, fps=25, quiet=True) as w:
         for i in range(n):
             w.write(r.render(tr, i))
 

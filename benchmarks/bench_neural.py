@@ -55,7 +55,6 @@ def main() -> None:
     import torch
     from skimage import data
 
-    from real3d.backends.neural import NeuralConfig
     from real3d.pipeline import AnimateOptions, Pipeline
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="real3d-bench-"))
@@ -79,7 +78,7 @@ def main() -> None:
     res = Pipeline()(AnimateOptions(
         source=data.astronaut(), audio=wav, output=out, backend="neural", checkpoints=work / "ckpt", bfm=work / "bfm",
         hubert=work / "hubert", max_seconds=args.seconds, quiet=True,
-        neural=NeuralConfig(batch_size=args.batch_size, dtype=args.dtype)))
+        batch_size=args.batch_size, dtype=args.dtype))
     total = time.perf_counter() - t
     print(f"threads {torch.get_num_threads()}, {res.frames} frames of 512x512 in {total:.1f} s "
           f"({total / res.frames:.2f} s/frame overall)")

@@ -27,14 +27,13 @@ import json, resource, sys, time
 from pathlib import Path
 import torch
 from skimage import data
-from real3d.backends.neural import NeuralConfig
 from real3d.pipeline import AnimateOptions, Pipeline
 torch.set_num_threads(1)
 work, wav, out = map(Path, sys.argv[1:4])
 t = time.perf_counter()
 res = Pipeline()(AnimateOptions(source=data.astronaut(), audio=wav, output=out, backend="neural",
                                 checkpoints=work / "ckpt", bfm=work / "bfm", hubert=work / "hubert",
-                                neural=NeuralConfig(blink="none", batch_size=8), quiet=True))
+                                blink="none", batch_size=8, quiet=True))
 print(json.dumps({"frames": res.frames, "seconds": time.perf_counter() - t,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

@@ -41,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from real3d.config.real3d_portrait import AUTOCAST_SCOPES, Real3DPortraitConfig
 from real3d.cpu_memory import keep_freed_memory
 from real3d.models.real3d_portrait import Real3DPortrait, SourceCache
-from real3d.models.volume_renderer import camera_from_pose
+from real3d.geometry import camera_from_pose
 
 SOURCE_KEYS = ("img", "ref_torso_img", "bg_img", "segmap")
 FRAME_KEYS = ("cond_cano", "cond_src", "cond_tgt", "camera", "kp_s", "kp_d")
@@ -126,9 +126,9 @@ def load_model(checkpoint: Path | None) -> Real3DPortrait:
     if checkpoint is None:
         torch.manual_seed(0)
         return Real3DPortrait(Real3DPortraitConfig.official()).eval()
-    from real3d.weights.parity import load_checkpoint_model
+    from real3d.weights.convert import load_checkpoint
 
-    model = load_checkpoint_model(checkpoint)
+    model = load_checkpoint(checkpoint)
     if not isinstance(model, Real3DPortrait):
         raise SystemExit(f"{checkpoint} holds a {type(model).__name__}, not the torso model")
     return model.eval()

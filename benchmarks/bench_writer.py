@@ -42,7 +42,8 @@ def encode(path: Path, frames: list[np.ndarray], crf: int, marks: bool, audio: A
     """Encode and return frames per second (marks included when enabled)."""
     h, w = frames[0].shape[:2]
     t0 = time.perf_counter()
-    with VideoWriter(path, fps=25, size=(w, h), crf=crf, audio=audio, visible_watermark=marks, invisible_watermark=marks, quiet=True) as wr:
+    with VideoWriter(path, fps=25, size=(w, h), crf=crf, audio=audio, frame_filter=pv.apply_marks if marks else None,
+                     quiet=True) as wr:
         for f in frames:
             wr.write(f)
     return len(frames) / (time.perf_counter() - t0)

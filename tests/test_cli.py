@@ -35,7 +35,7 @@ def media(tmp_path_factory):
     t = np.arange(int(16000 * N_FRAMES / 25)) / 16000
     tone = Audio((0.2 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 16000)
     drv = d / "driver clip.mp4"
-    with VideoWriter(drv, fps=25, audio=tone, visible_watermark=False, invisible_watermark=False, quiet=True) as w:
+    with VideoWriter(drv, fps=25, audio=tone, quiet=True) as w:
         for i in range(N_FRAMES):
             w.write(r.render(tr, i))
     return src, drv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,8 @@ def _noise_video(n: int, size: int = 256, seed: int = 1) -> list[np.ndarray]:
 
 def _encode(path: Path, frames: list[np.ndarray], crf: int, invisible: bool, visible: bool = False) -> Path:
     h, w = frames[0].shape[:2]
-    with VideoWriter(path, fps=25, size=(w, h), crf=crf, visible_watermark=visible, invisible_watermark=invisible, quiet=True) as wr:
+    marks = partial(pv.apply_marks, visible=visible, invisible=invisible)
+    with VideoWriter(path, fps=25, size=(w, h), crf=crf, frame_filter=marks, quiet=True) as wr:
         for f in frames:
             wr.write(f)
     return path

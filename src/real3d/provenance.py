@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -37,6 +36,7 @@ import cv2
 import numpy as np
 
 from real3d.errors import InputError, report_errors
+from real3d.io.video import open_video_stream
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,6 @@ def verify_video(path: str | Path, max_frames: int = 250, cfg: WatermarkConfig =
     """Decode up to `max_frames` frames of a video and detect the watermark in their luma plane."""
     import av  # local: keeps `import real3d.provenance` light
 
-    from real3d.io.video import open_video_stream
 
     container, stream = open_video_stream(path)
     acc = np.zeros(N_BITS, dtype=np.float64)

@@ -112,7 +112,7 @@ def assets(tmp_path_factory):
     r = MeshRenderer(portrait)
     tr = MotionTrack.still(10, 25)
     tr.rotation[:, 1] = np.linspace(0, 0.2, 10)
-    with VideoWriter(drv, visible_watermark=False, invisible_watermark=False, quiet=True) as w:
+    with VideoWriter(drv, quiet=True) as w:
         for i in range(10):
             w.write(r.render(tr, i))
     bg = root / "bg.png"
@@ -122,7 +122,7 @@ def assets(tmp_path_factory):
 
 
 def _opts(a, out, **kw):
-    kw.setdefault("neural", NeuralConfig(blink="none"))
+    kw.setdefault("blink", "none")
     return AnimateOptions(source=a["src"], output=out, backend="neural", checkpoints=a["root"] / "ckpt",
                           bfm=a["root"] / "bfm", hubert=a["root"] / "hubert", quiet=True,
                           visible_watermark=False, invisible_watermark=False, **kw)
@@ -187,7 +187,7 @@ def test_bfloat16_run_stays_close_to_float32(assets, audio_run, tmp_path, monkey
 
     monkeypatch.setattr(Real3DPortrait, "forward", spy)
     res = Pipeline()(_opts(assets, tmp_path / "bf16.mp4", audio=assets["wav"],
-                           neural=NeuralConfig(blink="none", dtype="bfloat16")))
+                           dtype="bfloat16"))
     assert seen and set(seen) == {torch.bfloat16}  # every frame batch ran under bf16 autocast
     frames16 = _frames(res.output)
     assert frames16.shape == frames32.shape
@@ -197,7 +197,7 @@ def test_bfloat16_run_stays_close_to_float32(assets, audio_run, tmp_path, monkey
 
 def test_video_driven_debug_panels(assets, tmp_path):
     out = tmp_path / "v.mp4"
-    res = Pipeline()(_opts(assets, out, video=assets["drv"], neural=NeuralConfig(out_mode="debug", batch_size=3, blink="none")))
+    res = Pipeline()(_opts(assets, out, video=assets["drv"], out_mode="debug", batch_size=3))
     frames = _frames(out)
     assert len(frames) == res.frames == 10
     assert frames.shape[1:] == (32, 128, 3)  # PNCC | raw | depth | result, each at the 32-px input size
@@ -256,8 +256,9 @@ def test_expression_drives_the_frames(assets):
     from skimage import data
 
     from real3d.assets import NeuralAssets
-    from real3d.face.cameras import driving_pose
     from real3d.face.portrait import analyze_portrait
+    from real3d.motion.bfm_track import BFMTrack
+    from real3d.motion.cameras import driving_pose
 
     root = assets["root"]
     portrait = analyze_portrait(data.astronaut())
@@ -266,10 +267,10 @@ def test_expression_drives_the_frames(assets):
 
     def render(checkpoints):
         backend = NeuralBackend(NeuralAssets(checkpoints, root / "bfm", None, None),
-                                NeuralConfig(blink="none", out_mode="debug", batch_size=4), need_audio=False)
-        src = backend.prepare_source(portrait)
-        pose = driving_pose(src.euler, src.trans, 4, None)
-        return np.stack(list(backend.frames(src, exp, pose))).astype(np.float64)  # [4,32,128,3]
+                                NeuralConfig(out_mode="debug", batch_size=4), need_audio=False)
+        src = backend.prepare(portrait)
+        motion = BFMTrack(exp, driving_pose(src.euler, src.trans, 4, None), np.full(4, np.nan))
+        return np.stack(list(backend.frames(src, motion))).astype(np.float64)  # [4,32,128,3]
 
     frames = render(root / "ckpt")
     assert np.array_equal(frames, render(root / "converted"))

@@ -13,7 +13,7 @@ from skimage import data
 from real3d.errors import InputError
 from real3d.eval import metrics as M
 from real3d.face import topology as topo
-from real3d.face.canonical import euler_to_matrix
+from real3d.geometry import euler_to_matrix
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from real3d.errors import InputError
-from real3d.face.blink import blink_fraction, blink_schedule, blink_secc, close_eyes
+from real3d.face.blink import blink_fraction, blink_schedule, close_eyes, paint_blinks
 
 H = W = 128
 
@@ -90,16 +90,16 @@ def test_partial_closing_and_zero_fraction():
     np.testing.assert_allclose(zero.numpy(), q, atol=1e-6)
 
 
-def test_blink_secc_edits_only_scheduled_frames():
+def test_paint_blinks_edits_only_scheduled_frames():
     secc = _synthetic_secc()[None].repeat(140, 1, 1, 1)
-    out = blink_secc(secc, random.Random(3))
     fractions = blink_schedule(140, random.Random(3))
+    out = paint_blinks(secc, fractions)
     edited = ~np.isnan(fractions)
     for j in np.flatnonzero(~edited):
         assert torch.equal(out[j], secc[j])
     peak = int(np.nanargmax(fractions))
     assert _holes(out[peak]).sum() < _holes(secc[0]).sum() // 4
-    with pytest.raises(InputError):
-        blink_secc(secc[0], random.Random(0))
+    with pytest.raises(InputError, match="one fraction per frame"):
+        paint_blinks(secc[0], fractions)
     with pytest.raises(InputError):
         close_eyes(secc[0], 1.5)

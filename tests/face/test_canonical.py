@@ -1,7 +1,8 @@
 import numpy as np
 
 from real3d.face import topology as topo
-from real3d.face.canonical import euler_to_matrix, head_frame, kabsch, matrix_to_euler
+from real3d.face.canonical import head_frame, kabsch
+from real3d.geometry import euler_to_matrix, matrix_to_euler
 
 
 def test_euler_round_trip():

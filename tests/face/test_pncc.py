@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from real3d.errors import InputError
-from real3d.face.pncc import FOCAL, CENTER, FOV_DEG, PNCCRenderer, ncc_code_from_meanshape, project_to_screen
+from real3d.face.bfm import derive_ncc_code
+from real3d.face.pncc import CENTER, FOCAL, FOV_DEG, PNCCRenderer, project_to_screen
 
 S = 64
 SCALE = FOCAL / CENTER  # 1 / tan(fov / 2)
@@ -39,6 +40,10 @@ def _grid(x0: float, x1: float, y0: float, y1: float, z, n: int = 5) -> tuple[to
 def _rect_plane(z: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Plane at depth z whose projection is the pixel rectangle columns [20,44), rows [16,40)."""
     return _grid(_x_at(20, z), _x_at(44, z), _y_at(40, z), _y_at(16, z), z)
+
+
+def ncc_code_from_meanshape(verts: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(derive_ncc_code(verts.numpy()))
 
 
 def test_constants():
@@ -182,12 +187,9 @@ def test_backends_agree_on_a_curved_mesh():
     assert ((imgs["numpy"] > -1).float().mean() > 0.3)
 
 
-def test_ncc_code_from_meanshape():
-    m = torch.tensor([[0.0, -1.0, 5.0], [2.0, 1.0, 6.0], [1.0, 0.0, 5.5]])
-    code = ncc_code_from_meanshape(m)
-    np.testing.assert_allclose(code.numpy(), [[0, 0, 0], [1, 1, 1], [0.5, 0.5, 0.5]])
-    with pytest.raises(InputError):
-        ncc_code_from_meanshape(torch.zeros(4, 3))
+def test_ncc_code_is_the_min_max_normalised_mean_shape():
+    m = np.array([[0.0, -1.0, 5.0], [2.0, 1.0, 6.0], [1.0, 0.0, 5.5]])
+    np.testing.assert_allclose(derive_ncc_code(m), [[0, 0, 0], [1, 1, 1], [0.5, 0.5, 0.5]])
 
 
 def test_project_to_screen_centre_and_scale():

@@ -67,7 +67,7 @@ def test_h264_aac_output(tmp_path: Path, audio_seconds: float, rate: int) -> Non
 def test_pixels_survive_without_marks(tmp_path: Path) -> None:
     out = tmp_path / "plain.mp4"
     frames = _frames(5)
-    with VideoWriter(out, fps=30, size=(96, 64), crf=0, visible_watermark=False, invisible_watermark=False, quiet=True) as w:
+    with VideoWriter(out, fps=30, size=(96, 64), crf=0, quiet=True) as w:
         for f in frames:
             w.write(f)
     with av.open(str(out)) as c:

@@ -16,7 +16,8 @@ from real3d.models.audio2motion import (
     f0_to_coarse,
     remap_official_state_dict,
 )
-from real3d.weights.io import from_pretrained, load_state_dict_strict, save_pretrained
+from real3d.weights.io import from_pretrained, save_pretrained
+from real3d.state_dict import load_state_dict_strict
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: thread hand-offs dominate

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from real3d.config.htbsr import HTBSRConfig, TorsoWarpConfig
 from real3d.errors import CheckpointError, InputError
 from real3d.models.htbsr import HTBSR, person_alpha, remap_official_state_dict
+from real3d.state_dict import instantiate_with_weights
 
 
 def _tiny_inputs(cfg: HTBSRConfig, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -58,7 +59,7 @@ def test_state_dict_keys_match_official(torso_state_dict) -> None:
     assert list(ours) == list(official)  # same keys, same order
     assert all(ours[k].shape == official[k].shape for k in ours)
     assert sum(p.numel() for p in model.parameters()) == 54_976_359
-    loaded = HTBSR.from_official_state_dict(torso_state_dict)
+    loaded = instantiate_with_weights(HTBSR, HTBSRConfig.official(), official, "official HTB-SR")
     key = "torso_model.deform_based_generator.in_conv.layers.0.weight_orig"
     assert torch.equal(loaded.state_dict()[key], official[key])
 
@@ -67,16 +68,17 @@ def test_remap_rejects_a_foreign_state_dict() -> None:
     with pytest.raises(CheckpointError, match="superresolution"):
         remap_official_state_dict({"decoder.net.0.weight": torch.zeros(1)})
     sd = {"superresolution." + k: v for k, v in HTBSR(HTBSRConfig.tiny()).state_dict().items()}
-    with pytest.raises(CheckpointError, match="another shape"):
-        HTBSR.from_official_state_dict(sd)  # tiny weights into the official-size model
+    with pytest.raises(CheckpointError, match="shape mismatches"):  # tiny weights into the official-size model
+        instantiate_with_weights(HTBSR, HTBSRConfig.official(), remap_official_state_dict(sd), "official HTB-SR")
     del sd["superresolution.block0.conv0.weight"]
-    with pytest.raises(CheckpointError, match="1 missing"):
-        HTBSR.from_official_state_dict(sd, HTBSRConfig.tiny())
+    with pytest.raises(CheckpointError, match=r"missing keys \(1\): block0.conv0.weight"):
+        instantiate_with_weights(HTBSR, HTBSRConfig.tiny(), remap_official_state_dict(sd), "official HTB-SR")
 
 
 @pytest.fixture(scope="module")
 def official_model(torso_state_dict) -> HTBSR:
-    return HTBSR.from_official_state_dict(torso_state_dict).eval()
+    sd = remap_official_state_dict(torso_state_dict)
+    return instantiate_with_weights(HTBSR, HTBSRConfig.official(), sd, "official HTB-SR")
 
 
 def _resize256(x: torch.Tensor) -> torch.Tensor:
@@ -96,7 +98,7 @@ def test_official_parity_by_stage(official_model: HTBSR, torso_fixture) -> None:
     ref = t["torso_appearance_feats"].float()
     assert ((torso.appearance_raw - ref).abs() <= 2e-3 + 1e-3 * ref.abs()).all()
     # Eq. 5 background blend from the golden head/torso RGB and torso alpha
-    person = person_alpha(_resize256(t["weights_img"]), t["occlusion_2"], official_model.cfg.head_threshold)
+    person = person_alpha(_resize256(t["weights_img"]), t["occlusion_2"], official_model.config.head_threshold)
     blended = t["sr_head_torso_block_rgb"] * person + _resize256(t["bg_img"]) * (1 - person)
     assert (blended - t["sr_block1_in_rgb"]).abs().max().item() <= 2e-3
     assert ((person > 0) & (person < 1)).any() and (person == 1).any()
@@ -143,7 +145,7 @@ def test_person_alpha_thresholds_the_head_and_clamps() -> None:
 def test_folded_fusions_equal_the_released_concatenations(tiny_model: HTBSR, grad: bool) -> None:
     """The torso encoder folded into the head/torso fusion conv, and the per-source background half of the
     1x1 fg/bg fusion conv, compute the released cat-then-conv formulas (with and without autograd)."""
-    cfg, g = tiny_model.cfg, torch.Generator().manual_seed(7)
+    cfg, g = tiny_model.config, torch.Generator().manual_seed(7)
     mid, c0 = cfg.mid_resolution, cfg.block0_channels
     hid = cfg.torso.generator_channels[-1]
     x = torch.randn(2, c0, mid, mid, generator=g).contiguous(memory_format=torch.channels_last)
@@ -168,7 +170,7 @@ def test_folded_fusions_equal_the_released_concatenations(tiny_model: HTBSR, gra
 
 
 def test_tiny_shapes_and_cached_call_equals_uncached(tiny_model: HTBSR) -> None:
-    cfg = tiny_model.cfg
+    cfg = tiny_model.config
     inp = _tiny_inputs(cfg)
     with torch.no_grad():
         full = tiny_model(**inp)
@@ -183,7 +185,7 @@ def test_tiny_shapes_and_cached_call_equals_uncached(tiny_model: HTBSR) -> None:
 
 
 def test_tiny_batch1_cache_broadcasts_over_frames(tiny_model: HTBSR) -> None:
-    inp = _tiny_inputs(tiny_model.cfg, batch=2, seed=1)
+    inp = _tiny_inputs(tiny_model.config, batch=2, seed=1)
     with torch.no_grad():
         cache = tiny_model.encode_source(*(inp[k][:1] for k in SOURCE_KEYS))
         both = tiny_model(*(inp[k] for k in FRAME_KEYS), cache=cache)
@@ -195,7 +197,7 @@ def test_tiny_batch1_cache_broadcasts_over_frames(tiny_model: HTBSR) -> None:
 
 def test_tiny_opaque_head_hides_torso_and_background(tiny_model: HTBSR) -> None:
     """Eq. 5: with head opacity 1 everywhere the person mask is 1 and neither torso nor background leaks in."""
-    inp = _tiny_inputs(tiny_model.cfg, seed=2)
+    inp = _tiny_inputs(tiny_model.config, seed=2)
     inp["weights128"] = torch.ones_like(inp["weights128"])
     other = dict(inp, ref_torso_img=-inp["ref_torso_img"], bg_img=torch.zeros_like(inp["bg_img"]))
     with torch.no_grad():
@@ -207,7 +209,7 @@ def test_tiny_opaque_head_hides_torso_and_background(tiny_model: HTBSR) -> None:
 
 
 def test_missing_source_raises(tiny_model: HTBSR) -> None:
-    inp = _tiny_inputs(tiny_model.cfg)
+    inp = _tiny_inputs(tiny_model.config)
     with pytest.raises(InputError, match="encode_source"):
         tiny_model(*(inp[k] for k in FRAME_KEYS))
     with pytest.raises(InputError, match="segmap"):
@@ -225,7 +227,7 @@ def test_tiny_save_load_round_trip(tiny_model: HTBSR, tmp_path) -> None:
     torch.manual_seed(123)
     clone = HTBSR(HTBSRConfig.tiny()).eval()
     clone.load_state_dict(load_file(tmp_path / "htbsr.safetensors"), strict=True)
-    inp = _tiny_inputs(tiny_model.cfg, seed=3)
+    inp = _tiny_inputs(tiny_model.config, seed=3)
     with torch.no_grad():
         a, b = tiny_model(**inp), clone(**inp)
     assert torch.equal(a.image, b.image)

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from real3d.config.img2plane import Img2PlaneConfig
 from real3d.errors import CheckpointError, InputError
 from real3d.models.img2plane import Img2Plane, remap_official_state_dict, triplanes_from_features
+from real3d.state_dict import load_state_dict_strict
 
 
 def _tiny(seed: int = 0) -> Img2Plane:
@@ -95,13 +96,14 @@ def test_strict_load_errors() -> None:
     model = _tiny()
     official_style = {f"cano_img2plane_backbone.{k}": v for k, v in model.state_dict().items()}
     official_style["decoder.net.0.weight"] = torch.zeros(1)  # another model's key: ignored by the remap
-    model.load_official_state_dict(official_style)
+    load_state_dict_strict(model, remap_official_state_dict(official_style), "official Img2Plane")
     missing = dict(official_style)
     del missing["cano_img2plane_backbone.low_reso_vit.block1.attn.q.weight"]
     with pytest.raises(CheckpointError, match="missing.*low_reso_vit.block1.attn.q.weight"):
-        model.load_official_state_dict(missing)
+        load_state_dict_strict(model, remap_official_state_dict(missing), "official Img2Plane")
     with pytest.raises(CheckpointError, match="unexpected.*extra"):
-        model.load_official_state_dict({**official_style, "cano_img2plane_backbone.extra": torch.zeros(1)})
+        extra = {**official_style, "cano_img2plane_backbone.extra": torch.zeros(1)}
+        load_state_dict_strict(model, remap_official_state_dict(extra), "official Img2Plane")
     with pytest.raises(CheckpointError, match="no 'cano_img2plane_backbone"):
         remap_official_state_dict(model.state_dict())
     with pytest.raises(RuntimeError, match="Missing key"):
@@ -137,7 +139,7 @@ def test_official_keys_and_shapes_match_manifest(official_dir) -> None:
 def test_parity_with_official_checkpoint(torso_state_dict, torso_fixture) -> None:
     """Seed-0 official weights + fixture image reproduce the official canonical planes."""
     model = Img2Plane(Img2PlaneConfig.official())
-    model.load_official_state_dict(torso_state_dict)
+    load_state_dict_strict(model, remap_official_state_dict(torso_state_dict), "official Img2Plane")
     model.eval()
     with torch.inference_mode():
         planes = model(torch.from_numpy(torso_fixture["img"]))

@@ -13,6 +13,7 @@ from real3d.config.motion_adapter import MotionAdapterConfig
 from real3d.errors import CheckpointError, InputError
 from real3d.models.img2plane import triplanes_from_features
 from real3d.models.motion_adapter import MotionAdapter, remap_official_state_dict
+from real3d.state_dict import load_state_dict_strict
 
 PREFIX = "secc_img2plane_backbone."
 
@@ -76,15 +77,15 @@ def test_strict_load_errors() -> None:
     model = _tiny()
     official_style = {PREFIX + k: v for k, v in model.state_dict().items()}
     official_style["cano_img2plane_backbone.final.weight"] = torch.zeros(1)  # the I2P's key: ignored
-    model.load_official_state_dict(official_style)
+    load_state_dict_strict(model, remap_official_state_dict(official_style), "official MotionAdapter")
     missing = dict(official_style)
     del missing[PREFIX + "fuse_head.linear_fuse.bn.running_var"]
     with pytest.raises(CheckpointError, match="missing.*linear_fuse.bn.running_var"):
-        model.load_official_state_dict(missing)
+        load_state_dict_strict(model, remap_official_state_dict(missing), "official MotionAdapter")
     wrong = dict(official_style)
     wrong[PREFIX + "prenet.weight"] = torch.zeros(3, 6, 1, 1)  # a `cano_tgt` (6-channel) prenet
     with pytest.raises(CheckpointError, match="shape mismatch.*prenet.weight"):
-        model.load_official_state_dict(wrong)
+        load_state_dict_strict(model, remap_official_state_dict(wrong), "official MotionAdapter")
     with pytest.raises(CheckpointError, match="no 'secc_img2plane_backbone"):
         remap_official_state_dict(model.state_dict())
 
@@ -122,7 +123,7 @@ def test_official_keys_and_shapes_match_manifest(official_dir) -> None:
 def test_parity_with_official_checkpoint(torso_state_dict, torso_fixture) -> None:
     """Seed-0 official weights + fixture PNCCs reproduce the official motion-adapter planes."""
     model = MotionAdapter(MotionAdapterConfig.official())
-    model.load_official_state_dict(torso_state_dict)
+    load_state_dict_strict(model, remap_official_state_dict(torso_state_dict), "official MotionAdapter")
     model.eval()
     maps = [torch.from_numpy(torso_fixture[k]) for k in ("cond_cano", "cond_src", "cond_tgt")]
     with torch.inference_mode():

@@ -16,7 +16,7 @@ from real3d.models.real3d_portrait import (
     Real3DPortraitOutput,
     remap_official_state_dict,
 )
-from real3d.models.volume_renderer import camera_from_pose
+from real3d.geometry import camera_from_pose
 from real3d.weights.io import from_pretrained, read_config, save_pretrained
 
 SOURCE_KEYS = ("img", "ref_torso_img", "bg_img", "segmap")
@@ -49,6 +49,13 @@ def tiny_inputs(cfg: Real3DPortraitConfig, frames: int = 2, sources: int = 1, se
         "cond_cano": img(frames), "cond_src": img(frames), "cond_tgt": img(frames),
         "camera": camera_from_pose(euler, trans), "kp_s": kp_s, "kp_d": kp_d,
     }
+
+
+def _generate(model: Real3DPortrait, *args: torch.Tensor, **kwargs) -> Real3DPortraitOutput:
+    """Source and frame in one call, without caching (what the official forward does every frame)."""
+    if not args:
+        args = tuple(kwargs.pop(k) for k in SOURCE_KEYS + FRAME_KEYS)
+    return model(model.encode_source(*args[: len(SOURCE_KEYS)]), *args[len(SOURCE_KEYS) :], **kwargs)
 
 
 def _outputs(out: Real3DPortraitOutput) -> dict[str, torch.Tensor]:
@@ -103,7 +110,7 @@ def test_cached_source_equals_the_uncached_call(tiny_model: Real3DPortrait) -> N
     inp = tiny_inputs(tiny_model.config, frames=2, sources=1, seed=1)
     per_frame = {k: inp[k].expand(2, *inp[k].shape[1:]) for k in SOURCE_KEYS}
     with torch.no_grad():
-        uncached = tiny_model.generate(**per_frame, **{k: inp[k] for k in FRAME_KEYS}, return_intermediates=True)
+        uncached = _generate(tiny_model, **per_frame, **{k: inp[k] for k in FRAME_KEYS}, return_intermediates=True)
         cache2 = tiny_model.encode_source(*(per_frame[k] for k in SOURCE_KEYS))
         cached2 = tiny_model(cache2, *(inp[k] for k in FRAME_KEYS), return_intermediates=True)
         cache1 = tiny_model.encode_source(*(inp[k] for k in SOURCE_KEYS))
@@ -158,8 +165,8 @@ def test_save_load_round_trip(tiny_model: Real3DPortrait, tmp_path) -> None:
     assert isinstance(clone, Real3DPortrait) and not clone.training
     inp = tiny_inputs(tiny_model.config, frames=2, seed=4)
     with torch.no_grad():
-        a = tiny_model.generate(*(inp[k] for k in SOURCE_KEYS + FRAME_KEYS))
-        b = clone.generate(*(inp[k] for k in SOURCE_KEYS + FRAME_KEYS))
+        a = _generate(tiny_model, *(inp[k] for k in SOURCE_KEYS + FRAME_KEYS))
+        b = _generate(clone, *(inp[k] for k in SOURCE_KEYS + FRAME_KEYS))
     sd_a, sd_b = tiny_model.state_dict(), clone.state_dict()
     assert list(sd_a) == list(sd_b) and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
     # identical weights; the outputs may differ in the last bit (the kernels see other memory alignments)
@@ -195,7 +202,7 @@ def test_bfloat16_autocast_scopes(tiny_model: Real3DPortrait, scope: str) -> Non
     inp = tiny_inputs(model.config, frames=2, seed=5)
     args = [inp[k] for k in SOURCE_KEYS + FRAME_KEYS]
     with torch.no_grad():
-        ref = model.generate(*args, return_intermediates=True)
+        ref = _generate(model, *args, return_intermediates=True)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             cache = model.encode_source(*(inp[k] for k in SOURCE_KEYS))
             low = model(cache, *(inp[k] for k in FRAME_KEYS), return_intermediates=True)

@@ -10,10 +10,10 @@ import torch
 
 from real3d.config.volume_renderer import VolumeRendererConfig
 from real3d.errors import CheckpointError
+from real3d.geometry import camera_from_pose
 from real3d.models.volume_renderer import (
     TriplaneDecoder,
     VolumeRenderer,
-    camera_from_pose,
     composite_unsorted,
     fill_missed_rays,
     importance_depths,

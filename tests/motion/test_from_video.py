@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from real3d.face import topology as topo
-from real3d.face.canonical import euler_to_matrix, head_frame
+from real3d.face.canonical import head_frame
+from real3d.geometry import euler_to_matrix
 from real3d.motion.from_video import RetargetConfig, enforce_no_crossing, track_from_landmarks
 
 NO_SMOOTH = RetargetConfig(expression_window=1, pose_window=1)

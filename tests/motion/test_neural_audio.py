@@ -17,7 +17,7 @@ from real3d.errors import InputError
 from real3d.models.audio2motion import Audio2Motion, remap_official_state_dict
 from real3d.models.hubert import Hubert, hubert_features
 from real3d.motion.neural_audio import a2m_expression, a2m_margin
-from real3d.weights.io import load_state_dict_strict
+from real3d.state_dict import load_state_dict_strict
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: thread hand-offs dominate

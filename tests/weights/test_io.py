@@ -13,6 +13,7 @@ from torch import nn
 
 from real3d.config.audio2motion import tiny
 from real3d.errors import CheckpointError
+from real3d.state_dict import load_state_dict_strict
 from real3d.models.audio2motion import Audio2Motion
 from real3d.weights import io
 
@@ -81,7 +82,7 @@ def test_strict_load_lists_every_problem():
     sd["vae.extra.weight"] = torch.zeros(1)
     sd["pitch_embed.weight"] = torch.zeros(5, 8)
     with pytest.raises(CheckpointError) as info:
-        io.load_state_dict_strict(model, sd, "test.safetensors")
+        load_state_dict_strict(model, sd, "test.safetensors")
     msg = str(info.value)
     assert "test.safetensors" in msg
     assert "missing keys (2): blink_embed.weight, cond_proj.bias" in msg  # in model order
@@ -152,3 +153,17 @@ def test_every_registered_model_round_trips_with_its_tiny_preset(tmp_path, model
     assert type(loaded) is type(model) and loaded.config == config
     sd_a, sd_b = model.state_dict(), loaded.state_dict()
     assert list(sd_a) == list(sd_b) and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+
+
+@pytest.mark.parametrize("model_type", ["htbsr", "torso_warp", "hubert"])
+def test_every_network_round_trips_through_config_json(tmp_path, model_type):
+    """HTB-SR, the torso warp and HuBERT are registered: save_pretrained + from_pretrained rebuild them exactly."""
+    entry = io.MODEL_REGISTRY[model_type]
+    config = entry.config_class().tiny()
+    torch.manual_seed(0)
+    model = entry.model_class()(config).eval()
+    loaded = io.from_pretrained(io.save_pretrained(model, config, tmp_path / model_type))
+    assert type(loaded) is type(model) and loaded.config == config
+    assert io.read_config(tmp_path / model_type)[0] == model_type
+    want, got = model.state_dict(), loaded.state_dict()
+    assert list(want) == list(got) and all(torch.equal(want[k], got[k]) for k in want)

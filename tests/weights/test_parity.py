@@ -11,7 +11,8 @@ import torch
 
 from real3d.errors import CheckpointError, InputError
 from real3d.weights.convert import convert_main, convert_official
-from real3d.weights.parity import load_checkpoint_model, parity_main, run_parity
+from real3d.weights.convert import load_checkpoint
+from real3d.weights.parity import parity_main, run_parity
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: thread hand-offs dominate
@@ -75,7 +76,7 @@ def test_other_inputs_of_the_same_format(tmp_path, a2m_ckpt_dir):
     """A fixture with another length, batch, temperature and mouth amplitude (golden values from our
     model): it passes only if the runner takes every shape and setting from the npz (the seed-0 fixture
     has temperature 0.2, the runner's default is 1.0, this file has 0.5)."""
-    model = load_checkpoint_model(a2m_ckpt_dir)
+    model = load_checkpoint(a2m_ckpt_dir)
     g = torch.Generator().manual_seed(3)
     hubert = torch.randn(2, 32, 1024, generator=g) * 0.4
     f0 = torch.where(torch.rand(2, 32, generator=g) > 0.3, 100 + 100 * torch.rand(2, 32, generator=g), 0.0)
@@ -96,8 +97,8 @@ def test_converted_checkpoint_passes_with_identical_weights(tmp_path, a2m_ckpt_d
     assert capsys.readouterr().out.strip() == str(tmp_path / "ours")
     ours = run_parity(tmp_path / "ours", a2m_npz)
     assert ours.passed and ours.checkpoint == str(tmp_path / "ours")
-    sd_official = load_checkpoint_model(a2m_ckpt_dir).state_dict()
-    sd_ours = load_checkpoint_model(tmp_path / "ours").state_dict()
+    sd_official = load_checkpoint(a2m_ckpt_dir).state_dict()
+    sd_ours = load_checkpoint(tmp_path / "ours").state_dict()
     assert list(sd_official) == list(sd_ours)
     assert all(torch.equal(sd_official[k], sd_ours[k]) for k in sd_ours)
 
@@ -152,7 +153,7 @@ def _tiny_torso_fixture(tmp_path):
     values come from that model (float16 storage for the plane/volume intermediates, as in the release)."""
     from real3d.config.real3d_portrait import Real3DPortraitConfig
     from real3d.models.real3d_portrait import Real3DPortrait
-    from real3d.models.volume_renderer import camera_from_pose
+    from real3d.geometry import camera_from_pose
     from real3d.weights.io import save_pretrained
 
     torch.manual_seed(1)

@@ -17,6 +17,7 @@ Per frame:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -25,9 +26,12 @@ from scipy import sparse
 from scipy.spatial import Delaunay
 
 from real3d.face import topology as topo
-from real3d.face.canonical import euler_to_matrix
 from real3d.face.portrait import Portrait
-from real3d.motion.track import MotionTrack
+from real3d.geometry import euler_to_matrix
+from real3d.motion.driving import Driving, TrackedVideo
+from real3d.motion.from_audio import AudioDriver
+from real3d.motion.from_video import track_from_landmarks
+from real3d.motion.track import MotionStream, MotionTrack
 from real3d.render.rasterize import rasterize, sample_texture
 
 N_MESH = 468
@@ -63,7 +67,7 @@ class MeshRenderer:
 
     def __init__(self, portrait: Portrait, config: MeshConfig | None = None) -> None:
         self.p = portrait
-        self.cfg = config or MeshConfig()
+        self.config = config or MeshConfig()
         h, w = portrait.image.shape[:2]
         self.size = (h, w)
         self.src_lm = portrait.landmarks.astype(np.float64)
@@ -82,7 +86,7 @@ class MeshRenderer:
         self.uv = np.concatenate([self.src_lm[:, :2], self.src_lm[self._eye_src_idx, :2]]).astype(np.float32)
 
         # --- warp control points: the 468 mesh landmarks + a grid outside the face oval
-        step = self.cfg.grid_step
+        step = self.config.grid_step
         gy, gx = np.mgrid[0 : h + 1 : step, 0 : w + 1 : step]
         grid = np.stack([gx.ravel(), gy.ravel()], 1).astype(np.float64)
         oval = self.src_lm[list(topo.FACE_OVAL), :2].astype(np.float32)
@@ -91,7 +95,7 @@ class MeshRenderer:
         inside = np.array([cv2.pointPolygonTest(grown, (float(x), float(y)), False) >= 0 for x, y in grid])
         self.nodes = grid[~inside]
         ctrl = np.concatenate([self.src_lm[:N_MESH, :2], self.nodes])
-        fs = self.cfg.field_step
+        fs = self.config.field_step
         fy, fx = np.mgrid[0 : h + 1 : fs, 0 : w + 1 : fs]
         self._field_shape = fy.shape
         field_pts = np.stack([fx.ravel(), fy.ravel()], 1).astype(np.float64)
@@ -165,10 +169,10 @@ class MeshRenderer:
         # slides the iris texture; bounded to a third of the eye width
         gaze = track.expression[i, [468, 473], :2].astype(np.float64)
         eye_w = np.linalg.norm(self.canon[[133, 362]] - self.canon[[33, 263]], axis=1)
-        gaze *= np.minimum(1.0, self.cfg.max_gaze * eye_w / np.maximum(np.linalg.norm(gaze, axis=1), 1e-9))[:, None]
+        gaze *= np.minimum(1.0, self.config.max_gaze * eye_w / np.maximum(np.linalg.norm(gaze, axis=1), 1e-9))[:, None]
         eye_q[self._iris_rows, :2] += gaze
         eyes = center + scale * (eye_q @ rot.T)
-        eyes[:, 2] += self.cfg.eye_depth * scale
+        eyes[:, 2] += self.config.eye_depth * scale
         verts = np.concatenate([tgt, eyes])
 
         # dense warp of the person layer
@@ -178,10 +182,10 @@ class MeshRenderer:
         head_now = center + scale * (self._node_q @ rot.T)
         head_src = fr.to_image(self._node_q)
         d_head = (head_now - head_src)[:, :2]
-        d_torso = self.cfg.torso_follow * (center - fr.center)[:2]
+        d_torso = self.config.torso_follow * (center - fr.center)[:2]
         d_ctrl[N_MESH:] = self._node_wh[:, None] * d_head + (1 - self._node_wh[:, None]) * d_torso
         fwd = (self._W @ d_ctrl).reshape(*self._field_shape, 2).astype(np.float32)
-        map_x, map_y = _invert_field(fwd, self.cfg.field_step, (h, w))
+        map_x, map_y = _invert_field(fwd, self.config.field_step, (h, w))
         warped = cv2.remap(self.p.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.remap(self.person, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         a3 = alpha[..., None]
@@ -199,7 +203,7 @@ class MeshRenderer:
             local = verts - np.array([x0, y0, 0.0])
             frag = rasterize(local, self.faces, int(y1 - y0), int(x1 - x0))
             face, mask = sample_texture(self.p.image, self.uv, frag)
-            k = self.cfg.face_feather | 1
+            k = self.config.face_feather | 1
             fa = cv2.GaussianBlur(cv2.erode(mask.astype(np.float32), np.ones((3, 3), np.uint8)), (k, k), 0)
             fa = np.minimum(fa, mask)[..., None]
             sub = out[y0:y1, x0:x1]
@@ -234,7 +238,7 @@ class MeshRenderer:
         colour = np.broadcast_to(colour, sub + (3,)).copy()
         # upper teeth hang from the skull: their edge is the rest position of the upper lip (posed
         # rigidly, no expression) lowered by the teeth height; a raised lip shows more of them
-        edge = jaw_rest[:, :2] + [0.0, self.cfg.teeth_height * scale]
+        edge = jaw_rest[:, :2] + [0.0, self.config.teeth_height * scale]
         edge[:, 1] = np.minimum(edge[:, 1], upper[:, 1] + 0.45 * gap)
         teeth = np.zeros(sub, np.float32)
         band = np.concatenate([upper, edge[::-1]])
@@ -320,3 +324,50 @@ def _polygon_mask(size: tuple[int, int], pts: np.ndarray) -> np.ndarray:
     m = np.zeros(size, np.uint8)
     cv2.fillPoly(m, [np.round(pts).astype(np.int32)], 1)
     return m.astype(bool)
+
+
+class MeshBackend:
+    """The weights-free backend behind `real3d.backends.base.Backend`: a `MeshRenderer` per source, motion as a
+    `MotionStream` of retargeted `MotionTrack` chunks (landmark tracking of a video, or the audio driver)."""
+
+    name = "mesh"
+
+    def __init__(self, config: MeshConfig | None = None) -> None:
+        self.config = config
+        self.timings: dict[str, float] = {}
+
+    def prepare(self, portrait: Portrait) -> MeshRenderer:
+        return MeshRenderer(portrait, self.config)
+
+    def motion(self, source: MeshRenderer, driving: Driving) -> MotionStream:
+        canonical = source.p.canonical
+        pose = None if driving.pose is None else _video_track(driving.pose, canonical, driving.fps)
+        if driving.video is not None:
+            track = _video_track(driving.video, canonical, driving.fps)
+            if pose is not None:
+                track = track.with_pose_of(pose)
+            if driving.still:
+                track = track.without_pose()
+            return MotionStream(driving.limit(len(track)), [track])
+        driver = AudioDriver(driving.speech, canonical, fps=driving.fps, mouth_amp=driving.mouth_amp,
+                             blink=driving.blink, still=driving.still, seed=driving.seed)
+        stream = MotionStream(driving.limit(len(driver)), driver.chunks(AUDIO_CHUNK_FRAMES))
+        return stream if pose is None else stream.with_pose_of(pose)
+
+    def frames(self, source: MeshRenderer, motion: MotionStream) -> Iterator[np.ndarray]:
+        for chunk in motion:
+            for i in range(len(chunk)):
+                yield source.render(chunk, i)
+
+    def frame_size(self, source: MeshRenderer) -> tuple[int, int]:
+        return source.size
+
+
+AUDIO_CHUNK_FRAMES = 250
+"""Frames of audio-driven motion computed at a time (bounded memory for long speech)."""
+
+
+def _video_track(video: TrackedVideo, source_canonical: np.ndarray, fps: float) -> MotionTrack:
+    track = track_from_landmarks(video.landmarks, source_canonical, fps)
+    track.meta["driver"] = str(video.path)
+    return track

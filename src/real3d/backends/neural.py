@@ -20,22 +20,49 @@ flicker), per-source features are computed once, and frames stream to the encode
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from real3d.assets import NeuralAssets
+from real3d.audio.pitch import official_f0
 from real3d.cpu_memory import keep_freed_memory
 from real3d.errors import CheckpointError
+from real3d.face.bfm import BFMFiles, ParametricFace
+from real3d.face.blink import blink_schedule, paint_blinks
+from real3d.face.fitting import fit_image, fit_video
+from real3d.face.parsing import (
+    MulticlassSegmenter,
+    approximate_parsing,
+    head_image,
+    inpaint_torso,
+    one_hot,
+)
+from real3d.face.pncc import PNCCRenderer
 from real3d.face.portrait import Portrait
+from real3d.models.hubert import hubert_features, load_hubert
+from real3d.motion.bfm_track import BFMTrack
+from real3d.motion.blink import blink_curve
+from real3d.motion.cameras import (
+    PoseSequence,
+    driving_pose,
+    smooth_features,
+    torso_keypoints,
+)
+from real3d.motion.driving import SPEECH_RATE, Driving, TrackedVideo
+from real3d.motion.neural_audio import MOTION_FPS, a2m_expression
+from real3d.weights.convert import load_checkpoint
+from real3d.weights.official import read_config_yaml
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +77,6 @@ class NeuralConfig:
     """Volume sampling: deterministic (no flicker) or the official random jitter."""
     temperature: float = 0.2
     """A2M prior temperature."""
-    blink: Literal["period", "none"] = "period"
-    """Official blink painting into the PNCC every 5 s, or none."""
     map_to_init_pose: bool = True
     """Shift the driving poses so the first frame has the source's pose (official default)."""
     out_mode: Literal["final", "debug"] = "final"
@@ -68,8 +93,6 @@ _OFFICIAL_TASKS = {"torso": "secc_img2plane_torso_task", "a2m": "audio2motion_ta
 
 def _official_kind(folder: Path) -> str | None:
     """'torso' / 'a2m' from an official folder's config.yaml `task_cls`; None when it does not say."""
-    from real3d.weights.official import read_config_yaml
-
     cfg = folder / "config.yaml"
     if not cfg.is_file():
         return None
@@ -85,8 +108,6 @@ def _find_model_dir(root: Path, kind: Literal["torso", "a2m"]) -> Path:
 
     Converted folders are recognised by config.json's `model_type`, official ones by config.yaml's
     `task_cls` (else by the release's folder names), so renamed folders are found too."""
-    import json
-
     names = {"torso": ("secc2plane_torso", "torso"), "a2m": ("audio2secc", "a2m", "audio2motion")}[kind]
     model_type = {"torso": "real3d_portrait", "a2m": "audio2motion"}[kind]
     candidates = [root] + sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [root]
@@ -107,16 +128,6 @@ def _find_model_dir(root: Path, kind: Literal["torso", "a2m"]) -> Path:
         f"{'secc2plane_torso_orig' if kind == 'torso' else 'audio2secc_vae'}/ (config.yaml + model_ckpt_steps_*.ckpt) "
         f"or a folder made by `real3d convert-official`"
     )
-
-
-def load_model(path: Path) -> torch.nn.Module:
-    """A converted folder (config.json + model.safetensors) or an official one (converted on the fly)."""
-    from real3d.weights.convert import load_official_model
-    from real3d.weights.io import from_pretrained
-
-    if (path / "config.json").is_file():
-        return from_pretrained(path).eval()
-    return load_official_model(path)[0].eval()
 
 
 def input_image_size(config) -> int:
@@ -154,47 +165,41 @@ class SourceState:
     euler: torch.Tensor
     trans: torch.Tensor
     kp_s: torch.Tensor
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 class NeuralBackend:
-    """Loads the user's models once; animates any number of sources/drivers."""
+    """The paper's networks behind `real3d.backends.base.Backend`. Loads the user's models once; animates any
+    number of sources and drivers."""
+
+    name = "neural"
 
     def __init__(self, assets: NeuralAssets, config: NeuralConfig | None = None, need_audio: bool = True,
                  torso_dir: str | Path | None = None, a2m_dir: str | Path | None = None) -> None:
-        from real3d.face.bfm import BFMFiles, ParametricFace
-        from real3d.face.pncc import PNCCRenderer
-
-        self.cfg = config or NeuralConfig()
-        self.device = torch.device(self.cfg.device)
+        self.config = config or NeuralConfig()
+        self.device = torch.device(self.config.device)
         self.timings: dict[str, float] = {}
         keep_freed_memory()  # the frames' large temporaries: no page faults per allocation (see cpu_memory)
         t = time.perf_counter()
-        torso = Path(torso_dir) if torso_dir is not None else _find_model_dir(assets.checkpoints, "torso")
-        self.model = load_model(torso).to(self.device)
+        generator_dir = Path(torso_dir) if torso_dir is not None else _find_model_dir(assets.checkpoints, "torso")
+        self.model = load_checkpoint(generator_dir).to(self.device)
         self.resolution = input_image_size(self.model.config)
         self.a2m = None
-        if need_audio:
-            self.a2m = load_model(Path(a2m_dir) if a2m_dir is not None else _find_model_dir(assets.checkpoints, "a2m"))
         self.hubert = None
         if need_audio:
-            from real3d.models.hubert import load_hubert
-
+            self.a2m = load_checkpoint(Path(a2m_dir) if a2m_dir is not None else _find_model_dir(assets.checkpoints, "a2m"))
             self.hubert = load_hubert(assets.hubert).eval()
         files = BFMFiles.locate(assets.bfm)
         data = files.load_front()
         self.face = ParametricFace(data, files.mp468_index(data.n_vertices))
         left, right = files.eye_faces(data)
-        self.pncc = PNCCRenderer(data.faces, files.ncc_code(data), np.concatenate([left, right]), image_size=self.resolution)
+        self.pncc = PNCCRenderer(data.faces, files.ncc_code(data), np.concatenate([left, right]),
+                                 image_size=self.resolution)
         self.segmenter_model = assets.segmenter_model
         self.timings["load_models"] = time.perf_counter() - t
 
     # ------------------------------------------------------------------ source
-    def prepare_source(self, portrait: Portrait) -> SourceState:
-        from real3d.face.cameras import torso_keypoints
-        from real3d.face.fitting import fit_image
-        from real3d.face.parsing import MulticlassSegmenter, approximate_parsing, head_image, inpaint_torso, one_hot
-
+    def prepare(self, portrait: Portrait) -> SourceState:
+        """Parsing, head/torso/background images, the source's 3DMM fit and the networks' per-source features."""
         times = {}
         t = time.perf_counter()
         if self.segmenter_model is not None:
@@ -202,7 +207,10 @@ class NeuralBackend:
         else:
             labels = approximate_parsing(portrait.image, portrait.landmarks, portrait.person_mask)
         r = self.resolution
-        fit_px = lambda img: img if img.shape[0] == r else cv2.resize(img, (r, r), interpolation=cv2.INTER_AREA)  # noqa: E731
+
+        def fit_px(img: np.ndarray) -> np.ndarray:
+            return img if img.shape[0] == r else cv2.resize(img, (r, r), interpolation=cv2.INTER_AREA)
+
         head = _to_tensor(fit_px(head_image(portrait.image, labels)))
         torso = _to_tensor(fit_px(inpaint_torso(portrait.image, labels)))
         bg = _to_tensor(fit_px(portrait.background))
@@ -217,16 +225,44 @@ class NeuralBackend:
         with torch.inference_mode(), self._autocast():
             cache = self.model.encode_source(*(x.to(self.device) for x in (head, torso, bg, segmap)))
         times["encode_source"] = time.perf_counter() - t
+        self.timings.update(times)
         lm2d = self.face.reconstruct_lm2d_official(fit.id, fit.exp, fit.euler, fit.trans)
-        return SourceState(cache, fit.id, fit.exp, fit.euler, fit.trans, torso_keypoints(lm2d), times)
+        return SourceState(cache, fit.id, fit.exp, fit.euler, fit.trans, torso_keypoints(lm2d))
 
-    # ------------------------------------------------------------------ drivers
+    # ------------------------------------------------------------------ motion
+    def motion(self, source: SourceState, driving: Driving) -> BFMTrack:
+        """BFM expression (A2M for speech, a 3DMM fit of a driving video), head pose (still, the driving or the
+        pose video's fit; depth fixed, mapped to the source pose) and the blink painting of every frame."""
+        pose = None
+        if driving.speech is not None:
+            exp25 = self.expression_from_audio(driving.speech, driving.mouth_amp, driving.seed)
+            n = max(1, int(round(len(driving.speech) / SPEECH_RATE * driving.fps)))
+            idx = np.minimum(np.round(np.arange(n) * MOTION_FPS / driving.fps).astype(np.int64), exp25.shape[0] - 1)
+            exp = exp25[torch.from_numpy(idx)]
+        else:
+            fit = self.fit_video(driving.video)
+            exp = fit.exp
+            pose = PoseSequence(euler=fit.euler, trans=fit.trans)
+        if driving.pose is not None:
+            pfit = self.fit_video(driving.pose)
+            pose = PoseSequence(euler=pfit.euler, trans=pfit.trans)
+        if driving.still:
+            pose = None
+        n = driving.limit(exp.shape[0])
+        poses = driving_pose(source.euler, source.trans, n, pose, map_to_init=self.config.map_to_init_pose)
+        return BFMTrack(exp[:n], poses, self._blinks(n, driving), seed=driving.seed)
+
+    def _blinks(self, n: int, driving: Driving) -> np.ndarray:
+        """[n] eye closure painted into the PNCC: the official schedule (periodic), natural blinks, or none."""
+        if driving.blink == "periodic":
+            return blink_schedule(n, random.Random(driving.seed))
+        if driving.blink == "natural":
+            closure = blink_curve(n, driving.fps, "natural", driving.seed).astype(np.float64)
+            return np.where(closure > 0, closure, np.nan)
+        return np.full(n, np.nan)
+
     def expression_from_audio(self, wav16k: np.ndarray, mouth_amp: float, seed: int) -> torch.Tensor:
         """[T25,64] expression from speech (HuBERT + f0 -> A2M)."""
-        from real3d.audio.pitch import official_f0
-        from real3d.models.hubert import hubert_features
-        from real3d.motion.neural_audio import a2m_expression
-
         t = time.perf_counter()
         with torch.inference_mode():
             feats = hubert_features(self.hubert, wav16k)
@@ -234,66 +270,59 @@ class NeuralBackend:
         t = time.perf_counter()
         f0 = official_f0(wav16k, feats.shape[0])
         with torch.inference_mode():
-            exp = a2m_expression(self.a2m, feats, f0, mouth_amp=mouth_amp, temperature=self.cfg.temperature, seed=seed)
+            exp = a2m_expression(self.a2m, feats, f0, mouth_amp=mouth_amp, temperature=self.config.temperature,
+                                 seed=seed)
         self.timings["a2m"] = time.perf_counter() - t
         return exp
 
-    def motion_from_landmarks(self, landmarks: np.ndarray, size: tuple[int, int]):
-        """3DMM fit of driver landmarks [T,478,3] (pixels of frames of `size`) -> the fit (exp, euler, trans)."""
-        from real3d.face.fitting import fit_video
-
+    def fit_video(self, video: TrackedVideo):
+        """3DMM fit (exp, euler, trans per frame) of a tracked driving or pose video."""
         t = time.perf_counter()
-        fit = fit_video(self.face, landmarks[:, :468, :2], size)
-        self.timings["fit_driver"] = time.perf_counter() - t
+        fit = fit_video(self.face, video.landmarks[:, :468, :2], video.size)
+        self.timings["fit_driver"] = self.timings.get("fit_driver", 0.0) + time.perf_counter() - t
         return fit
 
     # ------------------------------------------------------------------ frames
-    def frames(
-        self, src: SourceState, exp: torch.Tensor, pose, seed: int = 0
-    ) -> Iterator[np.ndarray]:
-        """RGB uint8 frames for expression [T,64] and a `PoseSequence` of length T."""
-        from real3d.face.blink import blink_schedule, close_eyes
-        from real3d.face.cameras import smooth_features, torso_keypoints
+    def frame_size(self, source: SourceState) -> tuple[int, int]:
+        return self.resolution, self.resolution * (4 if self.config.out_mode == "debug" else 1)
 
-        n = exp.shape[0]
-        ident = src.fit_id
-        cameras = pose.cameras().float()
-        lm2d = self.face.reconstruct_lm2d_official(ident.expand(n, -1), exp, pose.euler, pose.trans)
+    def frames(self, source: SourceState, motion: BFMTrack) -> Iterator[np.ndarray]:
+        """RGB uint8 frames of `motion`, computed `config.batch_size` at a time."""
+        n = len(motion)
+        ident = source.fit_id
+        exp = motion.expression
+        cameras = motion.pose.cameras().float()
+        lm2d = self.face.reconstruct_lm2d_official(ident.expand(n, -1), exp, motion.pose.euler, motion.pose.trans)
         kp_d = smooth_features(torso_keypoints(lm2d))
-        cano = self._pncc(ident, torch.zeros(1, exp.shape[1]))
-        src_secc = self._pncc(ident, exp[:1])
-        blinks = blink_schedule(n, random.Random(seed)) if self.cfg.blink == "period" else np.full(n, np.nan)
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        b = max(1, self.cfg.batch_size)
+        cano_pncc = self._pncc(ident, torch.zeros(1, exp.shape[1]))
+        src_pncc = self._pncc(ident, exp[:1])
+        gen = torch.Generator(device=self.device).manual_seed(motion.seed)
+        b = max(1, self.config.batch_size)
         self.timings.setdefault("pncc", 0.0)
         self.timings.setdefault("networks", 0.0)
         for start in range(0, n, b):
             sl = slice(start, min(n, start + b))
             k = sl.stop - sl.start
             t = time.perf_counter()
-            tgt = self._pncc(ident.expand(k, -1), exp[sl])
-            for j in range(k):
-                frac = blinks[sl.start + j]
-                if np.isfinite(frac):
-                    tgt[j] = close_eyes(tgt[j], float(frac))
+            tgt_pncc = paint_blinks(self._pncc(ident.expand(k, -1), exp[sl]), motion.blink[sl])
             self.timings["pncc"] += time.perf_counter() - t
             t = time.perf_counter()
             with torch.inference_mode(), self._autocast():
                 out = self.model(
-                    src.cache,
-                    cano.expand(k, -1, -1, -1).to(self.device),
-                    src_secc.expand(k, -1, -1, -1).to(self.device),
-                    tgt.to(self.device),
+                    source.cache,
+                    cano_pncc.expand(k, -1, -1, -1).to(self.device),
+                    src_pncc.expand(k, -1, -1, -1).to(self.device),
+                    tgt_pncc.to(self.device),
                     cameras[sl].to(self.device),
-                    src.kp_s.expand(k, -1, -1).to(self.device),
+                    source.kp_s.expand(k, -1, -1).to(self.device),
                     kp_d[sl].to(self.device),
-                    mode=self.cfg.sampling,
-                    generator=gen if self.cfg.sampling == "stochastic" else None,
+                    mode=self.config.sampling,
+                    generator=gen if self.config.sampling == "stochastic" else None,
                 )
             self.timings["networks"] += time.perf_counter() - t
             images = _to_uint8(out.image.float())
-            if self.cfg.out_mode == "debug":
-                images = self._debug_panels(images, tgt, out)
+            if self.config.out_mode == "debug":
+                images = self._debug_panels(images, tgt_pncc, out)
             yield from images
 
     def _pncc(self, ident: torch.Tensor, exp: torch.Tensor) -> torch.Tensor:
@@ -301,18 +330,18 @@ class NeuralBackend:
         verts = self.face.posed_vertices(ident.expand(exp.shape[0], -1), exp, zeros, zeros)
         return self.pncc(verts)
 
-    def _debug_panels(self, images: np.ndarray, tgt: torch.Tensor, out) -> np.ndarray:
-        import torch.nn.functional as F
-
+    def _debug_panels(self, images: np.ndarray, tgt_pncc: torch.Tensor, out) -> np.ndarray:
+        """[B,H,4W,3]: target PNCC, raw 128 render (upsampled), depth, result."""
         size = images.shape[1]
         raw = F.interpolate(out.image_raw.float(), size=size, mode="bilinear", align_corners=False)
         depth = out.image_depth.float()
-        d = (depth - depth.amin(dim=(2, 3), keepdim=True)) / (depth.amax(dim=(2, 3), keepdim=True) - depth.amin(dim=(2, 3), keepdim=True) + 1e-6)
+        lo, hi = depth.amin(dim=(2, 3), keepdim=True), depth.amax(dim=(2, 3), keepdim=True)
+        d = (depth - lo) / (hi - lo + 1e-6)
         depth_img = F.interpolate(d.repeat(1, 3, 1, 1) * 2 - 1, size=size, mode="bilinear", align_corners=False)
-        panels = [_to_uint8(tgt.float()), _to_uint8(raw), _to_uint8(depth_img.cpu()), images]
+        panels = [_to_uint8(tgt_pncc.float()), _to_uint8(raw), _to_uint8(depth_img.cpu()), images]
         return np.concatenate(panels, axis=2)
 
     def _autocast(self):
-        if self.cfg.dtype == "float32":
+        if self.config.dtype == "float32":
             return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=getattr(torch, self.cfg.dtype))
+        return torch.autocast(self.device.type, dtype=getattr(torch, self.config.dtype))

@@ -31,6 +31,8 @@ import numpy as np
 from real3d.errors import DependencyError, InputError
 from real3d.face import topology as topo
 from real3d.face.canonical import kabsch
+from real3d.face.fitting import fit_video
+from real3d.motion.from_video import fill_missing_landmarks
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +363,6 @@ def mean_ci95(values) -> Interval:
 
 def _stack_landmarks(lms: list[np.ndarray | None]) -> np.ndarray | None:
     """[T,478,3] with missing frames interpolated (None when no frame has a face)."""
-    from real3d.motion.from_video import fill_missing_landmarks
 
     if not any(lm is not None for lm in lms):
         return None
@@ -374,7 +375,6 @@ def expression_pose_distance(face, gen: list[np.ndarray | None], ref: list[np.nd
     """The paper's AED and APD: 3DMM fits (official video-fit schedule) of both landmark tracks, then the mean
     L1 distance of the 64 expression coefficients (AED) and of the pose (Euler radians + translation; APD)
     per frame. `face` is a `real3d.face.bfm.ParametricFace`; landmarks in pixels of frames of `size` (h, w)."""
-    from real3d.face.fitting import fit_video
 
     g, r = _stack_landmarks(gen), _stack_landmarks(ref)
     if g is None or r is None:

@@ -33,6 +33,15 @@ import numpy as np
 
 from real3d.errors import InputError
 from real3d.eval import metrics as M
+from real3d.eval import plugins as P
+from real3d.eval.plugins import FidMetric
+from real3d.face.bfm import ParametricFace
+from real3d.face.framing import frame_face
+from real3d.face.landmarks import FaceAnalyzer
+from real3d.io.audio import has_audio, load_audio
+from real3d.io.image import load_image
+from real3d.io.video import VIDEO_SUFFIXES, first_frame, iter_frames, probe_video
+from real3d.pipeline import AnimateOptions, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +49,6 @@ Protocol = Literal["same", "cross", "audio"]
 Method = Literal["mesh", "static", "gt"]
 PROTOCOLS: tuple[Protocol, ...] = ("same", "cross", "audio")
 METHODS: tuple[Method, ...] = ("mesh", "static", "gt")
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".m4a", ".ogg", ".aac"}
 CACHE_VERSION = 1
@@ -140,7 +148,6 @@ def cases_from_folders(clips: Path | None, sources: Path | None, audios: Path | 
                        protocols: tuple[Protocol, ...] = PROTOCOLS) -> list[Case]:
     """same: every clip; cross: every photo x every clip; audio: every clip with sound (its own first frame
     and reference) and every audio file x every photo (no reference)."""
-    from real3d.io.video import probe_video
 
     vids, imgs, auds = _files(clips, VIDEO_SUFFIXES), _files(sources, IMAGE_SUFFIXES), _files(audios, AUDIO_SUFFIXES)
     out: list[Case] = []
@@ -231,20 +238,11 @@ def cache_key(case: Case, fps: float, n_frames: int | None, cfg: EvalConfig) -> 
 
 def source_image(path: Path) -> np.ndarray:
     """The source as RGB uint8: a photo, or a video's first frame."""
-    if path.suffix.lower() in VIDEO_SUFFIXES:
-        from real3d.io.video import iter_frames
-
-        for f in iter_frames(path):
-            return f
-        raise InputError(f"{path} has no frames")
-    from real3d.io.image import load_image
-
-    return load_image(path)
+    return first_frame(path) if path.suffix.lower() in VIDEO_SUFFIXES else load_image(path)
 
 
 def generate(case: Case, fps: float, n_frames: int | None, cfg: EvalConfig) -> Path:
     """The mesh pipeline's video for a case, from the cache when the same inputs and options were rendered."""
-    from real3d.pipeline import AnimateOptions, Pipeline
 
     cache = Path(cfg.cache_dir or Path(cfg.out_dir) / "cache")
     cache.mkdir(parents=True, exist_ok=True)
@@ -254,7 +252,7 @@ def generate(case: Case, fps: float, n_frames: int | None, cfg: EvalConfig) -> P
         log.info("cached: %s", out)
         return out
     opts = AnimateOptions(
-        source=source_image(case.source) if case.source.suffix.lower() in VIDEO_SUFFIXES else case.source,
+        source=case.source,
         output=out,
         video=case.driver,
         audio=case.audio,
@@ -279,15 +277,12 @@ def read_frames(path: Path, fps: float | None, limit: int | None) -> list[np.nda
     """RGB frames of a video (resampled to `fps` when given), at most `limit`."""
     from itertools import islice
 
-    from real3d.io.video import iter_frames
 
     return list(islice(iter_frames(path, fps=fps), limit))
 
 
 def framed_source(image: np.ndarray, framing: str) -> np.ndarray:
     """The 512x512 crop the pipeline makes of a photo (the 'static' baseline of photo sources)."""
-    from real3d.face.framing import frame_face
-    from real3d.face.landmarks import FaceAnalyzer
 
     with FaceAnalyzer() as fa:
         faces = fa.detect(image)
@@ -298,7 +293,6 @@ def framed_source(image: np.ndarray, framing: str) -> np.ndarray:
 
 def track_landmarks(frames: list[np.ndarray]) -> list[np.ndarray | None]:
     """MediaPipe landmarks ([478,3] px) of every frame, tracking mode; None where no face."""
-    from real3d.face.landmarks import FaceAnalyzer
 
     with FaceAnalyzer() as fa:
         return [fa.track(f) for f in frames]
@@ -309,7 +303,6 @@ class MetricModels:
     """Identity model and plug-in metrics, built once per process from the config."""
 
     def __init__(self, cfg: EvalConfig) -> None:
-        from real3d.eval import plugins as P
 
         lp = cfg.lpips
         self.lpips = P.LpipsMetric(lp[1], lp[2], lp[0]) if lp else None  # type: ignore[arg-type]
@@ -319,7 +312,6 @@ class MetricModels:
         self.dlib = M.DlibIdentity()  # its model files load on first use, once per process
         self.face = None
         if cfg.bfm:
-            from real3d.face.bfm import ParametricFace
 
             self.face = ParametricFace.from_dir(cfg.bfm)
 
@@ -328,7 +320,6 @@ def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: MetricMo
     """Metrics of `method` on `case`; None when the method does not apply (gt without a reference)."""
     import time
 
-    from real3d.io.video import probe_video
 
     t0 = time.perf_counter()
     if method == "gt" and case.reference is None:
@@ -351,7 +342,6 @@ def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: MetricMo
         if ref is not None:
             n = len(ref)
         else:  # audio without a reference video: as long as the speech (capped like the mesh output)
-            from real3d.io.audio import load_audio
 
             n = max(1, int(round(len(load_audio(case.audio, 16000, True).samples) / 16000 * fps)))
             n = min(n, cfg.max_frames or n)
@@ -395,7 +385,6 @@ def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: MetricMo
         m["CSIM_arcface"] = (plugins.arcface(src, with_lm, gen[::every], lg[::every]) if with_lm is not None
                              else float("nan"))
     if plugins.sync is not None and (case.audio is not None or case.driver is not None):
-        from real3d.io.audio import has_audio, load_audio
 
         speech = case.audio or case.driver
         if has_audio(speech):
@@ -434,7 +423,6 @@ NO_DIRECTION = {"mouth_open_std"}
 
 def fid_by_group(results: list[CaseResult], out_dir: Path) -> dict[tuple[str, str], float]:
     """FID per (protocol, method) from the saved features (generated frames vs the cases' real frames)."""
-    from real3d.eval.plugins import FidMetric
 
     fdir = Path(out_dir) / "features"
     groups: dict[tuple[str, str], tuple[list, list]] = {}

@@ -50,6 +50,7 @@ import torch
 from torch import nn
 
 from real3d.errors import DependencyError, InputError
+from real3d.geometry import euler_to_matrix
 
 log = logging.getLogger(__name__)
 
@@ -363,13 +364,7 @@ class ParametricFaceConfig:
 
 def compute_rotation(euler: torch.Tensor) -> torch.Tensor:
     """euler [B,3] = (pitch x, yaw y, roll z) radians -> [B,3,3] `(Rz Ry Rx)^T`, applied as `p @ R`."""
-    x, y, z = euler.unbind(-1)
-    one, zero = torch.ones_like(x), torch.zeros_like(x)
-    cx, sx, cy, sy, cz, sz = x.cos(), x.sin(), y.cos(), y.sin(), z.cos(), z.sin()
-    rx = torch.stack([one, zero, zero, zero, cx, -sx, zero, sx, cx], -1).unflatten(-1, (3, 3))
-    ry = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).unflatten(-1, (3, 3))
-    rz = torch.stack([cz, -sz, zero, sz, cz, zero, zero, zero, one], -1).unflatten(-1, (3, 3))
-    return (rz @ ry @ rx).transpose(-1, -2)
+    return euler_to_matrix(euler).transpose(-1, -2)
 
 
 class ParametricFace(nn.Module):

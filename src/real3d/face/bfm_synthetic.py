@@ -32,7 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from real3d.face.bfm import EYE_FACES, MP468_INDEX, NCC_CODE, BFMData, derive_eye_faces, derive_ncc_code
+from real3d.face import topology as topo
+from real3d.face.bfm import (
+    EYE_FACES,
+    MP468_INDEX,
+    NCC_CODE,
+    BFMData,
+    derive_eye_faces,
+    derive_ncc_code,
+)
 
 A_X, B_Y, DEPTH = 0.8, 1.05, 0.9  # face half-width, half-height, depth (dm)
 OFFSET = np.array([0.03, 0.12, 0.55])  # the real mean shape is not centred either
@@ -100,7 +108,6 @@ def _mp468_layout() -> np.ndarray:
     its tessellation neighbours (a Tutte / harmonic embedding)."""
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
 
-    from real3d.face import topology as topo
 
     n = 468
     pos: dict[int, np.ndarray] = {}

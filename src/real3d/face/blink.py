@@ -128,15 +128,15 @@ def close_eyes(secc: torch.Tensor, fraction: float) -> torch.Tensor:
     return _dequantise(img)
 
 
-def blink_secc(secc: torch.Tensor, rng: random.Random, period: int = BLINK_PERIOD) -> torch.Tensor:
-    """Driving SECC maps [T,3,H,W] -> the same with periodic blinks painted in (`--blink_mode period`).
-
-    Frames outside the schedule are returned unchanged (bit for bit); edited ones on the 8-bit grid.
-    """
-    if secc.ndim != 4 or secc.shape[1] != 3:
-        raise InputError(f"blink_secc: secc must be [T,3,H,W], got {tuple(secc.shape)}")
-    fractions = blink_schedule(secc.shape[0], rng, period)
-    out = secc.clone()
-    for j in np.flatnonzero(~np.isnan(fractions)):
-        out[j] = close_eyes(secc[j], float(fractions[j])).to(out)
+def paint_blinks(pncc: torch.Tensor, fractions: np.ndarray) -> torch.Tensor:
+    """Driving PNCC maps [T,3,H,W] with the eyes closed by `fractions` [T] (`close_eyes`; NaN = frame unchanged,
+    bit for bit). With `blink_schedule` fractions this is the official `--blink_mode period`."""
+    if pncc.ndim != 4 or pncc.shape[1] != 3 or len(fractions) != pncc.shape[0]:
+        raise InputError(
+            f"paint_blinks: pncc must be [T,3,H,W] with one fraction per frame, got {tuple(pncc.shape)} and "
+            f"{len(fractions)} fractions"
+        )
+    out = pncc.clone()
+    for j in np.flatnonzero(np.isfinite(fractions)):
+        out[j] = close_eyes(pncc[j], float(fractions[j])).to(out)
     return out

@@ -84,24 +84,3 @@ def kabsch(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) 
     s = float((sig * np.diag(dfix)).sum() / max(var, 1e-12))
     t = mu_d - s * rot @ mu_s
     return rot, s, t
-
-
-def euler_to_matrix(euler: np.ndarray) -> np.ndarray:
-    """[...,3] (pitch, yaw, roll) radians -> [...,3,3] R = Rz(roll) @ Ry(yaw) @ Rx(pitch)."""
-    e = np.asarray(euler, np.float64)
-    p, y, r = e[..., 0], e[..., 1], e[..., 2]
-    cp, sp, cy, sy, cr, sr = np.cos(p), np.sin(p), np.cos(y), np.sin(y), np.cos(r), np.sin(r)
-    one, zero = np.ones_like(p), np.zeros_like(p)
-    rx = np.stack([one, zero, zero, zero, cp, -sp, zero, sp, cp], -1).reshape(e.shape[:-1] + (3, 3))
-    ry = np.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).reshape(e.shape[:-1] + (3, 3))
-    rz = np.stack([cr, -sr, zero, sr, cr, zero, zero, zero, one], -1).reshape(e.shape[:-1] + (3, 3))
-    return rz @ ry @ rx
-
-
-def matrix_to_euler(rot: np.ndarray) -> np.ndarray:
-    """Inverse of `euler_to_matrix` ([...,3,3] -> [...,3]); yaw in (-pi/2, pi/2)."""
-    r = np.asarray(rot, np.float64)
-    yaw = np.arcsin(np.clip(-r[..., 2, 0], -1.0, 1.0))
-    pitch = np.arctan2(r[..., 2, 1], r[..., 2, 2])
-    roll = np.arctan2(r[..., 1, 0], r[..., 0, 0])
-    return np.stack([pitch, yaw, roll], -1)

@@ -99,7 +99,11 @@ class MulticlassSegmenter:
                 "(linked from the Real3D-Portrait README and MediaPipe's image-segmenter models page)"
             )
         from mediapipe.tasks.python import BaseOptions
-        from mediapipe.tasks.python.vision import ImageSegmenter, ImageSegmenterOptions, RunningMode
+        from mediapipe.tasks.python.vision import (
+            ImageSegmenter,
+            ImageSegmenterOptions,
+            RunningMode,
+        )
 
         opts = ImageSegmenterOptions(
             base_options=BaseOptions(model_asset_path=str(p)),

@@ -83,20 +83,6 @@ _HALF = _ONE >> 1
 _EMPTY = torch.iinfo(torch.int64).max
 
 
-def ncc_code_from_meanshape(meanshape: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Normalised coordinate code: the mean shape [N,3] min-max normalised per channel -> [N,3] in [0,1].
-
-    Equals the transpose of the official `ncc_code.npy` ([3,N]) for the BFM mean shape.
-    """
-    m = torch.as_tensor(meanshape).double()
-    if m.ndim != 2 or m.shape[1] != 3 or m.shape[0] < 2:
-        raise InputError(f"ncc_code_from_meanshape: meanshape must be [N,3] with N >= 2, got {tuple(m.shape)}")
-    lo, hi = m.min(0).values, m.max(0).values
-    if (hi <= lo).any():
-        raise InputError("ncc_code_from_meanshape: the mean shape is flat along an axis; expected a 3-D face mesh")
-    return ((m - lo) / (hi - lo)).float()
-
-
 def project_to_screen(vertices: torch.Tensor, image_size: int) -> torch.Tensor:
     """BFM camera-frame vertices [B,N,3] (z = distance) -> screen [B,N,3]: x, y pixels (centres at
     integer + 0.5, y down) and the view depth z (see module docstring)."""
@@ -110,7 +96,7 @@ class PNCCRenderer:
     """Renders SECC/PNCC maps [B,3,S,S] in [-1,1] (background -1) from BFM vertices.
 
     faces: [F,3] int, 0-based vertex ids (the BFM `tri` minus 1). ncc_colors: [N,3] per-vertex code in
-    [0,1] (`ncc_code_from_meanshape`, or the official `ncc_code.npy` transposed). eye_faces: 0-based
+    [0,1] (`real3d.face.bfm.derive_ncc_code`, or the official `ncc_code.npy` transposed). eye_faces: 0-based
     indices into `faces` of the faces to remove (the official `bfm_{left,right}_eye_faces.npy` are
     1-based: subtract 1). backend: z-buffer ("auto": numpy for CPU tensors, torch otherwise).
     chunk_size: frames per z-buffer call (memory bound of the torch path; the face-0 quirk follows

@@ -21,6 +21,9 @@ from real3d.errors import InputError
 
 log = logging.getLogger(__name__)
 
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".gif"})
+"""File suffixes treated as videos (a source with one of these uses its first frame; a driver drives like --video)."""
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -182,6 +185,13 @@ def iter_timed_frames(path: str | Path, max_size: int | None = None) -> Iterator
         container.close()
     if n == 0:
         raise InputError(f"{p} has no video frames; pass a video with at least one frame")
+
+
+def first_frame(path: str | Path) -> np.ndarray:
+    """The first frame of a video as RGB uint8 [H,W,3] (upright)."""
+    for frame in iter_frames(path):
+        return frame
+    raise InputError(f"{path} has no video frames; pass a video with at least one frame")
 
 
 def iter_frames(path: str | Path, max_size: int | None = None, fps: float | None = None) -> Iterator[np.ndarray]:

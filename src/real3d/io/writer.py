@@ -1,4 +1,4 @@
-"""Streaming H.264 (yuv420p) + AAC writer with atomic output and the provenance marks.
+"""Streaming H.264 (yuv420p) + AAC writer with atomic output and an optional per-frame filter (the provenance marks).
 
 Frames go to libx264 one by one and packets are muxed as they come, so memory does not grow with the
 video's length. Audio is encoded alongside (interleaved), trimmed or zero-padded so that the output lasts
@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -22,7 +23,6 @@ import numpy as np
 
 from real3d.errors import InputError, OutputError
 from real3d.io.audio import Audio, AudioStream
-from real3d.provenance import apply_marks
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ class VideoWriter:
         audio: Audio | str | Path | None = None,
         crf: int = 18,
         preset: str = "veryfast",
-        visible_watermark: bool = True,
-        invisible_watermark: bool = True,
+        frame_filter: Callable[[np.ndarray], np.ndarray] | None = None,
         total: int | None = None,
         quiet: bool = False,
         audio_bitrate: int = 128_000,
@@ -89,8 +88,7 @@ class VideoWriter:
         self.audio = audio
         self.crf = crf
         self.preset = preset
-        self.visible_watermark = visible_watermark
-        self.invisible_watermark = invisible_watermark
+        self.frame_filter = frame_filter
         self.total = total
         self.quiet = quiet
         self.audio_bitrate = audio_bitrate
@@ -168,12 +166,13 @@ class VideoWriter:
     # -- writing ----------------------------------------------------------------------------------------
 
     def write(self, frame: np.ndarray) -> None:
-        """Encode one RGB uint8 frame (height x width x 3), applying the enabled provenance marks."""
+        """Encode one RGB uint8 frame (height x width x 3), after `frame_filter` (e.g. the provenance marks)."""
         if self._container is None:
             raise RuntimeError("VideoWriter is not open; use it as a context manager")
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 frame of shape {(self.height, self.width, 3)}, got {frame.dtype} {frame.shape}")
-        frame = apply_marks(frame, visible=self.visible_watermark, invisible=self.invisible_watermark)
+        if self.frame_filter is not None:
+            frame = self.frame_filter(frame)
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         vf.pts = self.frames_written
         vf.time_base = 1 / self.fps

@@ -27,7 +27,7 @@ from torch import nn
 
 from real3d.config.audio2motion import Audio2MotionConfig
 from real3d.errors import CheckpointError, InputError
-from real3d.weights.official import count_indices
+from real3d.state_dict import count_indices
 
 # Coarse pitch quantiser: mel-scaled bins 1..255 over 50-1100 Hz; unvoiced (f0 = 0) -> bin 1.
 F0_BINS = 256

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from real3d.config.htbsr import HTBSRConfig
-from real3d.errors import CheckpointError, InputError
+from real3d.errors import InputError
 from real3d.layers.stylegan2 import SynthesisBlock
 from real3d.models.torso_warp import TorsoSource, TorsoWarp
-from real3d.weights.official import select_prefix
+from real3d.state_dict import select_prefix
 
 OFFICIAL_PREFIX = "superresolution."
 
@@ -139,7 +139,7 @@ class HTBSR(nn.Module):
     def __init__(self, cfg: HTBSRConfig | None = None) -> None:
         super().__init__()
         cfg = cfg or HTBSRConfig.official()
-        self.cfg = cfg
+        self.config = cfg
         c0, c1, wd = cfg.block0_channels, cfg.block1_channels, cfg.w_dim
         mid, out = cfg.mid_resolution, cfg.output_resolution
         hid = cfg.torso.generator_channels[-1]
@@ -165,7 +165,7 @@ class HTBSR(nn.Module):
         )
 
     def _resize(self, x: torch.Tensor, size: int, antialias: bool | None = None) -> torch.Tensor:
-        aa = self.cfg.antialias if antialias is None else antialias
+        aa = self.config.antialias if antialias is None else antialias
         if aa and x.dtype in (torch.bfloat16, torch.float16):  # no reduced-precision antialias kernel on CPU
             return F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True).to(x.dtype)
         return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=aa)
@@ -179,12 +179,12 @@ class HTBSR(nn.Module):
         for name, t, ch in (("ref_torso_img", ref_torso_img, 3), ("bg_img", bg_img, 3), ("segmap", segmap, 6)):
             if t.ndim != 4 or t.shape[1] != ch:
                 raise InputError(f"{name} must be [B,{ch},H,W], got {list(t.shape)}")
-        mid = self.cfg.mid_resolution
+        mid = self.config.mid_resolution
         torso = self.torso_model.encode_source(self._resize(ref_torso_img, mid), segmap.float())
         bg = self._resize(bg_img, mid)
         bg_features = self.bg_encoder(bg.contiguous(memory_format=torch.channels_last))  # as the frames use it
         first = self.fuse_fg_bg_convs[0]
-        bg_fused = F.conv2d(bg_features, first.weight[:, self.cfg.block0_channels :], first.bias)
+        bg_fused = F.conv2d(bg_features, first.weight[:, self.config.block0_channels :], first.bias)
         return HTBSRSource(torso, bg, bg_fused)
 
     def forward(
@@ -203,7 +203,7 @@ class HTBSR(nn.Module):
         feature128: [B,32,128,128] rendered features; weights128: [B,1,128,128] accumulated opacity;
         kp_s, kp_d: [B,68,3] source / driving lm68 landmarks in [-1,1], z = 0.
         Source inputs: either `cache` (from `encode_source`) or ref_torso_img, bg_img, segmap."""
-        cfg = self.cfg
+        cfg = self.config
         if cache is None:
             if ref_torso_img is None or bg_img is None or segmap is None:
                 raise InputError(
@@ -295,26 +295,6 @@ class HTBSR(nn.Module):
         fg = F.conv2d(x, first.weight[:, : x.shape[1]], first.bias)  # [B,fuse_hidden,H,W]
         y = torch.lerp(bg_fused.to(fg.dtype), fg, person.to(fg.dtype))  # p * fg + (1 - p) * bg
         return self.fuse_fg_bg_convs[1:](y)
-
-    @classmethod
-    def from_official_state_dict(cls, state_dict: dict[str, torch.Tensor], cfg: HTBSRConfig | None = None) -> HTBSR:
-        """Build the model and strictly load the official torso-model state dict (`state_dict['model']`)."""
-        model = cls(cfg)
-        sd = remap_official_state_dict(state_dict)
-        own = model.state_dict()
-        missing = [k for k in own if k not in sd]
-        unexpected = [k for k in sd if k not in own]
-        wrong = [
-            f"{k} {list(sd[k].shape)} vs {list(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape
-        ]
-        if missing or unexpected or wrong:
-            raise CheckpointError(
-                f"official HTB-SR weights do not match the model: {len(missing)} missing (e.g. {missing[:3]}), "
-                f"{len(unexpected)} unexpected (e.g. {unexpected[:3]}), {len(wrong)} of another shape "
-                f"(e.g. {wrong[:2]}); check that the checkpoint is secc2plane_torso and the config matches it"
-            )
-        model.load_state_dict(sd, strict=True)
-        return model
 
 
 def remap_official_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -37,6 +37,7 @@ from torch import nn
 
 from real3d.config.hubert import HF_MODEL_ID, HubertConfig, config_from_hf, config_to_hf
 from real3d.errors import CheckpointError, DependencyError, InputError
+from real3d.state_dict import instantiate_with_weights, load_pickle_weights_only
 
 log = logging.getLogger(__name__)
 
@@ -396,7 +397,6 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError) as err:
             raise CheckpointError(f"cannot read {path} ({err}); the file is corrupt or truncated") from None
-    from real3d.weights.official import load_pickle_weights_only
 
     sd = load_pickle_weights_only(path)
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
@@ -415,7 +415,6 @@ def load_hubert(directory: str | Path, *, dtype: torch.dtype = torch.float32,
     `masked_spec_embed`, kept only when the file has it. A missing folder or file
     raises `DependencyError` naming it and the model id to download.
     """
-    from real3d.weights.io import instantiate_with_weights
 
     directory = Path(directory).expanduser()
     if not directory.is_dir():

@@ -30,8 +30,7 @@ from torch import nn
 from real3d.config.img2plane import Img2PlaneConfig
 from real3d.errors import InputError
 from real3d.layers.segformer import Block, OverlapPatchEmbed
-from real3d.weights.io import load_state_dict_strict
-from real3d.weights.official import select_prefix
+from real3d.state_dict import select_prefix
 
 OFFICIAL_PREFIX = "cano_img2plane_backbone."
 
@@ -281,7 +280,3 @@ class Img2Plane(nn.Module):
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         """img: [B,3,H,W] head-only image in [-1,1] (background -1) -> planes [B,3,C,H/2,W/2]."""
         return triplanes_from_features(self.features(img), self.config.plane_channels)
-
-    def load_official_state_dict(self, sd: Mapping[str, torch.Tensor]) -> None:
-        """Strictly load the `cano_img2plane_backbone.*` tensors of an official generator state dict."""
-        load_state_dict_strict(self, remap_official_state_dict(sd), "official Img2Plane")

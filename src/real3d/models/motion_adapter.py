@@ -23,8 +23,7 @@ from real3d.errors import InputError
 from real3d.layers.equalized import EqualizedConv2d
 from real3d.layers.segformer import MixVisionTransformer, SegFormerHead
 from real3d.models.img2plane import triplanes_from_features
-from real3d.weights.io import load_state_dict_strict
-from real3d.weights.official import select_prefix
+from real3d.state_dict import select_prefix
 
 OFFICIAL_PREFIX = "secc_img2plane_backbone."
 
@@ -99,7 +98,3 @@ class MotionAdapter(nn.Module):
     def forward(self, cano: torch.Tensor, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """PNCC maps [B,3,H,W] each in [-1,1] (background -1) -> diff planes [B,3,C,H/2,W/2]."""
         return self.decode(self.encode(cano, src, tgt))
-
-    def load_official_state_dict(self, sd: Mapping[str, torch.Tensor]) -> None:
-        """Strictly load the `secc_img2plane_backbone.*` tensors of an official generator state dict."""
-        load_state_dict_strict(self, remap_official_state_dict(sd), "official MotionAdapter")

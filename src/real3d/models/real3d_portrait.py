@@ -33,7 +33,11 @@ from real3d.errors import CheckpointError, InputError
 from real3d.models.htbsr import HTBSR, HTBSRSource
 from real3d.models.img2plane import Img2Plane
 from real3d.models.motion_adapter import MotionAdapter
-from real3d.models.volume_renderer import TriplaneDecoder, VolumeRenderer, VolumeRenderOutput
+from real3d.models.volume_renderer import (
+    TriplaneDecoder,
+    VolumeRenderer,
+    VolumeRenderOutput,
+)
 
 OFFICIAL_PREFIXES = ("decoder.", "cano_img2plane_backbone.", "secc_img2plane_backbone.", "superresolution.")
 OFFICIAL_SCALARS = ("lambda_pertube_blink_secc", "lambda_pertube_secc")
@@ -248,24 +252,6 @@ class Real3DPortrait(nn.Module):
         planes = cano_planes.float() + secc_planes.float()
         with torch.autocast(planes.device.type, enabled=False):
             return self._renderers[mode](planes, camera.float(), generator)
-
-    def generate(
-        self,
-        img: torch.Tensor,
-        ref_torso_img: torch.Tensor,
-        bg_img: torch.Tensor,
-        segmap: torch.Tensor,
-        cond_cano: torch.Tensor,
-        cond_src: torch.Tensor,
-        cond_tgt: torch.Tensor,
-        camera: torch.Tensor,
-        kp_s: torch.Tensor,
-        kp_d: torch.Tensor,
-        **kwargs: Any,
-    ) -> Real3DPortraitOutput:
-        """Source and frame in one call, without caching (what the official forward does every frame)."""
-        cache = self.encode_source(img, ref_torso_img, bg_img, segmap)
-        return self.forward(cache, cond_cano, cond_src, cond_tgt, camera, kp_s, kp_d, **kwargs)
 
 
 # ---------------------------------------------------------------------------------- official checkpoints

@@ -354,7 +354,7 @@ class TorsoWarp(nn.Module):
 
     def __init__(self, cfg: TorsoWarpConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.config = cfg
         self.appearance_extractor = AppearanceFeatureExtractor(cfg)
         self.motion_field_estimator = MotionFieldEstimator(cfg)
         self.deform_based_generator = Generator(cfg)
@@ -370,7 +370,7 @@ class TorsoWarp(nn.Module):
 
     def encode_source(self, torso_img: torch.Tensor, segmap: torch.Tensor) -> TorsoSource:
         """torso_img: [B,3,R,R] in [-1,1]; segmap: [B,6,S,S] one-hot float (channels 2 = neck, 4 = clothes)."""
-        cfg = self.cfg
+        cfg = self.config
         r, fr = cfg.resolution, cfg.feature_resolution
         if torso_img.shape[-2:] != (r, r):
             raise ValueError(f"torso image must be [B,3,{r},{r}], got {list(torso_img.shape)}")
@@ -394,7 +394,7 @@ class TorsoWarp(nn.Module):
     ) -> TorsoWarpOutput:
         """kp_s/kp_d: [B,68,3] landmarks in [-1,1] (z = 0); head_rgb: [B,3,R,R] rendered head;
         head_weights: [B,1,R,R] its opacity."""
-        cfg = self.cfg
+        cfg = self.config
         idx = list(cfg.keypoint_indices)
         source = source.expand(kp_s.shape[0])
         deformation, occlusion, occlusion_2 = self.motion_field_estimator(

@@ -3,7 +3,8 @@
 Renders three axis-aligned feature planes into a low-resolution feature image, a depth map and the
 accumulated opacity used as head alpha by the super-resolution network:
 
-1. one ray per pixel centre from an EG3D camera (`camera_from_pose`, `rays_from_camera`);
+1. one ray per pixel centre from an EG3D camera (`rays_from_camera`; cameras come from
+   `real3d.geometry.camera_from_pose`);
 2. near/far from the ray/box intersection with the cube [-box_warp/2, box_warp/2]^3;
 3. stratified depths, then importance depths drawn from the coarse weights (inverse CDF);
 4. tri-plane lookup on the planes (x,y), (x,z), (z,x) and the `TriplaneDecoder` MLP;
@@ -30,14 +31,6 @@ from real3d.config.volume_renderer import SamplingMode, VolumeRendererConfig
 from real3d.errors import CheckpointError
 from real3d.layers.equalized import EqualizedLinear
 
-FFHQ_FOCAL = 4.2647
-"""Normalised focal length of the EG3D FFHQ intrinsics (2985.29 / 700)."""
-CAMERA_SCALE = 0.27
-"""3DMM-to-world scale of the camera centre."""
-CAMERA_OFFSET = (0.0, 0.006, 0.161)
-"""World offset added to the scaled camera centre."""
-CAMERA_DISTANCE_3DMM = 10.0
-"""Distance of the 3DMM camera along +z (the translation is taken relative to it)."""
 RGB_SCALE = 1 + 2 * 0.001
 RGB_OFFSET = -0.001
 """The decoder's colour is RGB_SCALE * sigmoid(logits) + RGB_OFFSET, in (-0.001, 1.001) (EG3D)."""
@@ -45,39 +38,6 @@ RGB_OFFSET = -0.001
 
 # --------------------------------------------------------------------------------------------------
 # Camera and rays
-
-
-def _rotation_from_euler(euler: torch.Tensor) -> torch.Tensor:
-    """euler [B,3] = (pitch x, yaw y, roll z) radians -> R = (Rz Ry Rx)^T [B,3,3]."""
-    x, y, z = euler.unbind(-1)
-    one, zero = torch.ones_like(x), torch.zeros_like(x)
-    rot_x = torch.stack([one, zero, zero, zero, x.cos(), -x.sin(), zero, x.sin(), x.cos()], -1)
-    rot_y = torch.stack([y.cos(), zero, y.sin(), zero, one, zero, -y.sin(), zero, y.cos()], -1)
-    rot_z = torch.stack([z.cos(), -z.sin(), zero, z.sin(), z.cos(), zero, zero, zero, one], -1)
-    rot = [rearrange(r, "b (i j) -> b i j", i=3) for r in (rot_x, rot_y, rot_z)]
-    return (rot[2] @ rot[1] @ rot[0]).transpose(1, 2)  # Bx3x3
-
-
-def camera_from_pose(euler: torch.Tensor, trans: torch.Tensor, focal: float = FFHQ_FOCAL) -> torch.Tensor:
-    """3DMM head pose -> EG3D camera: row-major c2w (16, OpenCV axes) + normalised K (9).
-
-    euler: [B,3] (pitch, yaw, roll) radians; trans: [B,3] 3DMM translation. Returns [B,25] in the
-    dtype of `euler` (computed in float64). c = 0.27 * (-R (trans - [0,0,10])) + [0, 0.006, 0.161],
-    c2w[:3,:3] = R diag(1,-1,-1), K = [[f,0,.5],[0,f,.5],[0,0,1]].
-    """
-    if euler.ndim != 2 or euler.shape[-1] != 3 or trans.shape != euler.shape:
-        raise ValueError(f"euler and trans must both be [B,3], got {tuple(euler.shape)} and {tuple(trans.shape)}")
-    e, t = euler.double(), trans.double()
-    rot = _rotation_from_euler(e)  # Bx3x3
-    t = t - t.new_tensor([0.0, 0.0, CAMERA_DISTANCE_3DMM])
-    centre = -(rot @ t.unsqueeze(-1)).squeeze(-1) * CAMERA_SCALE + t.new_tensor(CAMERA_OFFSET)  # Bx3
-    c2w = torch.zeros(e.shape[0], 4, 4, dtype=torch.float64, device=e.device)
-    c2w[:, :3, :3] = rot * t.new_tensor([1.0, -1.0, -1.0])  # R @ diag(1,-1,-1)
-    c2w[:, :3, 3] = centre
-    c2w[:, 3, 3] = 1.0
-    intr = t.new_tensor([[focal, 0.0, 0.5], [0.0, focal, 0.5], [0.0, 0.0, 1.0]]).expand(e.shape[0], 3, 3)
-    cam = torch.cat([rearrange(c2w, "b i j -> b (i j)"), rearrange(intr, "b i j -> b (i j)")], -1)  # Bx25
-    return cam.to(euler.dtype)
 
 
 def rays_from_camera(camera: torch.Tensor, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,9 @@ from scipy.signal import savgol_filter
 
 from real3d.errors import NoFaceError
 from real3d.face import topology as topo
-from real3d.face.canonical import head_frame, kabsch, matrix_to_euler
+from real3d.face.canonical import head_frame, kabsch
+from real3d.face.landmarks import FaceAnalyzer
+from real3d.geometry import matrix_to_euler
 from real3d.motion.track import N_LANDMARKS, MotionTrack
 
 log = logging.getLogger(__name__)
@@ -163,8 +165,6 @@ def track_from_landmarks(
 
 def video_landmarks(frames, analyzer=None) -> np.ndarray:
     """[T,478,3] landmarks of the main face in each frame of an iterable of RGB frames (NaN = none)."""
-    from real3d.face.landmarks import FaceAnalyzer
-
     own = analyzer is None
     analyzer = analyzer or FaceAnalyzer()
     out = []

@@ -1,4 +1,4 @@
-"""The Motion track: what every driver produces and every backend consumes.
+"""The Motion track: what the mesh backend's drivers produce and its renderer consumes.
 
 Coordinates. Expression lives in the *canonical face frame*: the face with head pose removed,
 x to the viewer's right, y down, z away from the camera, origin at the centroid of the face-oval
@@ -11,6 +11,7 @@ applied by the backend on top of the source portrait's own pose.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -37,8 +38,6 @@ class MotionTrack:
     """[T] float32 extra eyelid closure in [0,1] applied on top of `expression` (1 = fully shut)."""
     mouth_open: np.ndarray
     """[T] float32 inner-lip gap / inter-ocular distance after retargeting (drives the mouth interior)."""
-    bfm_exp: np.ndarray | None = None
-    """Optional [T,64] BFM expression coefficients for the neural backend."""
     meta: dict = field(default_factory=dict)
     """Free-form provenance (driver path, options); never read by renderers."""
 
@@ -54,8 +53,6 @@ class MotionTrack:
         for name, (arr, shape) in checks.items():
             if tuple(np.shape(arr)) != shape:
                 raise ValueError(f"MotionTrack.{name} has shape {np.shape(arr)}, expected {shape}")
-        if self.bfm_exp is not None and tuple(np.shape(self.bfm_exp)) != (t, 64):
-            raise ValueError(f"MotionTrack.bfm_exp has shape {np.shape(self.bfm_exp)}, expected {(t, 64)}")
         if not self.fps > 0:
             raise ValueError(f"MotionTrack.fps must be positive, got {self.fps}")
 
@@ -90,7 +87,6 @@ class MotionTrack:
             expression=self.expression[sl],
             blink=self.blink[sl],
             mouth_open=self.mouth_open[sl],
-            bfm_exp=None if self.bfm_exp is None else self.bfm_exp[sl],
         )
 
     def with_pose_of(self, other: "MotionTrack") -> "MotionTrack":
@@ -102,6 +98,38 @@ class MotionTrack:
     def without_pose(self) -> "MotionTrack":
         """The same expression with the head held at the source pose (`--still`)."""
         return replace(self, rotation=np.zeros_like(self.rotation), translation=np.zeros_like(self.translation))
+
+
+class MotionStream:
+    """A MotionTrack of known length delivered in chunks, so long audio stays in bounded memory."""
+
+    def __init__(self, n_frames: int, chunks: Iterable[MotionTrack]) -> None:
+        self.n_frames = n_frames
+        self._chunks = iter(chunks)
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def __iter__(self) -> Iterator[MotionTrack]:
+        """The chunks, cut to `n_frames` in all (one pass only)."""
+        left = self.n_frames
+        for chunk in self._chunks:
+            if left <= 0:
+                return
+            yield chunk if len(chunk) <= left else chunk.slice(0, left)
+            left -= len(chunk)
+
+    def with_pose_of(self, pose: MotionTrack) -> MotionStream:
+        """The same chunks with `pose`'s head pose, ping-ponged over the whole stream."""
+
+        def posed() -> Iterator[MotionTrack]:
+            start = 0
+            for c in self._chunks:
+                idx = ping_pong_indices(start + len(c), len(pose))[start:]
+                start += len(c)
+                yield replace(c, rotation=pose.rotation[idx].copy(), translation=pose.translation[idx].copy())
+
+        return MotionStream(self.n_frames, posed())
 
 
 def ping_pong_indices(n: int, length: int) -> np.ndarray:

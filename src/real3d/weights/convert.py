@@ -21,9 +21,18 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from real3d.errors import CheckpointError, Real3DError, report_errors
-from real3d.weights.io import instantiate_with_weights, save_pretrained
+from real3d.errors import CheckpointError, report_errors
+from real3d.models import audio2motion, real3d_portrait
+from real3d.models.audio2motion import Audio2Motion, config_from_official
+from real3d.models.real3d_portrait import Real3DPortrait
+from real3d.state_dict import instantiate_with_weights
+from real3d.weights.io import CONFIG_NAME, from_pretrained, model_type_of, save_pretrained
 from real3d.weights.official import OfficialCheckpoint, load_official_checkpoint
+from real3d.weights.official_sizes import (
+    official_torso_hparams,
+    torso_config_from_official,
+    unrecorded_differences,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +54,7 @@ def _detect_a2m(sd: Mapping[str, torch.Tensor], hparams: Mapping[str, Any] | Non
 
 
 def _build_a2m(ckpt: OfficialCheckpoint) -> tuple[nn.Module, Any]:
-    from real3d.models.audio2motion import Audio2Motion, config_from_official, remap_official_state_dict
-
-    sd = remap_official_state_dict(ckpt.state_dict)
+    sd = audio2motion.remap_official_state_dict(ckpt.state_dict)
     config = config_from_official(sd, ckpt.hparams)
     return instantiate_with_weights(Audio2Motion, config, sd, str(ckpt.path)), config
 
@@ -57,10 +64,7 @@ def _detect_torso(sd: Mapping[str, torch.Tensor], hparams: Mapping[str, Any] | N
 
 
 def _build_torso(ckpt: OfficialCheckpoint) -> tuple[nn.Module, Any]:
-    from real3d.models.real3d_portrait import Real3DPortrait, remap_official_state_dict
-    from real3d.weights.official_sizes import torso_config_from_official
-
-    sd = remap_official_state_dict(ckpt.state_dict)
+    sd = real3d_portrait.remap_official_state_dict(ckpt.state_dict)
     config = torso_config_from_official(sd, ckpt.hparams)
     return instantiate_with_weights(Real3DPortrait, config, sd, str(ckpt.path)), config
 
@@ -92,6 +96,15 @@ def load_official_model(src: str | Path) -> tuple[nn.Module, Any, OfficialKind]:
     return model, config, kind
 
 
+def load_checkpoint(path: str | Path) -> nn.Module:
+    """Our folder (config.json + model.safetensors) or an official checkpoint folder/.ckpt (converted on the
+    fly), as a module in eval mode."""
+    path = Path(path)
+    if path.is_dir() and (path / CONFIG_NAME).is_file():
+        return from_pretrained(path).eval()
+    return load_official_model(path)[0].eval()
+
+
 def convert_official(src_dir: str | Path, out_dir: str | Path) -> Path:
     """Convert an official checkpoint (directory or .ckpt) into `out_dir` (model.safetensors + config.json)."""
     model, config, kind = load_official_model(src_dir)
@@ -107,8 +120,6 @@ OFFICIAL_STEPS = {"real3d_portrait": 100000, "audio2motion": 400000}
 def official_hparams(model: nn.Module) -> dict[str, Any]:
     """The config.yaml entries of an official-format checkpoint of `model` (a `Real3DPortrait` or
     an `Audio2Motion`): the released architecture switches and the sizes config.yaml records."""
-    from real3d.weights.io import model_type_of
-    from real3d.weights.official_sizes import official_torso_hparams
 
     kind = model_type_of(model)
     cfg = model.config
@@ -137,11 +148,9 @@ def save_official_format(model: nn.Module, directory: str | Path, step: int | No
     released values of what checkpoints do not record (`official_sizes.with_released_hyperparameters`)."""
     import yaml
 
-    from real3d.weights.io import model_type_of
 
     hparams = official_hparams(model)
     if model_type_of(model) == "real3d_portrait":
-        from real3d.weights.official_sizes import unrecorded_differences
 
         diff = unrecorded_differences(model.config)
         if diff:

@@ -15,9 +15,7 @@ import dataclasses
 import importlib
 import json
 import logging
-import os
 import sys
-import tempfile
 import types
 import typing
 from dataclasses import dataclass
@@ -30,6 +28,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from real3d.errors import CheckpointError
+from real3d.io.atomic import atomic_write
+from real3d.state_dict import instantiate_with_weights
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,14 @@ class ModelEntry:
 # model_type -> (config class, model class). One line per model.
 MODEL_REGISTRY: dict[str, ModelEntry] = {
     "audio2motion": ModelEntry("real3d.config.audio2motion:Audio2MotionConfig", "real3d.models.audio2motion:Audio2Motion"),
+    "htbsr": ModelEntry("real3d.config.htbsr:HTBSRConfig", "real3d.models.htbsr:HTBSR"),
+    "hubert": ModelEntry("real3d.config.hubert:HubertConfig", "real3d.models.hubert:Hubert"),
     "img2plane": ModelEntry("real3d.config.img2plane:Img2PlaneConfig", "real3d.models.img2plane:Img2Plane"),
     "motion_adapter": ModelEntry("real3d.config.motion_adapter:MotionAdapterConfig", "real3d.models.motion_adapter:MotionAdapter"),
     "real3d_portrait": ModelEntry(
         "real3d.config.real3d_portrait:Real3DPortraitConfig", "real3d.models.real3d_portrait:Real3DPortrait"
     ),
+    "torso_warp": ModelEntry("real3d.config.htbsr:TorsoWarpConfig", "real3d.models.torso_warp:TorsoWarp"),
     "volume_renderer": ModelEntry("real3d.config.volume_renderer:VolumeRendererConfig", "real3d.models.volume_renderer:VolumeRenderer"),
 }
 
@@ -140,23 +143,6 @@ def config_from_dict(config_cls: type, data: Mapping[str, Any]) -> Any:
     return config_cls(**{k: _coerce(v, hints.get(k)) for k, v in data.items()})
 
 
-# ----------------------------------------------------------------------------------------- atomic I/O
-def _atomic_write(path: Path, write: typing.Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary file beside `path`, then rename it onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_pretrained(model: nn.Module, config: Any | None, directory: str | Path) -> Path:
     """Write `model.safetensors` + `config.json` into `directory` (created if needed); returns it.
     `config` defaults to `model.config`."""
@@ -169,8 +155,8 @@ def save_pretrained(model: nn.Module, config: Any | None, directory: str | Path)
     meta = {"format": "pt", "model_type": model_type}
     payload = {"model_type": model_type, "format_version": FORMAT_VERSION, "config": config_to_dict(config)}
     try:
-        _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
-        _atomic_write(
+        atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+        atomic_write(
             directory / CONFIG_NAME,
             lambda tmp: tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8"),
         )
@@ -196,78 +182,6 @@ def read_config(directory: str | Path) -> tuple[str, Any]:
             f"(known: {', '.join(sorted(MODEL_REGISTRY))})"
         )
     return model_type, config_from_dict(MODEL_REGISTRY[model_type].config_class(), data)
-
-
-def _list(items: list[str], limit: int = 20) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
-
-
-def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise `CheckpointError` listing every missing/unexpected key and shape mismatch."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    shapes = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_list(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {_list(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches ({len(shapes)}): {_list(shapes)}")
-        raise CheckpointError(
-            f"{source} does not match {type(model).__name__}: " + "; ".join(parts)
-            + ". The checkpoint was made for a different model or config"
-        )
-
-
-def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load with every key and shape checked; mismatches raise `CheckpointError` listing them all."""
-    check_state_dict(model, state_dict, source)
-    model.load_state_dict(dict(state_dict), strict=True)
-
-
-def _meta_build_is_complete(model: nn.Module) -> bool:
-    """True when every tensor of a meta-built module is in its state dict (no non-persistent buffers,
-    no tied parameters, no plain tensor attributes), so assigning the state dict fully materialises it."""
-    listed = set(model.state_dict())
-    owned = {n for n, _ in model.named_parameters(remove_duplicate=False)}
-    owned |= {n for n, _ in model.named_buffers(remove_duplicate=False)}
-    tied = len(list(model.named_parameters())) != len(list(model.named_parameters(remove_duplicate=False)))
-    if listed != owned or tied:
-        return False
-    for module in model.modules():
-        for value in vars(module).values():
-            if isinstance(value, torch.Tensor) and value.is_meta:
-                return False
-    return True
-
-
-def instantiate_with_weights(
-    model_cls: type, config: Any, state_dict: Mapping[str, torch.Tensor], source: str
-) -> nn.Module:
-    """`model_cls(config)` with `state_dict` loaded strictly, in eval mode.
-
-    The module is first built on the meta device (no random init, no memory), then the checkpoint
-    tensors are assigned; a model with non-persistent buffers (not in any state dict) is built normally.
-    """
-    with torch.device("meta"):
-        model = model_cls(config)
-    if not _meta_build_is_complete(model):
-        model = model_cls(config)  # tensors that no state dict holds: they must come from __init__
-        load_state_dict_strict(model, state_dict, source)
-        return model.eval()
-    expected = model.state_dict()
-    check_state_dict(model, state_dict, source)
-    tensors = {k: state_dict[k].to(dtype=expected[k].dtype) for k in expected}
-    model.load_state_dict(tensors, strict=True, assign=True)
-    return model.eval()
 
 
 def from_pretrained(directory: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:

@@ -9,10 +9,7 @@ refused with a `CheckpointError`. The config goes through `yaml.safe_load`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import logging
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +19,7 @@ import torch
 import yaml
 
 from real3d.errors import CheckpointError
+from real3d.state_dict import load_pickle_weights_only
 
 log = logging.getLogger(__name__)
 
@@ -60,55 +58,6 @@ def resolve_checkpoint_file(path: str | Path) -> Path:
             "(config.yaml + model_ckpt_steps_<N>.ckpt) or a .ckpt file"
         )
     return max(steps)[1]
-
-
-def _numpy_safe_globals() -> list[Any]:
-    """numpy scalar/dtype reconstructors, which real checkpoints keep in `checkpoint_callback_best`.
-    They only rebuild numbers from bytes, so allowing them keeps `weights_only` safe."""
-    import numpy as np
-
-    allowed: list[Any] = [np.dtype]
-    try:
-        from numpy._core.multiarray import scalar
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
-    allowed.append(scalar)
-    allowed.extend(type(np.dtype(name)) for name in ("float64", "float32", "int64", "int32", "bool"))
-    return allowed
-
-
-def _refusal_reason(message: str) -> str:
-    """The line of torch's weights-only error that names the refused object (not its generic advice)."""
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    for ln in lines:
-        if "GLOBAL" in ln or "nsupported" in ln:
-            return ln
-    return "disallowed pickle content"
-
-
-def load_pickle_weights_only(path: Path) -> Any:
-    """`torch.load(path, weights_only=True)` on CPU, with errors turned into `CheckpointError`."""
-    try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        detail = _refusal_reason(str(err))
-        if "global" not in str(err).lower():  # e.g. "Unsupported operand": damaged bytes, not a refused object
-            raise CheckpointError(
-                f"cannot read {path} as a PyTorch checkpoint ({detail}); the file is damaged "
-                "or not a checkpoint: download it again"
-            ) from None
-        raise CheckpointError(
-            f"refusing to load {path}: it contains pickled objects other than tensors and plain containers, "
-            f"which could run code on load ({detail}). Official Real3D-Portrait checkpoints need none; "
-            "use the file from the official release, or re-save only its tensors (state_dict['model']) from "
-            "a trusted environment"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(
-            f"cannot read {path} as a PyTorch checkpoint ({type(err).__name__}: {err}); the file may be "
-            "truncated or not a checkpoint: download it again"
-        ) from None
 
 
 def extract_model_state_dict(ckpt: Any, path: Path, model_name: str = "model") -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -168,23 +117,3 @@ def load_official_checkpoint(path: str | Path, model_name: str = "model") -> Off
         global_step=step if isinstance(step, int) else None,
         other_entries=others,
     )
-
-
-def select_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The entries of an official generator state dict under `prefix`, with the prefix stripped.
-
-    Raises CheckpointError when there are none (the caller passed another model's weights)."""
-    out = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    if not out:
-        raise CheckpointError(
-            f"no '{prefix}*' tensors in the state dict; pass the generator weights (ckpt['state_dict']['model']) "
-            "of an official secc2plane / secc2plane_torso checkpoint"
-        )
-    return out
-
-
-def count_indices(state_dict: Mapping[str, Any], pattern: str) -> int:
-    """How many distinct values the group `(\\d+)` of `pattern` (a regex matching whole keys) takes over
-    the keys of `state_dict`, e.g. the number of layers `enc\\.layers\\.(\\d+)\\.weight` of a module list."""
-    rx = re.compile(pattern)
-    return len({m.group(1) for k in state_dict if (m := rx.fullmatch(k))})

@@ -31,7 +31,7 @@ from real3d.config.motion_adapter import MotionAdapterConfig
 from real3d.config.real3d_portrait import Real3DPortraitConfig
 from real3d.config.volume_renderer import VolumeRendererConfig
 from real3d.errors import CheckpointError
-from real3d.weights.official import count_indices
+from real3d.state_dict import count_indices
 
 log = logging.getLogger(__name__)
 

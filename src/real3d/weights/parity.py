@@ -25,7 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from real3d.errors import CheckpointError, InputError, Real3DError, report_errors
+from real3d.errors import CheckpointError, InputError, report_errors
+from real3d.models.audio2motion import Audio2Motion
+from real3d.models.real3d_portrait import Real3DPortrait
+from real3d.weights.convert import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +112,6 @@ A2M_TOLERANCES = {"exp": 1e-4, "cond": 2e-5, "g_sqz": 2e-5, "z_decoder_in": 2e-5
 
 
 def _run_a2m(model: nn.Module, arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
-    from real3d.models.audio2motion import Audio2Motion
 
     if not isinstance(model, Audio2Motion):
         raise CheckpointError(f"the fixture is an A2M fixture but the checkpoint holds a {type(model).__name__}")
@@ -149,7 +151,6 @@ TORSO_INPUTS = frozenset({
 
 def _run_torso(model: nn.Module, arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     """The official first-frame call (fixture README §4) through `Real3DPortrait` in deterministic mode."""
-    from real3d.models.real3d_portrait import Real3DPortrait
 
     if not isinstance(model, Real3DPortrait):
         raise CheckpointError(f"the fixture is a secc2plane_torso fixture but the checkpoint holds a {type(model).__name__}")
@@ -210,18 +211,6 @@ def detect_fixture(arrays: dict[str, np.ndarray], path: Path) -> FixtureFormat:
     )
 
 
-def load_checkpoint_model(checkpoint: str | Path) -> nn.Module:
-    """A real3d directory (config.json + model.safetensors) or an official checkpoint, as an eval module."""
-    from real3d.weights.convert import load_official_model
-    from real3d.weights.io import CONFIG_NAME, from_pretrained
-
-    checkpoint = Path(checkpoint)
-    if checkpoint.is_dir() and (checkpoint / CONFIG_NAME).is_file():
-        return from_pretrained(checkpoint)
-    model, _, _ = load_official_model(checkpoint)
-    return model
-
-
 def run_parity(checkpoint_dir: str | Path, fixture_npz: str | Path, device: str = "cpu") -> ParityReport:
     """Run the fixture's inputs through the checkpoint's model and compare with its golden tensors."""
     fixture_npz = Path(fixture_npz)
@@ -232,7 +221,7 @@ def run_parity(checkpoint_dir: str | Path, fixture_npz: str | Path, device: str 
         raise InputError(f"cannot read the fixture {fixture_npz} ({err}); pass a .npz golden-tensor file") from None
     fmt = detect_fixture(arrays, fixture_npz)
     dev = torch.device(device)
-    model = load_checkpoint_model(checkpoint_dir).to(dev).eval()
+    model = load_checkpoint(checkpoint_dir).to(dev).eval()
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # parity needs full fp32
     try:

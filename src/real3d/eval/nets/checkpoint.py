@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from real3d.errors import CheckpointError, DependencyError
-from real3d.weights.io import check_state_dict
+from real3d.state_dict import check_state_dict
 
 
 def read_state_dict(path: str | Path, expected: str) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ from einops import rearrange
 from scipy.spatial.transform import Rotation
 
 from real3d.errors import InputError
-from real3d.models.volume_renderer import camera_from_pose
+from real3d.geometry import camera_from_pose
 from real3d.motion.track import ping_pong_indices
 
 SMOOTH_KERNEL = 7
