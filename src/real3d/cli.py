@@ -63,7 +63,8 @@ def _animate_parser(sub) -> None:
     n = p.add_argument_group("neural backend (the paper's networks; weights you supply)")
     n.add_argument("--backend", choices=["mesh", "neural"], default="mesh", help="mesh (default, weights-free) or neural")
     n.add_argument("--checkpoints", help="folder with the official (or converted) checkpoints [$REAL3D_CHECKPOINTS]")
-    n.add_argument("--torso-ckpt", "--torso_ckpt", dest="torso_ckpt", help="the torso checkpoint folder itself")
+    n.add_argument("--generator-ckpt", "--torso-ckpt", "--torso_ckpt", dest="generator_ckpt",
+                   help="the generator checkpoint folder itself (official: secc2plane_torso_orig)")
     n.add_argument("--a2m-ckpt", "--a2m_ckpt", dest="a2m_ckpt", help="the audio-to-motion checkpoint folder itself")
     n.add_argument("--bfm", help="BFM 2009 folder (deep_3drecon/BFM of the release) [$REAL3D_BFM]")
     n.add_argument("--hubert", help="local facebook/hubert-large-ls960-ft snapshot [$REAL3D_HUBERT]")

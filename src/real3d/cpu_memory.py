@@ -3,7 +3,7 @@
 A frame of the released networks allocates and frees hundreds of tensors of 1-70 MB. With glibc's
 defaults every block above the (dynamic) mmap threshold is a fresh `mmap` whose pages fault in on first
 touch, and freed heap tops are trimmed back to the kernel, so much of each frame is spent in page faults
-(measured: 2.85 s vs 3.13 s per bf16 frame at the released sizes on a 2-core CPU). `keep_freed_memory`
+(the figure is in the README's performance table). `keep_freed_memory`
 asks glibc to serve such blocks from its heap and keep freed memory for reuse instead; the peak resident
 memory is what the frame needs either way, but it is no longer returned to the system between frames.
 """

@@ -90,8 +90,9 @@ class AnimateOptions:
     """Neural, audio driving: local facebook/hubert-large-ls960-ft snapshot; else $REAL3D_HUBERT / config file."""
     segmenter_model: Path | str | None = None
     """Neural: MediaPipe selfie_multiclass_256x256.tflite (optional)."""
-    torso_ckpt: Path | str | None = None
-    """Neural: the generator checkpoint folder itself (overrides the one found under `checkpoints`)."""
+    generator_ckpt: Path | str | None = None
+    """Neural: the generator checkpoint folder itself (official name `torso_ckpt`; overrides the one found under
+    `checkpoints`)."""
     a2m_ckpt: Path | str | None = None
     """Neural: the A2M checkpoint folder itself (overrides the one found under `checkpoints`)."""
     temperature: float = 0.2
@@ -120,7 +121,7 @@ class AnimateOptions:
         """
         a = dict(args)
         renames = {"src_img": "source", "bg_img": "background", "out_name": "output", "blink_mode": "blink",
-                   "drv_pose": "pose_video"}
+                   "drv_pose": "pose_video", "torso_ckpt": "generator_ckpt"}
         for old, new in renames.items():
             if old in a:
                 value = a.pop(old)
@@ -142,7 +143,7 @@ class AnimateOptions:
         for ignored in ("low_memory_usage", "min_face_area_percent"):
             a.pop(ignored, None)
         if a.get("head_ckpt"):
-            raise InputError("--head_ckpt (the head-only model) is not supported; give --torso_ckpt (the full model)")
+            raise InputError("--head_ckpt (the head-only model) is not supported; give --torso_ckpt (the full generator)")
         a.pop("head_ckpt", None)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(a) - names)
@@ -220,13 +221,13 @@ class Pipeline:
             return MeshBackend(self.mesh_config)
         if opts.backend == "neural":
             need_audio = opts.audio is not None
-            explicit = opts.torso_ckpt is not None and (opts.a2m_ckpt is not None or not need_audio)
-            root = opts.checkpoints if opts.checkpoints is not None or not explicit else opts.torso_ckpt
+            explicit = opts.generator_ckpt is not None and (opts.a2m_ckpt is not None or not need_audio)
+            root = opts.checkpoints if opts.checkpoints is not None or not explicit else opts.generator_ckpt
             assets = NeuralAssets.locate(root, opts.bfm, opts.hubert, opts.segmenter_model, need_hubert=need_audio)
             config = NeuralConfig(batch_size=opts.batch_size, sampling=opts.sampling, temperature=opts.temperature,
                                   map_to_init_pose=opts.map_to_init_pose, out_mode=opts.out_mode, device=opts.device,
                                   dtype=opts.dtype)
-            return NeuralBackend(assets, config, need_audio=need_audio, torso_dir=opts.torso_ckpt,
+            return NeuralBackend(assets, config, need_audio=need_audio, generator_dir=opts.generator_ckpt,
                                  a2m_dir=opts.a2m_ckpt)
         raise InputError(f"unknown backend {opts.backend!r}; use 'mesh' or 'neural'")
 

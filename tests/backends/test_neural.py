@@ -37,10 +37,10 @@ def ckpt_root(tmp_path_factory):
 
 def test_official_folders_are_found_by_their_task_not_their_name(ckpt_root):
     official = ckpt_root / "official"
-    assert _find_model_dir(official, "torso") == official / "model_a"
+    assert _find_model_dir(official, "generator") == official / "model_a"
     assert _find_model_dir(official, "a2m") == official / "model_b"
     # a torso folder passed as --checkpoints itself is never taken for the A2M
-    assert _find_model_dir(official / "model_a", "torso") == official / "model_a"
+    assert _find_model_dir(official / "model_a", "generator") == official / "model_a"
     with pytest.raises(CheckpointError, match="no a2m checkpoint under .*model_a.*audio2secc_vae"):
         _find_model_dir(official / "model_a", "a2m")
 
@@ -48,7 +48,7 @@ def test_official_folders_are_found_by_their_task_not_their_name(ckpt_root):
 def test_converted_folders_are_found_by_their_model_type(ckpt_root):
     converted = ckpt_root / "converted"
     assert json.loads((converted / "anything" / "config.json").read_text())["model_type"] == "real3d_portrait"
-    assert _find_model_dir(converted, "torso") == converted / "anything"
+    assert _find_model_dir(converted, "generator") == converted / "anything"
     with pytest.raises(CheckpointError, match="no a2m checkpoint"):
         _find_model_dir(converted, "a2m")
 

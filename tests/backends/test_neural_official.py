@@ -210,7 +210,7 @@ def test_background_shows_where_alpha_is_zero_audio(assets, tmp_path):
     """A transparent person (head and torso alpha 0): the frame is the --background image."""
     transparent = assets["root"] / "transparent" / "secc2plane_torso"
     res = Pipeline()(_opts(assets, tmp_path / "bg.mp4", audio=assets["wav"], background=assets["bg"],
-                           torso_ckpt=transparent, max_seconds=0.4))
+                           generator_ckpt=transparent, max_seconds=0.4))
     frames = _frames(res.output)
     assert frames.shape == (10, 32, 32, 3)
     inner = frames[:, 2:-2, 2:-2]  # the FIR upsampling pads the border with 0 (grey)
@@ -220,7 +220,7 @@ def test_background_shows_where_alpha_is_zero_audio(assets, tmp_path):
 def test_own_background_shows_where_alpha_is_zero_video(assets, tmp_path):
     """A transparent person without --background: the frame is the source's own inpainted background."""
     transparent = assets["root"] / "transparent" / "secc2plane_torso"
-    res = Pipeline()(_opts(assets, tmp_path / "own.mp4", video=assets["drv"], torso_ckpt=transparent, max_seconds=0.2))
+    res = Pipeline()(_opts(assets, tmp_path / "own.mp4", video=assets["drv"], generator_ckpt=transparent, max_seconds=0.2))
     frames = _frames(res.output)
     assert frames.shape == (5, 32, 32, 3)
     mean = frames[:, 2:-2, 2:-2].reshape(-1, 3).mean(0)
@@ -289,7 +289,7 @@ def test_video_driven_still_without_hubert(assets, tmp_path, monkeypatch):
     opts = _opts(assets, tmp_path / "s.mp4", video=assets["drv"], still=True, max_seconds=0.2)
     opts.hubert = None  # video driving needs neither HuBERT nor the A2M
     opts.checkpoints = None
-    opts.torso_ckpt = assets["root"] / "ckpt" / "secc2plane_torso_orig"
+    opts.generator_ckpt = assets["root"] / "ckpt" / "secc2plane_torso_orig"
     assert Pipeline()(opts).frames == 5
 
 
@@ -308,5 +308,30 @@ def test_broken_official_checkpoint_fails_cleanly(assets, tmp_path, damage):
         pattern = r"shape mismatches \(1\): superresolution\.fuse_fg_bg_convs\.2\.weight: checkpoint \(16, 8, 5, 5\)"
     out = tmp_path / "x.mp4"
     with pytest.raises(CheckpointError, match=pattern):
-        Pipeline()(_opts(assets, out, audio=assets["wav"], torso_ckpt=broken))
+        Pipeline()(_opts(assets, out, audio=assets["wav"], generator_ckpt=broken))
     assert not out.exists() and not list(tmp_path.glob("*.mp4*"))
+
+
+@pytest.mark.parametrize(("blink", "painted"), [("none", False), ("periodic", True), ("natural", None)])
+def test_blink_option_reaches_the_neural_backend(assets, tmp_path, monkeypatch, blink, painted):
+    """`AnimateOptions(backend="neural", blink=...)` decides the PNCC blink painting (no separate neural setting)."""
+    from real3d.face import blink as blink_module
+
+    calls = []
+    close = blink_module.close_eyes
+    monkeypatch.setattr(blink_module, "close_eyes", lambda pncc, f: calls.append(f) or close(pncc, f))
+    Pipeline()(_opts(assets, tmp_path / "b.mp4", video=assets["drv"], blink=blink, max_seconds=0.4))
+    if painted is None:  # natural blinks are random: whatever was painted is a partial-to-full closure
+        assert all(0 < f <= 1 for f in calls)
+    else:
+        assert bool(calls) == painted
+        assert not painted or calls[0] == 0.0 and max(calls) > 0.5  # the official schedule: a blink from frame 0
+
+
+def test_pose_video_moves_the_head_of_an_audio_driven_run(assets, audio_run, tmp_path):
+    """Speech drives the expression, the pose video (the astronaut turning its head) the camera."""
+    frames_audio, _ = audio_run
+    res = Pipeline()(_opts(assets, tmp_path / "p.mp4", audio=assets["wav"], pose_video=assets["drv"]))
+    frames = _frames(res.output)
+    assert frames.shape == frames_audio.shape and "fit_driver" in res.timings
+    assert np.abs(frames - frames_audio).mean() > 1.0  # another head pose, same speech

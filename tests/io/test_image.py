@@ -35,13 +35,18 @@ def test_grayscale_and_16bit(tmp_path, rgb):
     assert np.abs(out16[..., 1].astype(int) - g).max() <= 1
 
 
-def test_exif_rotation_is_applied(tmp_path, rgb):
-    im = Image.fromarray(rgb[:, :200])  # 256 high, 200 wide
+def test_exif_rotation_is_applied_clockwise(tmp_path, rgb):
+    stored = rgb[:, :200].copy()  # 256 high, 200 wide
+    stored[:40, :40] = (255, 0, 0)  # a red mark in the stored top-left corner
+    im = Image.fromarray(stored)
     exif = im.getexif()
-    exif[0x0112] = 6  # rotate 90 CW on display
+    exif[0x0112] = 6  # orientation 6: shown rotated 90 degrees clockwise
     im.save(tmp_path / "r.jpg", exif=exif.tobytes(), quality=95)
-    out = load_image(tmp_path / "r.jpg")
+    out = load_image(tmp_path / "r.jpg").astype(float)
     assert out.shape[:2] == (200, 256)
+    assert np.abs(out - np.rot90(stored, k=-1)).mean() < 4  # clockwise, as a viewer shows it
+    assert np.abs(out - np.rot90(stored, k=1)).mean() > 20  # not the other way
+    assert out[:40, -40:, 0].mean() > 200 and out[:40, -40:, 1].mean() < 60  # the mark is now top-right
 
 
 def test_huge_image_is_downscaled(tmp_path):

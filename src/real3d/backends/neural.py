@@ -87,12 +87,12 @@ class NeuralConfig:
     """Autocast dtype of the networks (float32 = parity)."""
 
 
-_OFFICIAL_TASKS = {"torso": "secc_img2plane_torso_task", "a2m": "audio2motion_task"}
+_OFFICIAL_TASKS = {"generator": "secc_img2plane_torso_task", "a2m": "audio2motion_task"}
 """Module of config.yaml's `task_cls` in each official checkpoint kind."""
 
 
 def _official_kind(folder: Path) -> str | None:
-    """'torso' / 'a2m' from an official folder's config.yaml `task_cls`; None when it does not say."""
+    """'generator' / 'a2m' from an official folder's config.yaml `task_cls`; None when it does not say."""
     cfg = folder / "config.yaml"
     if not cfg.is_file():
         return None
@@ -103,13 +103,13 @@ def _official_kind(folder: Path) -> str | None:
     return next((k for k, mod in _OFFICIAL_TASKS.items() if isinstance(task, str) and mod in task), None)
 
 
-def _find_model_dir(root: Path, kind: Literal["torso", "a2m"]) -> Path:
+def _find_model_dir(root: Path, kind: Literal["generator", "a2m"]) -> Path:
     """The checkpoint folder of one model under the user's --checkpoints folder (official or converted).
 
     Converted folders are recognised by config.json's `model_type`, official ones by config.yaml's
     `task_cls` (else by the release's folder names), so renamed folders are found too."""
-    names = {"torso": ("secc2plane_torso", "torso"), "a2m": ("audio2secc", "a2m", "audio2motion")}[kind]
-    model_type = {"torso": "real3d_portrait", "a2m": "audio2motion"}[kind]
+    names = {"generator": ("secc2plane_torso", "torso"), "a2m": ("audio2secc", "a2m", "audio2motion")}[kind]
+    model_type = {"generator": "real3d_portrait", "a2m": "audio2motion"}[kind]
     candidates = [root] + sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else [root]
     for c in candidates:
         cfg = c / "config.json"
@@ -125,7 +125,7 @@ def _find_model_dir(root: Path, kind: Literal["torso", "a2m"]) -> Path:
                 return c
     raise CheckpointError(
         f"no {kind} checkpoint under {root}: expected the official release's "
-        f"{'secc2plane_torso_orig' if kind == 'torso' else 'audio2secc_vae'}/ (config.yaml + model_ckpt_steps_*.ckpt) "
+        f"{'secc2plane_torso_orig' if kind == 'generator' else 'audio2secc_vae'}/ (config.yaml + model_ckpt_steps_*.ckpt) "
         f"or a folder made by `real3d convert-official`"
     )
 
@@ -174,14 +174,15 @@ class NeuralBackend:
     name = "neural"
 
     def __init__(self, assets: NeuralAssets, config: NeuralConfig | None = None, need_audio: bool = True,
-                 torso_dir: str | Path | None = None, a2m_dir: str | Path | None = None) -> None:
+                 generator_dir: str | Path | None = None, a2m_dir: str | Path | None = None) -> None:
         self.config = config or NeuralConfig()
         self.device = torch.device(self.config.device)
         self.timings: dict[str, float] = {}
         keep_freed_memory()  # the frames' large temporaries: no page faults per allocation (see cpu_memory)
         t = time.perf_counter()
-        generator_dir = Path(torso_dir) if torso_dir is not None else _find_model_dir(assets.checkpoints, "torso")
-        self.model = load_checkpoint(generator_dir).to(self.device)
+        if generator_dir is None:
+            generator_dir = _find_model_dir(assets.checkpoints, "generator")
+        self.model = load_checkpoint(Path(generator_dir)).to(self.device)
         self.resolution = input_image_size(self.model.config)
         self.a2m = None
         self.hubert = None

@@ -39,8 +39,8 @@ class Real3DPortraitConfig:
     `frame_convs` HTB-SR's per-frame part and the motion adapter's plane CNN (98% of a frame's FLOPs);
     `sr` HTB-SR's per-frame part only; `all` also the motion adapter's SegFormer and the per-source
     encoders. Errors before the renderer persist in every frame or are amplified by the density field and
-    importance sampling: seed-0 fixture, bf16 image error max / PSNR: `sr` 0.024 / 57.3 dB, `frame_convs`
-    0.040 / 53.5 dB, `all` 0.122 / 41.5 dB (`benchmarks/bench_real3d_portrait.py`)."""
+    importance sampling, so the wider scopes cost more accuracy (each scope's image error:
+    `benchmarks/bench_real3d_portrait.py`)."""
 
     def __post_init__(self) -> None:
         if self.autocast_scope not in AUTOCAST_SCOPES:

@@ -1,7 +1,7 @@
-"""Blinking by SECC image editing, as the official `inference/edit_secc.py: blink_eye_for_secc`.
+"""Blinking by PNCC image editing, as the official `inference/edit_secc.py: blink_eye_for_secc`.
 
 The A2M model is always run with blink = 0 (eyes open), so the released pipeline (`--blink_mode
-period`) closes the eyes afterwards by painting over the eye holes of the driving SECC maps:
+period`) closes the eyes afterwards by painting over the eye holes of the driving PNCC maps (the official code's SECC):
 
 * schedule (`blink_schedule`): at every frame i with i % 125 == 0 a blink of T = randint(8, 12)
   frames starts (T drawn from the given `random.Random`, like the official global `random` seeded
@@ -62,9 +62,9 @@ def blink_schedule(n_frames: int, rng: random.Random, period: int = BLINK_PERIOD
     return out
 
 
-def _quantise(secc: torch.Tensor) -> np.ndarray:
+def _quantise(pncc: torch.Tensor) -> np.ndarray:
     """[3,H,W] in [-1,1] -> [H,W,3] int64 levels int((x + 1) / 2 * 255) (float32 math, truncation)."""
-    img = secc.detach().cpu().float().permute(1, 2, 0).numpy()
+    img = pncc.detach().cpu().float().permute(1, 2, 0).numpy()
     return ((img + 1.0) / 2.0 * 255.0).astype(np.int64)
 
 
@@ -72,16 +72,16 @@ def _dequantise(levels: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(levels.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1).contiguous()
 
 
-def close_eyes(secc: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Close the eye holes of one SECC map [3,H,W] (values in [-1,1]) by `fraction` in [0,1].
+def close_eyes(pncc: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Close the eye holes of one PNCC map [3,H,W] (values in [-1,1]) by `fraction` in [0,1].
 
     Returns a new float32 [3,H,W] CPU tensor on the official 8-bit grid (see module docstring).
     """
-    if secc.ndim != 3 or secc.shape[0] != 3:
-        raise InputError(f"close_eyes: secc must be [3,H,W], got {tuple(secc.shape)}")
+    if pncc.ndim != 3 or pncc.shape[0] != 3:
+        raise InputError(f"close_eyes: pncc must be [3,H,W], got {tuple(pncc.shape)}")
     if not 0.0 <= fraction <= 1.0:
         raise InputError(f"close_eyes: fraction must lie in [0,1], got {fraction}")
-    img = _quantise(secc)
+    img = _quantise(pncc)
     if fraction == 0:
         return _dequantise(img)
     h, w = img.shape[:2]
@@ -93,7 +93,7 @@ def close_eyes(secc: torch.Tensor, fraction: float) -> torch.Tensor:
     holes = ~face & (prior_l | prior_r)
     rows = np.flatnonzero(holes.any(1))
     if rows.size == 0:
-        logger.debug("close_eyes: no eye holes in the SECC map; nothing to close")
+        logger.debug("close_eyes: no eye holes in the PNCC map; nothing to close")
         return _dequantise(img)
     r0, r1 = max(rows[0] - _ROOM, 0), rows[-1] + _ROOM
     around = np.zeros((h, w), dtype=bool)

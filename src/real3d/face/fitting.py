@@ -77,8 +77,8 @@ class LandmarkFitConfig:
     device: str = "cpu"
     """Torch device of the optimisation ('cuda' to run on the GPU)."""
     num_threads: int | None = None
-    """CPU threads during the fit; None: 1 (the per-step ops are small: on 2 shared cores 250 frames took 9.7 s
-    with 1 thread and 94 s with 2)."""
+    """CPU threads during the fit; None: 1 (the per-step ops are small, so more threads only add hand-off
+    overhead)."""
 
 
 VIDEO_FIT = LandmarkFitConfig()

@@ -93,7 +93,7 @@ def project_to_screen(vertices: torch.Tensor, image_size: int) -> torch.Tensor:
 
 
 class PNCCRenderer:
-    """Renders SECC/PNCC maps [B,3,S,S] in [-1,1] (background -1) from BFM vertices.
+    """Renders PNCC maps (the official SECC) [B,3,S,S] in [-1,1] (background -1) from BFM vertices.
 
     faces: [F,3] int, 0-based vertex ids (the BFM `tri` minus 1). ncc_colors: [N,3] per-vertex code in
     [0,1] (`real3d.face.bfm.derive_ncc_code`, or the official `ncc_code.npy` transposed). eye_faces: 0-based
@@ -149,7 +149,7 @@ class PNCCRenderer:
         return torch.cat(out)
 
     def __call__(self, vertices: torch.Tensor) -> torch.Tensor:
-        """[B,N,3] BFM camera-frame vertices (euler = trans = 0) -> SECC [B,3,S,S] float32 in [-1,1]."""
+        """[B,N,3] BFM camera-frame vertices (euler = trans = 0) -> PNCC [B,3,S,S] float32 in [-1,1]."""
         screen = self._screen(vertices)
         out = []
         for k, chunk in enumerate(screen.split(self.chunk_size)):

@@ -204,8 +204,8 @@ class Real3DPortrait(nn.Module):
         if mode not in self._renderers:
             raise InputError(f"mode must be 'deterministic' or 'stochastic', got {mode!r}")
 
-        secc = self.motion_planes(cond_cano, cond_src, cond_tgt)  # Bx3xCxHpxWp
-        rendered = self.render(cache.cano_planes, secc, camera, mode, generator)
+        diff_planes = self.motion_planes(cond_cano, cond_src, cond_tgt)  # Bx3xCxHpxWp
+        rendered = self.render(cache.cano_planes, diff_planes, camera, mode, generator)
         feat = rendered.feature_image  # BxCx128x128
         sr = self.superresolution(feat[:, :3], feat, rendered.weights, kp_s, kp_d, cache=cache.htbsr)
         out = Real3DPortraitOutput(
@@ -217,8 +217,8 @@ class Real3DPortrait(nn.Module):
             occlusion_2=sr.occlusion_2,
         )
         if return_intermediates:
-            out.cano_planes = cache.cano_planes.expand_as(secc)
-            out.secc_planes = secc
+            out.cano_planes = cache.cano_planes.expand_as(diff_planes)
+            out.secc_planes = diff_planes
             out.feature_image = feat
             out.depths_coarse = rendered.depths_coarse
             out.depths_fine = rendered.depths_fine

@@ -8,9 +8,8 @@ Long audio is processed in chunks with no change to the result: the prior noise 
 once from `seed`, and each chunk of latent frames is decoded with `a2m_margin` latent frames of context on
 both sides, more than the network's receptive field (the conditioning convs, the strided `g_pre_net`, the
 prior-flow WaveNets and the decoder WaveNet), so the kept frames equal those of one full-length pass (up to
-float rounding). Memory is then bounded by the chunk length instead of growing with the audio: measured
-on CPU for 10 minutes of audio with the official-size model, one pass peaks ~400 MiB above the inputs
-(~40 MiB per minute), 60-second chunks ~80 MiB, at the same speed (~6 ms per audio second, one thread).
+float rounding). Memory is then bounded by the chunk length instead of growing with the audio (figures:
+`benchmarks/bench_neural_long.py`).
 """
 
 from __future__ import annotations
