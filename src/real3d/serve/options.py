@@ -25,7 +25,7 @@ SERVER_FIELDS = frozenset(
         "bfm",
         "hubert",
         "segmenter_model",
-        "torso_ckpt",
+        "generator_ckpt",
         "a2m_ckpt",
         "neural",
         "device",
