@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from real3d.cpu_memory import keep_freed_memory
 from real3d.errors import DependencyError, InputError, report_errors
 from real3d.eval import cli as eval_cli
 from real3d.pipeline import AnimateOptions, Pipeline
+from real3d.precision import EMULATED_SLOWDOWN, auto_dtype, device_capability
 from real3d.provenance import VERIFY_DESCRIPTION, configure_verify
 from real3d.serve import command as serve_command
 from real3d.train import cli as train_cli
@@ -76,7 +78,10 @@ def _animate_parser(sub) -> None:
                    help="debug adds PNCC, raw render and depth panels")
     n.add_argument("--batch-size", type=int, default=4, help="frames per network call")
     n.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    n.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="network precision")
+    n.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="network precision; auto (default) = bfloat16 only where native (AVX512-BF16/AMX CPU, CUDA "
+                        "sm_80+), else float32; an emulated bf16/fp16 request runs ~50-100x slower with a warning "
+                        "(see `real3d doctor`)")
     n.add_argument("--map_to_init_pose", choices=["True", "False"], default="True", help=argparse.SUPPRESS)
     p.add_argument("-o", "--output", "--out_name", dest="output", help="output video (.mp4)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -155,6 +160,15 @@ def _cmd_doctor(args) -> int:
         import torch
 
         rows.append(("CUDA", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "not available (CPU)", True))
+        cpu = device_capability("cpu")
+        rows.append(("CPU capability (torch kernels)", cpu.describe(), True))
+        rows.append(("torch threads", f"{torch.get_num_threads()} (of {os.cpu_count()} logical CPUs)", True))
+        rows.append(("neural --dtype auto (CPU)", f"{auto_dtype('cpu')}" + (
+            "" if cpu.native_bf16 else f"; an explicit --dtype bfloat16 runs {EMULATED_SLOWDOWN} slower than float32 "
+            "here and warns"), True))
+        if torch.cuda.is_available():
+            rows.append(("neural --dtype auto (CUDA)", f"{auto_dtype('cuda')} ({device_capability('cuda').describe()})",
+                         True))
     except ImportError:
         pass
     width = max(len(r[0]) for r in rows)

@@ -105,8 +105,9 @@ class AnimateOptions:
     """Neural: frames per network call."""
     device: str = "cpu"
     """Neural: torch device, e.g. cuda."""
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Neural: autocast dtype of the networks (float32 = parity)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Neural: autocast dtype of the networks; auto = bfloat16 where the CPU/GPU computes it natively, else
+    float32 (= parity); an explicit type the device only emulates runs ~50-100x slower and logs a warning."""
     map_to_init_pose: bool = True
     """Neural: shift the driving poses so the first frame has the source's pose (official default)."""
 

@@ -156,7 +156,7 @@ def test_official_dirs_load_with_sizes_from_the_weights(assets):
 def audio_run(assets, tmp_path_factory):
     """Frames of the audio-driven run without background, and its result."""
     out = tmp_path_factory.mktemp("audio") / "a.mp4"
-    res = Pipeline()(_opts(assets, out, audio=assets["wav"]))
+    res = Pipeline()(_opts(assets, out, audio=assets["wav"], dtype="float32"))  # the reference of the bf16 test
     return _frames(out), res
 
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from real3d.assets import NeuralAssets
 from real3d.audio.pitch import official_f0
+from real3d.config.real3d_portrait import AutocastScope
 from real3d.cpu_memory import keep_freed_memory
 from real3d.errors import CheckpointError
 from real3d.face.bfm import BFMFiles, ParametricFace
@@ -61,6 +62,7 @@ from real3d.motion.cameras import (
 )
 from real3d.motion.driving import SPEECH_RATE, Driving, TrackedVideo
 from real3d.motion.neural_audio import MOTION_FPS, a2m_expression
+from real3d.precision import resolve_dtype
 from real3d.weights.convert import load_checkpoint
 from real3d.weights.official import read_config_yaml
 
@@ -83,8 +85,12 @@ class NeuralConfig:
     """`debug` adds PNCC, raw render and depth panels beside the result (like the official concat_debug)."""
     device: str = "cpu"
     """torch device."""
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Autocast dtype of the networks (float32 = parity)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Autocast dtype of the networks: auto = bfloat16 where the device computes it natively (AVX512-BF16/AMX
+    CPUs, CUDA sm_80+), else float32 (= parity); an explicit type the device only emulates runs with a warning
+    (`real3d.precision`)."""
+    autocast_scope: AutocastScope = "frame_convs"
+    """In reduced precision: which networks run under autocast (`real3d.config.real3d_portrait.AutocastScope`)."""
 
 
 _OFFICIAL_TASKS = {"generator": "secc_img2plane_torso_task", "a2m": "audio2motion_task"}
@@ -183,6 +189,7 @@ class NeuralBackend:
         if generator_dir is None:
             generator_dir = _find_model_dir(assets.checkpoints, "generator")
         self.model = load_checkpoint(Path(generator_dir)).to(self.device)
+        self.model.autocast_scope = self.config.autocast_scope
         self.resolution = input_image_size(self.model.config)
         self.a2m = None
         self.hubert = None
@@ -343,6 +350,11 @@ class NeuralBackend:
         return np.concatenate(panels, axis=2)
 
     def _autocast(self):
-        if self.config.dtype == "float32":
+        """The autocast context of the networks: `config.dtype` resolved for this device once (auto -> bf16 only
+        where native; an emulated explicit request warns once)."""
+        dtype = getattr(self, "_resolved_dtype", None)
+        if dtype is None:
+            dtype = self._resolved_dtype = resolve_dtype(self.config.dtype, self.device)
+        if dtype == "float32":
             return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=getattr(torch, self.config.dtype))
+        return torch.autocast(self.device.type, dtype=getattr(torch, dtype))
