@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from real3d.errors import CheckpointError
+from real3d.weights.io import save_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,6 @@ def save_checkpoint(
     keep: int = 2,
 ) -> Path:
     """Write step_<N> (rank 0 only; `rng_states` holds every rank's state) and update `latest`."""
-    from real3d.weights.io import save_pretrained
-
     ckdir = root / "checkpoints"
     final = ckdir / f"step_{step:08d}"
     tmp = ckdir / f".step_{step:08d}.tmp"

@@ -9,7 +9,14 @@ import re
 import sys
 from pathlib import Path
 
+from real3d.assets import resolve
 from real3d.errors import InputError
+from real3d.train import records
+from real3d.train.config import apply_overrides, load_config
+from real3d.train.engine import train
+from real3d.train.export import export_official, export_run
+from real3d.train.prepare import PrepareConfig, parse_shard, prepare
+from real3d.weights.io import from_pretrained
 
 PREPARE_DESCRIPTION = """Talking-face videos -> training records (WebDataset-style tar shards + index.json).
 
@@ -56,9 +63,6 @@ def add_prepare_parser(subparsers) -> None:
 
 
 def _cmd_prepare(args) -> int:
-    from real3d.assets import resolve
-    from real3d.train import records
-    from real3d.train.prepare import PrepareConfig, parse_shard, prepare
 
     logging.getLogger("real3d.train").setLevel(logging.INFO)
     _ensure_handler()
@@ -146,10 +150,6 @@ def _allow_intermixed_overrides(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args) -> int:
-    from real3d.assets import resolve
-    from real3d.train.config import apply_overrides, load_config
-    from real3d.train.engine import train
-    from real3d.train.export import export_official, export_run
 
     logging.getLogger("real3d.train").setLevel(logging.INFO)
     _ensure_handler()
@@ -170,8 +170,6 @@ def _cmd_train(args) -> int:
         sys.stdout.write(result + "\n")
         return 0
     if args.export_official:
-        from real3d.weights.io import from_pretrained
-
         if result.export is not None:
             export_official(from_pretrained(result.export), args.export_official, result.step)
         else:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from real3d.errors import InputError
 from real3d.train.data import DataConfig
+from real3d.weights.io import config_from_dict
 
 StageName = Literal["stage2", "stage3"]
 PRESETS = ("official", "tiny", "finetune", "finetune_tiny")
@@ -365,8 +366,6 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:
-    from real3d.weights.io import config_from_dict
-
     return config_from_dict(TrainConfig, data)
 
 

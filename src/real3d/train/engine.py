@@ -31,9 +31,23 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from real3d.config.real3d_portrait import Real3DPortraitConfig
 from real3d.errors import CheckpointError, InputError
+from real3d.eval.metrics import l1, psnr
+from real3d.models.discriminator import DiscriminatorConfig, DualDiscriminator
+from real3d.models.real3d_portrait import Real3DPortrait
 from real3d.train import checkpoint as ckpt
 from real3d.train.config import TrainConfig, to_dict
+from real3d.train.data import PairDataset, ResumableSampler, ValidationPairs
+from real3d.train.export import export_generator
+from real3d.train.perceptual import build_perceptual
+from real3d.train.records import RecordIndex
+from real3d.train.stages.base import FaceKit
+from real3d.train.stages.stage2 import Stage2
+from real3d.train.stages.stage3 import Stage3
+from real3d.weights.convert import load_official_model
+from real3d.weights.io import from_pretrained
+from real3d.weights.official_sizes import with_released_hyperparameters
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +114,6 @@ def bf16_native(device: torch.device) -> bool:
 def load_init(path: str | Path) -> torch.nn.Module:
     """Generator weights to start from: our folder (model.safetensors + config.json), a run or checkpoint
     folder of ours (its newest generator), or an official checkpoint folder / .ckpt (read safely)."""
-    from real3d.weights.convert import load_official_model
-    from real3d.weights.io import from_pretrained
 
     p = Path(path)
     if not p.exists():
@@ -118,8 +130,6 @@ def load_init(path: str | Path) -> torch.nn.Module:
 
 
 def build_generator(cfg: TrainConfig) -> torch.nn.Module:
-    from real3d.config.real3d_portrait import Real3DPortraitConfig
-    from real3d.models.real3d_portrait import Real3DPortrait
 
     if cfg.init_from:
         model = load_init(cfg.init_from)
@@ -142,8 +152,6 @@ def build_generator(cfg: TrainConfig) -> torch.nn.Module:
 def tiny_generator_config():
     """`Real3DPortraitConfig.tiny()` with MiT widths that split into the released head counts and the released
     values of what official checkpoints do not record, so a tiny run also exports to the official layout."""
-    from real3d.config.real3d_portrait import Real3DPortraitConfig
-    from real3d.weights.official_sizes import with_released_hyperparameters
 
     base = Real3DPortraitConfig.tiny()
     ma = dataclasses.replace(base.motion_adapter, embed_dims=(4, 8, 20, 32))
@@ -152,11 +160,6 @@ def tiny_generator_config():
 
 def build_stage(cfg: TrainConfig, device: torch.device, dry_run: bool = False):
     """(stage, generator, discriminator) on `device` (a dry run needs no BFM)."""
-    from real3d.models.discriminator import DiscriminatorConfig, DualDiscriminator
-    from real3d.train.perceptual import build_perceptual
-    from real3d.train.stages.base import FaceKit
-    from real3d.train.stages.stage2 import Stage2
-    from real3d.train.stages.stage3 import Stage3
 
     if not cfg.bfm and not dry_run:
         raise InputError("training needs the BFM folder: pass bfm=PATH (or --bfm); it renders the PNCC maps")
@@ -293,8 +296,6 @@ def validate(stage, loader: DataLoader, max_batches: int, strip: Path | None = N
     (the source frame itself) against the held-out targets; optionally a PNG strip source | target | prediction."""
     from PIL import Image
 
-    from real3d.eval.metrics import l1, psnr
-
     gen = stage.generator
     was = gen.training
     gen.eval()
@@ -349,8 +350,6 @@ def train(cfg: TrainConfig, dry_run: bool = False, stop_after: int | None = None
 
 
 def _train(cfg: TrainConfig, dry_run: bool, stop_after: int | None) -> TrainResult | str:
-    from real3d.train.data import PairDataset, ResumableSampler, ValidationPairs
-    from real3d.train.records import RecordIndex
 
     d = setup_distributed(cfg)
     if cfg.precision == "bf16" and not bf16_native(d.device):
@@ -570,8 +569,6 @@ def _train(cfg: TrainConfig, dry_run: bool, stop_after: int | None) -> TrainResu
         }
         (out / "logs" / f"final-rank{d.rank}.json").write_text(json.dumps(digest))
         if d.main and step >= cfg.max_steps:
-            from real3d.train.export import export_generator
-
             result.export = export_generator(gen, out / "export" / "generator")
     finally:
         logger.close()

@@ -12,26 +12,23 @@ from pathlib import Path
 import torch
 
 from real3d.errors import CheckpointError
+from real3d.train.checkpoint import latest_checkpoint
+from real3d.weights.convert import save_official_format
+from real3d.weights.io import from_pretrained, save_pretrained
 
 
 def export_generator(generator: torch.nn.Module, directory: str | Path) -> Path:
     """Write the generator in our inference format; returns the folder."""
-    from real3d.weights.io import save_pretrained
-
     return save_pretrained(generator, generator.config, directory)
 
 
 def export_official(generator: torch.nn.Module, directory: str | Path, step: int | None = None) -> Path:
     """Write the generator in the official checkpoint layout; returns the folder."""
-    from real3d.weights.convert import save_official_format
-
     return save_official_format(generator, directory, step=step)
 
 
 def export_run(run: str | Path, directory: str | Path, official: bool = False) -> Path:
     """The newest checkpoint's generator of a run folder (or a checkpoint folder) -> `directory`."""
-    from real3d.train.checkpoint import latest_checkpoint
-    from real3d.weights.io import from_pretrained
 
     p = Path(run)
     ck = p if (p / "generator" / "config.json").is_file() else latest_checkpoint(p)

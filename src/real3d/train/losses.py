@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from real3d.models.volume_renderer import sample_triplanes_mean, plane_table
+from real3d.models.volume_renderer import plane_table, sample_triplanes_mean
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -97,7 +97,8 @@ def _plan_from(
                 )
             if official_sizes and w.shape[0] != reference[b][k]:
                 raise CheckpointError(
-                    f"{path} is not {what}: {name} has {w.shape[0]} channels, the released network has {reference[b][k]}"
+                    f"{path} is not {what}: {name} has {w.shape[0]} channels, "
+                    f"the released network has {reference[b][k]}"
                 )
             widths.append(int(w.shape[0]))
             cin = int(w.shape[0])

@@ -39,7 +39,18 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from real3d.audio.pitch import official_f0
 from real3d.errors import InputError, NoFaceError, Real3DError
+from real3d.face.bfm import BFMFiles, ParametricFace
+from real3d.face.fitting import fit_video
+from real3d.face.framing import frame_face
+from real3d.face.landmarks import FaceAnalyzer
+from real3d.face.parsing import MulticlassSegmenter, approximate_parsing, inpaint_torso
+from real3d.face.segmentation import PersonSegmenter
+from real3d.geometry import camera_from_pose
+from real3d.io.audio import has_audio, load_audio
+from real3d.io.video import iter_frames
+from real3d.models.hubert import hubert_features, load_hubert
 from real3d.train import records as rec
 
 log = logging.getLogger(__name__)
@@ -204,8 +215,6 @@ class _Tools:
     """Per-process models (built once per worker)."""
 
     def __init__(self, cfg: PrepareConfig) -> None:
-        from real3d.face.bfm import BFMFiles, ParametricFace
-
         if cfg.bfm is None:
             raise InputError("prepare needs --bfm (the BFM 2009 folder) for the 3DMM fits")
         files = BFMFiles.locate(cfg.bfm)
@@ -213,19 +222,13 @@ class _Tools:
         self.face = ParametricFace(data, files.mp468_index(data.n_vertices))
         self.segmenter = None
         if cfg.segmenter_model is not None:
-            from real3d.face.parsing import MulticlassSegmenter
-
             self.segmenter = MulticlassSegmenter(cfg.segmenter_model)
         self.hubert = None
         if cfg.hubert is not None:
-            from real3d.models.hubert import load_hubert
-
             self.hubert = load_hubert(cfg.hubert).eval()
 
 
 def _decode(path: Path, cfg: PrepareConfig) -> list[np.ndarray]:
-    from real3d.io.video import iter_frames
-
     frames = []
     for img in iter_frames(path, max_size=1280, fps=cfg.fps):
         frames.append(img)
@@ -235,8 +238,6 @@ def _decode(path: Path, cfg: PrepareConfig) -> list[np.ndarray]:
 
 
 def _choose_framing(frames: list[np.ndarray], cfg: PrepareConfig):
-    from real3d.face.framing import frame_face
-    from real3d.face.landmarks import FaceAnalyzer
 
     picks = np.unique(np.linspace(0, len(frames) - 1, 5).round().astype(int))
     boxes = []
@@ -256,12 +257,6 @@ def _choose_framing(frames: list[np.ndarray], cfg: PrepareConfig):
 def process_clip(video: Path, name: str, root: Path, cfg: PrepareConfig, tools: _Tools) -> ClipResult:
     """Prepare one clip into `root/shards/<name>.tar`; raises a Real3DError subclass for a bad clip."""
     import torch
-
-    from real3d.face.fitting import fit_video
-    from real3d.face.landmarks import FaceAnalyzer
-    from real3d.face.parsing import approximate_parsing, inpaint_torso
-    from real3d.face.segmentation import PersonSegmenter
-    from real3d.geometry import camera_from_pose
 
     t0 = time.perf_counter()
     frames = _decode(video, cfg)
@@ -365,8 +360,6 @@ def process_clip(video: Path, name: str, root: Path, cfg: PrepareConfig, tools: 
 
 
 def _audio_features(video: Path, tools: _Tools, cfg: PrepareConfig, meta: dict[str, Any]) -> dict[str, bytes]:
-    from real3d.audio.pitch import official_f0
-    from real3d.io.audio import has_audio, load_audio
 
     if not has_audio(video):
         meta["audio"] = "none"
@@ -376,8 +369,6 @@ def _audio_features(video: Path, tools: _Tools, cfg: PrepareConfig, meta: dict[s
     n50 = None
     if tools.hubert is not None:
         import torch
-
-        from real3d.models.hubert import hubert_features
 
         with torch.inference_mode():
             feats = hubert_features(tools.hubert, wav)

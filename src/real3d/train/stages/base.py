@@ -17,9 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from real3d.motion.cameras import torso_keypoints
+from real3d.errors import InputError
+from real3d.face.bfm import BFMFiles, ParametricFace
+from real3d.face.pncc import PNCCRenderer
 from real3d.models.discriminator import DualDiscriminator, r1_penalty
 from real3d.models.real3d_portrait import Real3DPortrait
+from real3d.motion.cameras import torso_keypoints
 from real3d.train import losses as L
 from real3d.train.config import TrainConfig
 from real3d.train.perceptual import PerceptualLoss
@@ -29,9 +32,6 @@ class FaceKit:
     """BFM face model + PNCC renderer at the generator's input size (the conditioning of every stage)."""
 
     def __init__(self, bfm_dir: str | Path, size: int) -> None:
-        from real3d.face.bfm import BFMFiles, ParametricFace
-        from real3d.face.pncc import PNCCRenderer
-
         files = BFMFiles.locate(bfm_dir)
         data = files.load_front()
         self.face = ParametricFace(data, files.mp468_index(data.n_vertices))
@@ -142,8 +142,6 @@ class ImageStage(nn.Module):
         if self.cfg.trainable:
             unknown = set(self.cfg.trainable) - set(groups)
             if unknown:
-                from real3d.errors import InputError
-
                 raise InputError(
                     f"trainable={sorted(unknown)} are not groups of {self.name}; choose from {sorted(groups)}"
                 )
