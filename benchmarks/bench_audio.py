@@ -20,6 +20,7 @@ import numpy as np
 
 from real3d.io.audio import load_audio
 from real3d.motion.from_audio import AudioDriver
+from real3d.precision import machine_summary
 
 TEXT = (
     "The quick brown fox jumps over the lazy dog. Papa bought a map of the old city, and we walked "
@@ -76,6 +77,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0, help="length of the long input")
     args = ap.parse_args()
+    print(machine_summary(), flush=True)  # the CPU capability each figure below comes from
     logging.basicConfig(level=logging.WARNING)
     neutral = astronaut_neutral()
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,6 +21,7 @@ import torch
 
 from real3d.config.hubert import HubertConfig
 from real3d.models.hubert import Hubert, hubert_features
+from real3d.precision import machine_summary
 
 SR = 16000
 
@@ -44,6 +45,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per length (the best is reported)")
     ap.add_argument("--a2m", action="store_true", help="also time official f0 and official-size A2M sampling")
     args = ap.parse_args()
+    print(machine_summary(), flush=True)  # the CPU capability each figure below comes from
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)

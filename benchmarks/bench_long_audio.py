@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from real3d.precision import machine_summary
+
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np
@@ -58,6 +60,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, nargs="+", default=[0.5, 2.0])
     args = ap.parse_args()
+    print(machine_summary(), flush=True)  # the CPU capability each figure below comes from
     print(f"{'minutes':>8} {'frames':>7} {'wall s':>8} {'fps':>6} {'peak RSS MB':>12}")
     with tempfile.TemporaryDirectory() as tmp:
         for m in args.minutes:

@@ -47,8 +47,17 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--work", help="keep the generated checkpoints/BFM/HuBERT here (default: a temp dir)")
     ap.add_argument("--batch-size", type=int, default=2)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16"],
+                    help="network precision (auto = bfloat16 where native, else float32)")
+    ap.add_argument("--emulated-bf16", action="store_true",
+                    help="run --dtype bfloat16 even where bf16 is emulated (hours at the official sizes)")
     args = ap.parse_args()
+    from real3d.precision import device_capability, machine_summary
+
+    print(machine_summary(), flush=True)  # the CPU capability each figure below comes from
+    if args.dtype == "bfloat16" and not device_capability("cpu").native_bf16 and not args.emulated_bf16:
+        sys.exit("--dtype bfloat16 skipped: bf16 is emulated on this CPU (~100x slower than float32, hours for this "
+                 "benchmark); use --dtype float32 or auto, or --emulated-bf16 to run it anyway")
     if not (OFFICIAL / "make_official_ckpt.py").is_file():
         sys.exit(f"needs {OFFICIAL}/make_official_ckpt.py")
     import numpy as np

@@ -22,6 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_long_audio import make_speech  # noqa: E402
 
+from real3d.precision import machine_summary  # noqa: E402
+
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
@@ -67,6 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, nargs="+", default=[0.5, 2.0])
     args = ap.parse_args()
+    print(machine_summary(), flush=True)  # the CPU capability each figure below comes from
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         prepare(work)

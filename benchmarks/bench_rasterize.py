@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from real3d.precision import machine_summary
 from real3d.render import interpolate, rasterize, sample_texture
 
 
@@ -70,6 +71,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--keep-freed-memory", action="store_true", help="mallopt: no trimming/mmap of freed blocks")
     args = parser.parse_args()
+    print(machine_summary(), flush=True)  # the CPU capability each figure below comes from
     if args.keep_freed_memory:
         keep_freed_memory()
     s = args.size

@@ -182,12 +182,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="clip length (default 10)")
     ap.add_argument("--repeats", type=int, default=2, help="runs per measurement (median printed)")
     args = ap.parse_args()
-    import torch
+    from real3d.precision import machine_summary
 
-    print(
-        f"CPU: {os.cpu_count()} cores, torch capability {torch.backends.cpu.get_cpu_capability()}; "
-        f"load average before: {os.getloadavg()[0]:.1f}"
-    )
+    print(f"{machine_summary()}; load average before: {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         photo, speech = make_inputs(d)

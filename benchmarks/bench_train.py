@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from real3d.precision import machine_summary
 from real3d.train.config import apply_overrides, preset
 from real3d.train.data import PairDataset
 from real3d.train.engine import _collate, build_stage
@@ -135,6 +136,7 @@ def main() -> None:
     ap.add_argument("--workers", default="0,2", help="loader worker counts to measure")
     ap.add_argument("--loader-pairs", type=int, default=200)
     args = ap.parse_args()
+    print(machine_summary(), flush=True)  # the CPU capability each figure below comes from
     logging.basicConfig(level=logging.ERROR)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -22,6 +22,7 @@ from real3d import provenance as pv
 from real3d.io.audio import Audio
 from real3d.io.video import iter_frames
 from real3d.io.writer import VideoWriter
+from real3d.precision import machine_summary
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 
@@ -62,6 +63,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=150)
     ap.add_argument("--real", type=Path, default=REAL)
     args = ap.parse_args()
+    print(machine_summary(), flush=True)  # the CPU capability each figure below comes from
     frames = synthetic_frames(args.frames)
     audio = Audio((0.2 * np.sin(2 * np.pi * 220 * np.arange(16000 * 10) / 16000)).astype(np.float32), 16000)
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,3 +193,44 @@ def resolve_dtype(requested: str, device: str | torch.device = "cpu") -> Resolve
             requested,
         )
     return requested  # type: ignore[return-value]
+
+
+def cpu_model(cpuinfo: Path = CPUINFO) -> str:
+    """The CPU's marketing name (`model name` in /proc/cpuinfo), else `platform.processor()` or the machine type."""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def numpy_simd() -> str:
+    """NumPy's highest enabled SIMD dispatch level (AVX512_ICL, X86_V4, X86_V3, ...; follows
+    `NPY_DISABLE_CPU_FEATURES`, e.g. `X86_V4,AVX512_ICL,AVX512_SPR` leaves AVX2 + FMA on NumPy >= 2.4)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as feats
+    except ImportError:
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as feats
+        except ImportError:
+            return "unknown"
+    # NumPy >= 2.4 dispatches on x86-64 levels (X86_V4 = AVX-512 SKX, X86_V3 = AVX2 + FMA); older on the names
+    v4, v3 = ("X86_V4", "X86_V3") if "X86_V4" in feats else ("AVX512_SKX", "AVX2")
+    for level in ("AVX512_SPR", "AVX512_ICL", v4, v3, "SSE42", "ASIMD"):
+        if feats.get(level):
+            return level
+    return "baseline"
+
+
+def machine_summary() -> str:
+    """The line every benchmark prints first: CPU, logical CPUs, torch threads, torch kernel level, bf16,
+    NumPy SIMD level (so each figure names the capability it was measured with)."""
+    cap = device_capability("cpu")
+    return (
+        f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.get_num_threads()} threads | "
+        f"torch capability {cap.capability}, bf16 {'native' if cap.native_bf16 else 'emulated'} "
+        f"(auto -> {auto_dtype('cpu')}) | numpy SIMD {numpy_simd()}"
+    )
