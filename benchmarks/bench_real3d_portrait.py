@@ -30,7 +30,6 @@ CKPT_DIR is an official-format directory (e.g. from make_official_ckpt.py) or a 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import resource
@@ -46,8 +45,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from real3d.config.real3d_portrait import AUTOCAST_SCOPES, Real3DPortraitConfig
 from real3d.cpu_memory import keep_freed_memory
 from real3d.precision import device_capability, machine_summary
-from real3d.models.real3d_portrait import Real3DPortrait, SourceCache
 from real3d.geometry import camera_from_pose
+from real3d.models.real3d_portrait import Real3DPortrait, SourceCache
 
 SOURCE_KEYS = ("img", "ref_torso_img", "bg_img", "segmap")
 FRAME_KEYS = ("cond_cano", "cond_src", "cond_tgt", "camera", "kp_s", "kp_d")
@@ -240,14 +239,14 @@ def main(argv: list[str] | None = None) -> int:
             res["bf16_frame_gflops_achieved"] = res["frame_gflop"] / res["bf16_frame_s"]
             res["bf16_stages_gflops_achieved"] = {
                 n: res["stages_gflop"][n] / max(res["bf16_stages_s"][n], 1e-9) for n in stages16}
-            default_scope = model.config.autocast_scope
+            default_scope = model.autocast_scope
             res["bf16_scopes"] = {}
             for scope in AUTOCAST_SCOPES:
-                model.config = dataclasses.replace(model.config, autocast_scope=scope)
+                model.autocast_scope = scope
                 with amp:
                     out = run_frame(encode()) if scope != default_scope else out16
                 res["bf16_scopes"][scope] = image_error(out.image, out32.image)
-            model.config = dataclasses.replace(model.config, autocast_scope=default_scope)
+            model.autocast_scope = default_scope
             res["bf16_scope"] = default_scope
             res.update({f"bf16_image_{k}": v for k, v in res["bf16_scopes"][default_scope].items()})
             ref8, low8 = to_uint8(out32.image[0]), to_uint8(out16.image[0])

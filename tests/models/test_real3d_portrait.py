@@ -11,12 +11,12 @@ import torch
 
 from real3d.config.real3d_portrait import Real3DPortraitConfig
 from real3d.errors import CheckpointError, InputError
+from real3d.geometry import camera_from_pose
 from real3d.models.real3d_portrait import (
     Real3DPortrait,
     Real3DPortraitOutput,
     remap_official_state_dict,
 )
-from real3d.geometry import camera_from_pose
 from real3d.weights.io import from_pretrained, read_config, save_pretrained
 
 SOURCE_KEYS = ("img", "ref_torso_img", "bg_img", "segmap")
@@ -188,7 +188,7 @@ def test_config_and_remap_errors() -> None:
 
 
 def _with_scope(model: Real3DPortrait, scope: str) -> Real3DPortrait:
-    other = Real3DPortrait(dataclasses.replace(model.config, autocast_scope=scope)).eval()
+    other = Real3DPortrait(model.config, autocast_scope=scope).eval()
     other.load_state_dict(model.state_dict())
     return other
 
@@ -222,13 +222,17 @@ def test_bfloat16_autocast_scopes(tiny_model: Real3DPortrait, scope: str) -> Non
         assert err.max() < 0.05 and err.mean() < 5e-3
 
 
-def test_old_autocast_flag_in_saved_configs_still_loads() -> None:
-    """Configs written before `autocast_scope` (with `autocast_sr_only`) load; unknown scopes are refused."""
+def test_run_time_settings_are_not_saved_and_old_configs_still_load() -> None:
+    """The precision scope, sampling mode and ray chunk are run-time settings: not in config.json; configs saved
+    when they were (`autocast_sr_only`, `autocast_scope`, renderer `mode` / `chunk_rays`) load to the same
+    architecture; unknown scopes are refused."""
     from real3d.weights.io import config_from_dict, config_to_dict
 
-    data = config_to_dict(Real3DPortraitConfig.tiny())
-    del data["autocast_scope"]
-    assert config_from_dict(Real3DPortraitConfig, {**data, "autocast_sr_only": True}).autocast_scope == "frame_convs"
-    assert config_from_dict(Real3DPortraitConfig, {**data, "autocast_sr_only": False}).autocast_scope == "all"
+    config = Real3DPortraitConfig.tiny()
+    data = config_to_dict(config)
+    assert not {"autocast_scope", "autocast_sr_only"} & set(data) and not {"mode", "chunk_rays"} & set(data["renderer"])
+    old = {**data, "autocast_sr_only": True, "autocast_scope": "sr",
+           "renderer": {**data["renderer"], "mode": "stochastic", "chunk_rays": 32}}
+    assert config_from_dict(Real3DPortraitConfig, old) == config
     with pytest.raises(ValueError, match="autocast_scope"):
-        dataclasses.replace(Real3DPortraitConfig.tiny(), autocast_scope="half")
+        Real3DPortrait(config, autocast_scope="half")

@@ -323,7 +323,7 @@ def test_slab_between_empty_space_and_depth_clamp():
 def tiny_setup():
     cfg = VolumeRendererConfig.tiny()
     g = torch.Generator().manual_seed(0)
-    renderer = VolumeRenderer(cfg)
+    renderer = VolumeRenderer(cfg, chunk_rays=64)  # 4 chunks of the 256 rays
     with torch.no_grad():
         for p in renderer.parameters():
             p.copy_(torch.randn(p.shape, generator=g))
@@ -350,7 +350,7 @@ def test_deterministic_mode_is_repeatable_and_chunk_independent(tiny_setup):
     renderer, planes, camera = tiny_setup
     with torch.no_grad():
         a, b = renderer(planes, camera), renderer(planes, camera)
-        whole = VolumeRenderer(VolumeRendererConfig(**{**renderer.config.__dict__, "chunk_rays": 256}))
+        whole = VolumeRenderer(renderer.config, chunk_rays=256)
         whole.load_state_dict(renderer.state_dict())
         c = whole(planes, camera)
     assert torch.equal(a.feature_image, b.feature_image) and torch.equal(a.depth, b.depth)
@@ -361,7 +361,7 @@ def test_deterministic_mode_is_repeatable_and_chunk_independent(tiny_setup):
 
 def test_stochastic_mode_follows_the_generator(tiny_setup):
     renderer, planes, camera = tiny_setup
-    stoch = VolumeRenderer(VolumeRendererConfig.tiny(mode="stochastic"))
+    stoch = VolumeRenderer(VolumeRendererConfig.tiny(), mode="stochastic")
     stoch.load_state_dict(renderer.state_dict())
     with torch.no_grad():
         runs = [stoch(planes, camera, torch.Generator().manual_seed(s)) for s in (0, 0, 1)]
@@ -394,8 +394,10 @@ def test_renderer_rejects_wrong_plane_shapes(tiny_setup):
 def test_config_rejects_invalid_sizes():
     with pytest.raises(ValueError, match="coarse"):
         VolumeRendererConfig(num_samples_coarse=1)
-    with pytest.raises(ValueError, match="mode"):
-        VolumeRendererConfig(mode="random")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="mode must be"):
+        VolumeRenderer(VolumeRendererConfig.tiny(), mode="random")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="chunk_rays must be positive"):
+        VolumeRenderer(VolumeRendererConfig.tiny(), chunk_rays=0)
 
 
 # ------------------------------------------------------------------------------------ official parity

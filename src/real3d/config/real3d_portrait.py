@@ -15,8 +15,12 @@ from real3d.config.img2plane import Img2PlaneConfig
 from real3d.config.motion_adapter import MotionAdapterConfig
 from real3d.config.volume_renderer import VolumeRendererConfig
 
-
 AutocastScope = Literal["frame_convs", "sr", "all"]
+"""What runs in reduced precision under `torch.autocast` (a run-time choice; the renderer is float32 always):
+`frame_convs` HTB-SR's per-frame part and the motion adapter's plane CNN (most of a frame's FLOPs); `sr` HTB-SR's
+per-frame part only; `all` also the motion adapter's SegFormer and the per-source encoders. Errors before the
+renderer persist in every frame or are amplified by the density field and importance sampling, so the wider
+scopes cost more accuracy (each scope's image error: `benchmarks/bench_real3d_portrait.py`)."""
 AUTOCAST_SCOPES: tuple[str, ...] = get_args(AutocastScope)
 
 
@@ -34,17 +38,7 @@ class Real3DPortraitConfig:
     """Head-torso-background super-resolution (paper Sec. 3.3)."""
     perturb_init: float = 0.001
     """Initial value of the two training-only `lambda_pertube_*` scalars (stored in the checkpoint)."""
-    autocast_scope: AutocastScope = "frame_convs"
-    """What runs in reduced precision under `torch.autocast` (the renderer is float32 always):
-    `frame_convs` HTB-SR's per-frame part and the motion adapter's plane CNN (98% of a frame's FLOPs);
-    `sr` HTB-SR's per-frame part only; `all` also the motion adapter's SegFormer and the per-source
-    encoders. Errors before the renderer persist in every frame or are amplified by the density field and
-    importance sampling, so the wider scopes cost more accuracy (each scope's image error:
-    `benchmarks/bench_real3d_portrait.py`)."""
-
     def __post_init__(self) -> None:
-        if self.autocast_scope not in AUTOCAST_SCOPES:
-            raise ValueError(f"autocast_scope must be one of {AUTOCAST_SCOPES}, got {self.autocast_scope!r}")
         planes = {
             "img2plane.plane_channels": self.img2plane.plane_channels,
             "motion_adapter.plane_channels": self.motion_adapter.plane_channels,
@@ -61,11 +55,9 @@ class Real3DPortraitConfig:
 
     @staticmethod
     def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
-        """Saved config fields of older versions -> current ones (`autocast_sr_only` became `autocast_scope`)."""
-        out = dict(data)
-        if "autocast_sr_only" in out:
-            out.setdefault("autocast_scope", "frame_convs" if out.pop("autocast_sr_only") else "all")
-        return out
+        """Saved configs of older versions carried the run-time precision choice (`autocast_sr_only`, then
+        `autocast_scope`); it is dropped: it is set per model instance (`Real3DPortrait(autocast_scope=...)`)."""
+        return {k: v for k, v in data.items() if k not in ("autocast_sr_only", "autocast_scope")}
 
     @property
     def image_resolution(self) -> int:
@@ -89,6 +81,6 @@ class Real3DPortraitConfig:
         return cls(
             img2plane=replace(Img2PlaneConfig.tiny(), plane_channels=c),
             motion_adapter=replace(MotionAdapterConfig.tiny(), plane_channels=c),
-            renderer=replace(VolumeRendererConfig.tiny(), resolution=8, feature_dim=c, chunk_rays=32),
+            renderer=replace(VolumeRendererConfig.tiny(), resolution=8, feature_dim=c),
             htbsr=HTBSRConfig.tiny(),
         )

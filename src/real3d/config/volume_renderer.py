@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 SamplingMode = Literal["deterministic", "stochastic"]
+"""Volume sampling: `deterministic` (midpoint strata, det=True inverse CDF; the parity fixtures) or `stochastic`
+(uniform jitter, random inverse CDF; the released code's inference behaviour). A run-time choice, not saved."""
 
 
 @dataclass(frozen=True)
@@ -20,17 +23,12 @@ class VolumeRendererConfig:
     """Importance depth samples per ray (second pass); 0 disables the fine pass."""
     box_warp: float = 1.0
     """Side of the cube [-box_warp/2, box_warp/2]^3 covered by the planes; also the near/far box."""
-    mode: SamplingMode = "deterministic"
-    """`deterministic`: midpoint strata and det=True inverse CDF (the parity fixtures).
-    `stochastic`: uniform jitter and random inverse CDF (the released code's inference behaviour)."""
     feature_dim: int = 32
     """Channels per plane; also the number of decoded colour/feature channels."""
     decoder_hidden_dim: int = 64
     """Hidden width of the 2-layer decoder MLP."""
     decoder_lr_multiplier: float = 1.0
     """Equalized-lr multiplier of the decoder layers (the released model uses 1)."""
-    chunk_rays: int = 2048
-    """Rays evaluated at once, to bound memory; the result does not depend on it."""
 
     def __post_init__(self) -> None:
         if self.resolution < 1 or self.num_samples_coarse < 2 or self.num_samples_fine < 0:
@@ -40,18 +38,22 @@ class VolumeRendererConfig:
             )
         if self.num_samples_fine > 0 and self.num_samples_coarse < 4:
             raise ValueError("importance sampling needs num_samples_coarse >= 4 (it drops the two end bins)")
-        if self.box_warp <= 0 or self.chunk_rays < 1:
-            raise ValueError(f"box_warp ({self.box_warp}) and chunk_rays ({self.chunk_rays}) must be positive")
-        if self.mode not in ("deterministic", "stochastic"):
-            raise ValueError(f"mode must be 'deterministic' or 'stochastic', got {self.mode!r}")
+        if self.box_warp <= 0:
+            raise ValueError(f"box_warp ({self.box_warp}) must be positive")
+
+    @staticmethod
+    def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
+        """Saved configs of older versions carried the run-time `mode` and `chunk_rays`; they are dropped (the
+        sampling mode and the ray chunk are the caller's choice, see `VolumeRenderer`)."""
+        return {k: v for k, v in data.items() if k not in ("mode", "chunk_rays")}
 
     @classmethod
-    def official(cls, mode: SamplingMode = "deterministic") -> VolumeRendererConfig:
+    def official(cls) -> VolumeRendererConfig:
         """Sizes of the released `secc2plane_torso` model: 128^2 rays, 48 + 48 samples, box 1."""
-        return cls(mode=mode)
+        return cls()
 
     @classmethod
-    def tiny(cls, mode: SamplingMode = "deterministic") -> VolumeRendererConfig:
+    def tiny(cls) -> VolumeRendererConfig:
         """Test size: 16x16 rays, 4 + 4 samples, 8 feature channels, hidden 16."""
         return cls(
             resolution=16,
@@ -59,6 +61,4 @@ class VolumeRendererConfig:
             num_samples_fine=4,
             feature_dim=8,
             decoder_hidden_dim=16,
-            chunk_rays=64,
-            mode=mode,
         )

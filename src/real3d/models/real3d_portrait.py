@@ -27,13 +27,18 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from real3d.config.real3d_portrait import Real3DPortraitConfig
+from real3d.config.real3d_portrait import (
+    AUTOCAST_SCOPES,
+    AutocastScope,
+    Real3DPortraitConfig,
+)
 from real3d.config.volume_renderer import SamplingMode, VolumeRendererConfig
 from real3d.errors import CheckpointError, InputError
 from real3d.models.htbsr import HTBSR, HTBSRSource
 from real3d.models.img2plane import Img2Plane
 from real3d.models.motion_adapter import MotionAdapter
 from real3d.models.volume_renderer import (
+    DEFAULT_CHUNK_RAYS,
     TriplaneDecoder,
     VolumeRenderer,
     VolumeRenderOutput,
@@ -113,9 +118,10 @@ class Real3DPortraitOutput:
     """[B,3,256,256] RGB after the background blend."""
 
 
-def _renderer_with(decoder: TriplaneDecoder, config: VolumeRendererConfig) -> VolumeRenderer:
+def _renderer_with(decoder: TriplaneDecoder, config: VolumeRendererConfig, mode: SamplingMode,
+                   chunk_rays: int) -> VolumeRenderer:
     """A `VolumeRenderer` whose decoder is `decoder` (shared; the renderer owns no weights of its own)."""
-    renderer = VolumeRenderer(config)
+    renderer = VolumeRenderer(config, mode=mode, chunk_rays=chunk_rays)
     renderer.decoder = decoder
     return renderer
 
@@ -125,8 +131,14 @@ class Real3DPortrait(nn.Module):
 
     model_type = "real3d_portrait"
 
-    def __init__(self, config: Real3DPortraitConfig | None = None) -> None:
+    def __init__(self, config: Real3DPortraitConfig | None = None, *, autocast_scope: AutocastScope = "frame_convs",
+                 chunk_rays: int = DEFAULT_CHUNK_RAYS) -> None:
+        """`config` is the architecture (saved with the weights); `autocast_scope` (what runs in reduced precision
+        under `torch.autocast`, see `AutocastScope`) and `chunk_rays` are run-time settings of this instance."""
         super().__init__()
+        if autocast_scope not in AUTOCAST_SCOPES:
+            raise ValueError(f"autocast_scope must be one of {AUTOCAST_SCOPES}, got {autocast_scope!r}")
+        self.autocast_scope: AutocastScope = autocast_scope
         self.config = cfg = config or Real3DPortraitConfig.official()
         init = torch.full((1,), cfg.perturb_init)
         self.lambda_pertube_blink_secc = nn.Parameter(init.clone(), requires_grad=False)  # training only
@@ -137,14 +149,13 @@ class Real3DPortrait(nn.Module):
         self.secc_img2plane_backbone = MotionAdapter(cfg.motion_adapter)
         self.superresolution = HTBSR(cfg.htbsr)
         # Not child modules (a plain dict): both share `self.decoder`, whose keys stay `decoder.*` as released.
-        self._renderers = {m: _renderer_with(self.decoder, dataclasses.replace(r, mode=m))
-                           for m in ("deterministic", "stochastic")}
+        self._renderers = {m: _renderer_with(self.decoder, r, m, chunk_rays) for m in ("deterministic", "stochastic")}
 
     def _precision(self, part: str, device: torch.device) -> contextlib.AbstractContextManager:
-        """Autocast off (float32) for `part` ("source", "ma_encoder", "ma_cnn") unless `config.autocast_scope`
-        lets it follow autocast; HTB-SR's per-frame part always follows it."""
+        """Autocast off (float32) for `part` ("source", "ma_encoder", "ma_cnn") unless `autocast_scope` lets it
+        follow autocast; HTB-SR's per-frame part always follows it."""
         follows = {"all": ("source", "ma_encoder", "ma_cnn"), "frame_convs": ("ma_cnn",), "sr": ()}
-        if part in follows[self.config.autocast_scope]:
+        if part in follows[self.autocast_scope]:
             return contextlib.nullcontext()
         return torch.autocast(device.type, enabled=False)
 
@@ -177,7 +188,7 @@ class Real3DPortrait(nn.Module):
         camera: torch.Tensor,
         kp_s: torch.Tensor,
         kp_d: torch.Tensor,
-        mode: SamplingMode | None = None,
+        mode: SamplingMode = "deterministic",
         generator: torch.Generator | None = None,
         return_intermediates: bool = False,
     ) -> Real3DPortraitOutput:
@@ -186,10 +197,10 @@ class Real3DPortrait(nn.Module):
         cache: from `encode_source`, batch 1 (broadcast) or B; cond_cano/src/tgt: [B,3,512,512] PNCC
         maps (frontal, background -1); camera: [B,25] EG3D camera (c2w 16 + normalised K 9);
         kp_s, kp_d: [B,68,3] source / driving lm68 landmarks, xy in [-1,1], z = 0.
-        mode: volume sampling (`deterministic`, the default of the config, or `stochastic` as released;
+        mode: volume sampling (`deterministic`, the default, or `stochastic` as released;
         `generator` seeds the latter).
         Reduced precision: keep the weights float32 and run under `torch.autocast`: HTB-SR's convs and
-        matmuls run in bf16/fp16, and by `config.autocast_scope` the motion adapter's plane CNN (default),
+        matmuls run in bf16/fp16, and by `autocast_scope` the motion adapter's plane CNN (default),
         its SegFormer and the source encoders; the volume rendering is always float32.
         """
         b = cond_tgt.shape[0]
@@ -200,7 +211,6 @@ class Real3DPortrait(nn.Module):
                         ("kp_s", kp_s), ("kp_d", kp_d)):
             if t.shape[0] != b:
                 raise InputError(f"{name} has batch {t.shape[0]} but cond_tgt has batch {b}")
-        mode = mode or self.config.renderer.mode
         if mode not in self._renderers:
             raise InputError(f"mode must be 'deterministic' or 'stochastic', got {mode!r}")
 
@@ -229,7 +239,7 @@ class Real3DPortrait(nn.Module):
 
     def motion_planes(self, cond_cano: torch.Tensor, cond_src: torch.Tensor, cond_tgt: torch.Tensor) -> torch.Tensor:
         """The motion adapter's tri-plane residual [B,3,C,Hp,Wp] from the three PNCC maps, its SegFormer and
-        its plane CNN each at the precision `config.autocast_scope` gives them."""
+        its plane CNN each at the precision `autocast_scope` gives them."""
         motion = self.secc_img2plane_backbone
         with self._precision("ma_encoder", cond_tgt.device):
             fused = motion.encode(cond_cano, cond_src, cond_tgt)  # BxDxH/4xW/4

@@ -460,11 +460,25 @@ class VolumeRenderOutput:
         return self.feature_image[:, :3].clamp(-1, 1)
 
 
-class VolumeRenderer(nn.Module):
-    """Tri-plane importance renderer; its only weights are the decoder's (`decoder.net.*`)."""
+DEFAULT_CHUNK_RAYS = 2048
+"""Rays evaluated at once by default (bounds memory; the result does not depend on it)."""
 
-    def __init__(self, config: VolumeRendererConfig | None = None) -> None:
+
+class VolumeRenderer(nn.Module):
+    """Tri-plane importance renderer; its only weights are the decoder's (`decoder.net.*`).
+
+    `mode` (the volume sampling, see `SamplingMode`) and `chunk_rays` (rays per decoder pass) are run-time
+    settings of this instance, not part of the saved config."""
+
+    def __init__(self, config: VolumeRendererConfig | None = None, mode: SamplingMode = "deterministic",
+                 chunk_rays: int = DEFAULT_CHUNK_RAYS) -> None:
         super().__init__()
+        if mode not in ("deterministic", "stochastic"):
+            raise ValueError(f"mode must be 'deterministic' or 'stochastic', got {mode!r}")
+        if chunk_rays < 1:
+            raise ValueError(f"chunk_rays must be positive, got {chunk_rays}")
+        self.mode: SamplingMode = mode
+        self.chunk_rays = chunk_rays
         self.config = config or VolumeRendererConfig()
         cfg = self.config
         self.decoder = TriplaneDecoder(cfg.feature_dim, cfg.decoder_hidden_dim, cfg.decoder_lr_multiplier)
@@ -506,18 +520,18 @@ class VolumeRenderer(nn.Module):
         origins, directions = rays_from_camera(camera.to(planes.dtype), res)  # BxRx3
         near, far, _ = ray_box_intersection(origins, directions, cfg.box_warp)
         near, far, hit = fill_missed_rays(near, far)
-        depths_coarse = stratified_depths(near, far, cfg.num_samples_coarse, cfg.mode, generator)  # BxRxSc
+        depths_coarse = stratified_depths(near, far, cfg.num_samples_coarse, self.mode, generator)  # BxRxSc
         table = plane_table(planes)  # (B*3*Hp*Wp)xC
 
         rgb, depth, opacity, fine_all, lows, highs = [], [], [], [], [], []
-        for start in range(0, res * res, cfg.chunk_rays):
-            sl = slice(start, start + cfg.chunk_rays)
+        for start in range(0, res * res, self.chunk_rays):
+            sl = slice(start, start + self.chunk_rays)
             o, d, z = origins[:, sl], directions[:, sl], depths_coarse[:, sl]
             probs, sigma = self._decode(table, planes.shape, o, d, z)
             colors: tuple[torch.Tensor, ...] = (probs,)
             order = None
             if cfg.num_samples_fine > 0:
-                z_fine = importance_depths(z, interval_weights(sigma, z), cfg.num_samples_fine, cfg.mode, generator)
+                z_fine = importance_depths(z, interval_weights(sigma, z), cfg.num_samples_fine, self.mode, generator)
                 probs_fine, sigma_fine = self._decode(table, planes.shape, o, d, z_fine)
                 z, order = torch.sort(torch.cat([z, z_fine], -1), dim=-1)  # Bxrx(Sc+Sf)
                 sigma = torch.cat([sigma, sigma_fine], -1).gather(-1, order)

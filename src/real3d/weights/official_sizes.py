@@ -351,17 +351,12 @@ def unrecorded_differences(config: Real3DPortraitConfig) -> list[str]:
 
 def with_released_hyperparameters(config: Real3DPortraitConfig) -> Real3DPortraitConfig:
     """`config` with every hyper-parameter that an official checkpoint does not record set to its
-    released value, and the run-time options (`mode`, `chunk_rays`, `autocast_scope`) at their
-    defaults: the config `torso_config_from_official` reads back from a checkpoint written from a
+    released value: the config `torso_config_from_official` reads back from a checkpoint written from a
     model of this config. Raises `ValueError` when `config`'s sizes cannot take the released values
     (e.g. MiT widths not divisible by the released head counts 1, 2, 5, 8)."""
     out = config
     for path, value in RELEASED_UNRECORDED.items():
         out = _replace_path(out, path, value)
-    defaults = VolumeRendererConfig()
-    out = _replace_path(out, "renderer.mode", defaults.mode)
-    out = _replace_path(out, "renderer.chunk_rays", defaults.chunk_rays)
-    out = dataclasses.replace(out, autocast_scope=Real3DPortraitConfig().autocast_scope)
     uneven = [(d, h) for d, h in zip(out.motion_adapter.embed_dims, out.motion_adapter.num_heads) if d % h]
     uneven += [(out.img2plane.vit_dim, out.img2plane.vit_heads)] if out.img2plane.vit_dim % out.img2plane.vit_heads else []
     if uneven:
