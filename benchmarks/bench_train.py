@@ -7,7 +7,8 @@ Prints, per stage: samples/s of full training steps (generator loss + backward +
 R1 included, switched on from step 0) on a fixed batch, i.e. without data loading; then the loader's pairs/s
 (each pair decodes 2 frames: ~12 record members) for each worker count, single process, so it can be compared
 with the steps' samples/s. `--official` adds one official-size step per stage (512^2, 148 M-parameter generator,
-full-size discriminator): seconds and peak RSS (and peak CUDA memory on a GPU). Records: any `real3d prepare`
+full-size discriminator): seconds and the process's peak RSS so far (run one stage per process,
+`--stages stage3`, to separate them; peak CUDA memory on a GPU). Records: any `real3d prepare`
 output (images are resized to the model's size). Nothing is downloaded.
 """
 
@@ -126,6 +127,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--official", action="store_true", help="also one official-size step per stage")
     ap.add_argument("--official-only", action="store_true")
+    ap.add_argument("--stages", default="stage2,stage3", help="stages of the official-size steps")
     ap.add_argument(
         "--official-step",
         type=int,
@@ -156,13 +158,13 @@ def main() -> None:
         rate = bench_loader(args.records, 512, max(20, args.loader_pairs // 4), 0)
         print(f"loader (512 px, 0 workers): {rate:.1f} pairs/s")
     if args.official or args.official_only:
-        for stage in ("stage2", "stage3"):
+        for stage in args.stages.split(","):
             r = bench_stage(stage, "official", args.records, args.bfm, 0, 1, args.device, args.official_step)
             extra = f", peak CUDA {r['peak_cuda_gib']:.1f} GiB" if "peak_cuda_gib" in r else ""
             kind = "every periodic term + R1" if args.official_step == 0 else f"the terms of step {args.official_step}"
             print(
                 f"{stage} official batch 1: build {r['build_s']:.1f} s, step {r['first_step_s']:.1f} s ({kind}), "
-                f"peak RSS {r['peak_rss_gib']:.1f} GiB{extra}, "
+                f"process peak RSS so far {r['peak_rss_gib']:.1f} GiB{extra}, "
                 f"{r['trainable']:,} of {r['params']:,} params trained"
             )
 
