@@ -107,6 +107,7 @@ def test_kill_and_resume_continues_with_the_same_losses(records_dir, bfm_dir, tm
     assert sorted(b) == [1, 2, 3, 4, 5, 6]  # continued at step 4
     for s in range(1, 7):
         assert b[s] == pytest.approx(a[s], rel=1e-5, abs=1e-6), (s, a, b)
+    _sigkill_and_resume(records_dir, bfm_dir, tmp_path / "c", extra, a)
     ck = json.loads((tmp_path / "b" / "checkpoints" / "latest.json").read_text())
     assert ck["step"] == 6
     files = {p.name for p in (tmp_path / "b" / "checkpoints" / ck["name"]).iterdir()}
@@ -120,6 +121,52 @@ def test_kill_and_resume_continues_with_the_same_losses(records_dir, bfm_dir, tm
     } <= files
     # the exported generator renders through `real3d animate --backend neural`
     _animate_with(full.export, bfm_dir, records_dir, tmp_path)
+
+
+def _sigkill_and_resume(records_dir, bfm_dir, out: Path, extra, reference: dict[int, float]) -> None:
+    """A real kill: SIGKILL the training process once its step-2 checkpoint exists; the next run resumes from the
+    newest checkpoint and logs the reference run's losses from there on."""
+    import signal
+    import time
+
+    cfg_args = [f"{k}={v}" for k, v in (("max_steps", 40), ("ckpt_every", 2), ("keep_ckpts", 50))]
+    base = [a for a in _cfg_args(records_dir, bfm_dir, out, *extra) if not a.startswith("max_steps=")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "real3d.cli", "train", "stage2:tiny", *base, *cfg_args, "threads=1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    marker = out / "checkpoints" / "step_00000002" / "trainer.json"
+    deadline = time.time() + 300
+    while not marker.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.is_file() and proc.returncode == -signal.SIGKILL
+    killed_at = json.loads((out / "checkpoints" / "latest.json").read_text())["step"]
+    assert 2 <= killed_at < 6
+    res = train(_cfg("stage2", records_dir, bfm_dir, out, *extra))
+    assert res.step == 6
+    rows = [json.loads(x) for x in (out / "logs" / "train-rank0.jsonl").read_text().splitlines()]
+    resumed = [r for r in rows if r["step"] > killed_at][-(6 - killed_at) :]  # the lines of the resumed run
+    assert [r["step"] for r in resumed] == list(range(killed_at + 1, 7))
+    for r in resumed:
+        assert r["g_loss"] == pytest.approx(reference[r["step"]], rel=1e-5, abs=1e-6), (r, reference)
+
+
+def _cfg_args(records, bfm, out, *extra):
+    return [
+        f"data.records={records}",
+        f"bfm={bfm}",
+        f"out={out}",
+        "data.min_gap=5",
+        "data.holdout_tail=0.25",
+        "batch_size=2",
+        "log_every=1",
+        "val_every=0",
+        "sample_every=0",
+        *extra,
+    ]
 
 
 def _animate_with(export: Path, bfm_dir, records_dir, tmp_path):
