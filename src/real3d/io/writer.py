@@ -1,7 +1,10 @@
 """Streaming H.264 (yuv420p) + AAC writer with atomic output and an optional per-frame filter (the provenance marks).
 
 Frames go to libx264 one by one and packets are muxed as they come, so memory does not grow with the
-video's length. Audio is encoded alongside (interleaved), trimmed or zero-padded so that the output lasts
+video's length. By default the frame filter, libx264 and the muxer run in a background thread fed by a short
+queue (`background=True`): the caller renders the next frame while this one is encoded (PyAV, libx264 and
+NumPy release the GIL), and the file is byte-identical to a synchronous run; an encoding error is raised by the
+next `write` or by `close`. Audio is encoded alongside (interleaved), trimmed or zero-padded so that the output lasts
 exactly `frames / fps`. Everything is written to a hidden temp file in the target folder and renamed over
 the target only when the `with` block ends without an exception; on any exception (KeyboardInterrupt
 included) the temp file is deleted and no output exists.
@@ -11,8 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -74,10 +80,17 @@ class VideoWriter:
         total: int | None = None,
         quiet: bool = False,
         audio_bitrate: int = 128_000,
+        background: bool = True,
+        queue_frames: int = 4,
+        encoder_threads: int | None = None,
     ) -> None:
         """`size` is (width, height), both even; `total` (frames) only feeds the progress bar. `audio` is
         decoded samples or a file (an audio file or a video with sound) that is decoded piece by piece while
-        the frames are written; the soundtrack is cut or padded with silence to the video's length."""
+        the frames are written; the soundtrack is cut or padded with silence to the video's length.
+        `background` filters and encodes in a worker thread, at most `queue_frames` frames behind `write`
+        (each queued frame is a copy: memory stays bounded). `encoder_threads` sets libx264's threads (None: its
+        automatic choice over the CPUs, as before the background thread existed; note that libx264 here does not
+        promise identical bytes from run to run, decoded frames can differ by a few levels)."""
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(1001)
         if self.fps <= 0:
@@ -100,6 +113,14 @@ class VideoWriter:
         self._apos = 0  # next audio sample to encode
         self._tmp: Path | None = None
         self._bar = None
+        self.background = background
+        self.encoder_threads = encoder_threads
+        self.queue_frames = max(1, int(queue_frames))
+        self._queue: queue.Queue | None = None
+        self._worker: threading.Thread | None = None
+        self._error: BaseException | None = None  # raised by the worker, re-raised by write/close
+        self.encode_seconds = 0.0
+        """Wall time spent filtering + encoding frames (in the worker thread when `background`)."""
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
@@ -126,6 +147,8 @@ class VideoWriter:
             vs.width, vs.height, vs.pix_fmt = self.width, self.height, "yuv420p"
             vs.codec_context.time_base = 1 / self.fps
             vs.options = {"crf": str(self.crf), "preset": self.preset}
+            if self.encoder_threads is not None:
+                vs.codec_context.thread_count = int(self.encoder_threads)
             self._vstream = vs
             if self.audio is not None:
                 self._open_audio(self.audio)
@@ -139,6 +162,10 @@ class VideoWriter:
             from tqdm import tqdm
 
             self._bar = tqdm(total=self.total, unit="frame", desc=f"writing {target.name}", file=sys.stderr, leave=False)
+        if self.background:
+            self._queue = queue.Queue(maxsize=self.queue_frames)
+            self._worker = threading.Thread(target=self._work, name=f"real3d-encode-{target.name}", daemon=True)
+            self._worker.start()
 
     def _open_audio(self, audio: Audio | str | Path) -> None:
         if isinstance(audio, Audio):
@@ -171,20 +198,59 @@ class VideoWriter:
             raise RuntimeError("VideoWriter is not open; use it as a context manager")
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 frame of shape {(self.height, self.width, 3)}, got {frame.dtype} {frame.shape}")
+        if self._queue is None:
+            self._encode(frame, self.frames_written)
+        else:
+            self._raise_worker_error()
+            # a copy: the caller may reuse its buffer for the next frame while this one waits in the queue
+            self._queue.put((np.array(frame, order="C", copy=True), self.frames_written))
+        self.frames_written += 1
+        if self._bar is not None:
+            self._bar.update(1)
+
+    def _encode(self, frame: np.ndarray, index: int) -> None:
+        """Filter, encode and mux frame number `index`, then the audio up to its end."""
+        t = time.perf_counter()
         if self.frame_filter is not None:
             frame = self.frame_filter(frame)
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        vf.pts = self.frames_written
+        vf.pts = index
         vf.time_base = 1 / self.fps
         try:
             self._container.mux(self._vstream.encode(vf))
-            self.frames_written += 1
             if self._astream is not None:
-                self._encode_audio_until(self._audio_samples_for(self.frames_written), final=False)
+                self._encode_audio_until(self._audio_samples_for(index + 1), final=False)
         except av.error.FFmpegError as e:
             raise OutputError(f"encoding failed while writing {self.path}: {e}") from e
-        if self._bar is not None:
-            self._bar.update(1)
+        finally:
+            self.encode_seconds += time.perf_counter() - t
+
+    def _work(self) -> None:
+        """Worker thread: encode queued frames in order until the `None` sentinel. After an error it keeps
+        taking (and dropping) frames so that `write` never blocks on a full queue."""
+        assert self._queue is not None
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                try:
+                    self._encode(*item)
+                except BaseException as e:  # handed to the caller's thread by _raise_worker_error
+                    self._error = e
+
+    def _raise_worker_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _stop_worker(self) -> None:
+        """Let the worker finish the queued frames (or drop them after an error) and end."""
+        if self._worker is None:
+            return
+        self._queue.put(None)
+        self._worker.join()
+        self._worker = None
+        self._queue = None
 
     def _audio_samples_for(self, n_frames: int) -> int:
         return int(round(n_frames / self.fps * self._astream.codec_context.sample_rate))
@@ -212,6 +278,10 @@ class VideoWriter:
         if self.frames_written == 0:
             self.abort()
             raise OutputError(f"no frames were written, so {self.path} was not created")
+        self._stop_worker()
+        if self._error is not None:
+            self.abort()
+            raise self._error
         try:
             self._container.mux(self._vstream.encode(None))
             if self._astream is not None:
@@ -235,6 +305,9 @@ class VideoWriter:
 
     def abort(self) -> None:
         """Stop without output: close the encoder and delete the temp file."""
+        if self._error is None and self._worker is not None:
+            self._error = OutputError("aborted")  # the worker drops the frames still queued
+        self._stop_worker()
         self._close_bar()
         self._close_audio()
         if self._container is not None:
