@@ -40,10 +40,10 @@ class Face:
 
 
 def _mesh_to_px(result, w: int, h: int) -> list[np.ndarray]:
-    out = []
-    for f in result.multi_face_landmarks or []:
-        out.append(np.array([[p.x * w, p.y * h, p.z * w] for p in f.landmark], dtype=np.float32))
-    return out
+    """[478,3] float32 pixels per face of a MediaPipe face-mesh result (scaled in float64, as Python floats are)."""
+    scale = np.array([w, h, w], dtype=np.float64)
+    return [(np.array([(p.x, p.y, p.z) for p in f.landmark], dtype=np.float64) * scale).astype(np.float32)
+            for f in result.multi_face_landmarks or []]
 
 
 class FaceAnalyzer:

@@ -16,6 +16,7 @@ import numpy as np
 
 from real3d.errors import InputError
 from real3d.io.audio import load_audio
+from real3d.io.prefetch import prefetch
 from real3d.io.video import iter_frames, probe_video
 from real3d.motion.blink import BlinkMode
 from real3d.motion.from_video import fill_missing_landmarks, video_landmarks
@@ -86,7 +87,8 @@ def read_speech(path: str | Path) -> np.ndarray:
 def track_video(path: str | Path, fps: float, max_frames: int | None = None,
                 progress: FrameProgress | None = None) -> TrackedVideo:
     """Landmarks of a driving video at `fps` (at most `max_frames` frames), with a fresh tracker so no
-    tracking state carries over from another image or video."""
+    tracking state carries over from another image or video. The next frames are decoded in a background
+    thread while the current one is tracked (`prefetch`); `progress` is called from the caller's thread."""
     info = probe_video(path)
     total = max(1, int(round(info.duration * fps)))
     if max_frames is not None:
@@ -94,7 +96,8 @@ def track_video(path: str | Path, fps: float, max_frames: int | None = None,
     sizes: list[tuple[int, int]] = []
 
     def frames() -> Iterator[np.ndarray]:
-        for i, frame in enumerate(islice(iter_frames(path, max_size=DRIVER_MAX_SIDE, fps=fps), total)):
+        decoded = islice(iter_frames(path, max_size=DRIVER_MAX_SIDE, fps=fps), total)
+        for i, frame in enumerate(prefetch(decoded, depth=3, name="real3d-decode-driver")):
             if not sizes:
                 sizes.append(frame.shape[:2])
             yield frame
