@@ -34,13 +34,17 @@ import logging
 import multiprocessing
 import sys
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from real3d.cpu_memory import keep_freed_memory
 from real3d.errors import InputError, Real3DError
+from real3d.pipeline import Pipeline
+from real3d.serve.options import OPTION_TYPES, build_animate_options, parse_options
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +122,6 @@ def _safe_output_name(name: str, index: int) -> str:
 def read_manifest(path: Path) -> list[BatchRow]:
     """Parse and validate a CSV/JSON manifest. Raises InputError for what makes the whole manifest unusable
     (unreadable, unknown columns, an unknown option, duplicate outputs); missing input files are left to the row."""
-    from real3d.serve.options import OPTION_TYPES, parse_options  # deferred: keeps `real3d --help` fast
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest not found: {path}; give a CSV or JSON file with one row per video")
@@ -233,9 +235,6 @@ def is_up_to_date(outdir: Path, row: BatchRow, digest: str) -> bool:
 # ---------------------------------------------------------------------------------------------- running
 def run_row(row: BatchRow, outdir: Path, settings: dict[str, Any], digest: str) -> RowResult:
     """Render one row (in this process); a Real3DError becomes a failed result, never an exception."""
-    from real3d.pipeline import Pipeline
-    from real3d.serve.options import build_animate_options
-
     t0 = time.perf_counter()
     try:
         for role, p in row.files.items():
@@ -260,10 +259,6 @@ def run_row(row: BatchRow, outdir: Path, settings: dict[str, Any], digest: str) 
 
 
 def _worker_init() -> None:
-    import warnings
-
-    from real3d.cpu_memory import keep_freed_memory
-
     keep_freed_memory()
     warnings.filterwarnings("ignore", message=".*SymbolDatabase.GetPrototype.*")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

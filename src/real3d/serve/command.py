@@ -1,5 +1,4 @@
-"""`real3d serve` on the command line: the arguments here, the server itself in `real3d.serve.server`
-(imported when the command runs, so that `real3d --help` does not pay for FastAPI, Gradio and the pipeline)."""
+"""`real3d serve` on the command line: the arguments here, the server itself in `real3d.serve.server`."""
 
 from __future__ import annotations
 
@@ -7,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from real3d.errors import InputError
+from real3d.serve.server import ServeConfig, serve
 
 
 def add_parser(subparsers) -> None:
@@ -42,8 +42,6 @@ def add_parser(subparsers) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from real3d.serve.server import ServeConfig, serve
-
     if args.workers < 1 or args.max_queued < 1 or args.max_upload_mb <= 0 or args.max_media_minutes <= 0:
         raise InputError("--workers and --max-queued must be at least 1, the limits above 0")
     settings = {

@@ -70,7 +70,8 @@ class JobStoreConfig:
     cancel_grace_s: float = 10.0
     """After a cancel, how long a worker may take to stop by itself before it is killed."""
     warm: bool = True
-    """Start each worker (and import the pipeline) before a job is waiting: the job starts at once."""
+    """Start each worker (it imports the pipeline) before a job is waiting, so the job starts at once; False starts
+    it when the job arrives (the cold cost, measured by the benchmark)."""
     settings: dict[str, Any] = field(default_factory=dict)
     """Server settings passed to every run: neural asset folders (checkpoints, bfm, hubert, segmenter_model)
     and the torch device."""
@@ -334,9 +335,15 @@ class JobStore:
             tmp.unlink(missing_ok=True)
 
     def _spawn(self, slot: int) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "real3d.serve.worker", "--settings", json.dumps(self.config.settings)]
-        if not self.config.warm:
-            cmd.append("--no-preload")
+        cmd = [
+            sys.executable,
+            "-m",
+            "real3d.serve.worker",
+            "--settings",
+            json.dumps(self.config.settings),
+            "--parent",
+            str(os.getpid()),
+        ]
         slot_log = open(self.root / ".slots" / f"slot-{slot}.log", "ab")  # noqa: SIM115 (inherited by the child)
         try:
             return subprocess.Popen(

@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from real3d.errors import InputError
 from real3d.pipeline import AnimateOptions
@@ -36,18 +39,6 @@ SERVER_FIELDS = frozenset(
 
 ANIMATE_FIELDS = frozenset(f.name for f in dataclasses.fields(AnimateOptions))
 
-NEURAL_FIELDS: dict[str, Any] = {
-    name: tp
-    for name, tp in {
-        "temperature": float,
-        "sampling": Literal["deterministic", "stochastic"],
-        "batch_size": int,
-        "dtype": Literal["float32", "bfloat16", "float16"],
-    }.items()
-    if name not in ANIMATE_FIELDS
-}
-"""NeuralConfig fields a client may set that AnimateOptions does not carry itself (older AnimateOptions)."""
-
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "fps": (1, 120),
     "seed": (0, 2**32 - 1),
@@ -61,15 +52,23 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 """Inclusive (low, high) bounds of numeric options (None = unbounded)."""
 
 
+def _names_a_file(tp: Any) -> bool:
+    """True for annotations that can hold a path or an array (Path | str | None, np.ndarray, ...)."""
+    return any(a is Path or a is np.ndarray or _names_a_file(a) for a in typing.get_args(tp)) or tp in (
+        Path,
+        np.ndarray,
+    )
+
+
 def _option_types() -> dict[str, Any]:
+    """Every AnimateOptions field a client may set: not the server's, and nothing that can name a path (a field
+    added to AnimateOptions later that takes a path stays the server's without anyone listing it)."""
     hints = typing.get_type_hints(AnimateOptions)
-    types = {
+    return {
         f.name: hints[f.name]
         for f in dataclasses.fields(AnimateOptions)
-        if f.name not in SERVER_FIELDS and f.name not in FILE_ROLES
+        if f.name not in SERVER_FIELDS and f.name not in FILE_ROLES and not _names_a_file(hints[f.name])
     }
-    types.update(NEURAL_FIELDS)
-    return types
 
 
 OPTION_TYPES: dict[str, Any] = _option_types()
@@ -78,13 +77,7 @@ OPTION_TYPES: dict[str, Any] = _option_types()
 
 def option_defaults() -> dict[str, Any]:
     """Every client option with its default value (what `GET /v1/options` lists)."""
-    out: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(AnimateOptions) if f.name in OPTION_TYPES}
-    if NEURAL_FIELDS:
-        from real3d.backends.neural import NeuralConfig
-
-        neural = NeuralConfig()
-        out.update({name: getattr(neural, name) for name in NEURAL_FIELDS})
-    return out
+    return {f.name: f.default for f in dataclasses.fields(AnimateOptions) if f.name in OPTION_TYPES}
 
 
 def describe_type(tp: Any) -> str:
@@ -178,21 +171,7 @@ def build_animate_options(
 ) -> AnimateOptions:
     """AnimateOptions from validated client `options`, input `files` (role -> path) and the server's settings
     (`checkpoints`, `bfm`, `hubert`, `segmenter_model`, `device`)."""
-    server = {k: v for k, v in (server or {}).items() if v is not None}
-    device = server.pop("device", None)
-    kw = {k: v for k, v in options.items() if k in ANIMATE_FIELDS}
+    kw = {k: v for k, v in options.items() if k in OPTION_TYPES}
     kw.update({k: v for k, v in files.items() if k in FILE_ROLES})
-    kw.update({k: v for k, v in server.items() if k in ANIMATE_FIELDS})
-    if device and "device" in ANIMATE_FIELDS:
-        kw["device"] = device
-    opts = AnimateOptions(output=output, quiet=True, **kw)
-    if opts.backend == "neural" and "neural" in ANIMATE_FIELDS:  # older AnimateOptions: a NeuralConfig beside it
-        from real3d.backends.neural import NeuralConfig
-
-        ncfg = {k: v for k, v in options.items() if k in NEURAL_FIELDS}
-        if opts.blink == "none":
-            ncfg["blink"] = "none"
-        if device:
-            ncfg["device"] = device
-        opts.neural = NeuralConfig(**ncfg)
-    return opts
+    kw.update({k: v for k, v in (server or {}).items() if v is not None and k in ANIMATE_FIELDS})
+    return AnimateOptions(output=output, quiet=True, **kw)

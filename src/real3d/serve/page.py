@@ -19,10 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
+import cv2
 import numpy as np
+from PIL import Image
+from skimage import data
 
 from real3d.errors import InputError, Real3DError
+from real3d.face.landmarks import FaceAnalyzer
+from real3d.face.portrait import analyze_portrait
+from real3d.io.image import load_image
 from real3d.serve.api import ApiLimits
 from real3d.serve.jobs import FINAL_STATES, JobStore, QueueFull
 from real3d.serve.media import check_roles, place_upload
@@ -37,8 +42,10 @@ PAGE_CSS = "#progress progress{width:100%;height:14px} footer{display:none !impo
 _portrait_lock = threading.Lock()  # MediaPipe graphs are not thread-safe; previews are quick, so one at a time
 
 
-def page_theme() -> gr.themes.Theme:
+def page_theme() -> Any:
     """Gradio's default look with system fonts: the stock theme would load Google Fonts from the internet."""
+    import gradio as gr  # gradio is imported when the page is built, not by every `real3d` command
+
     return gr.themes.Default(
         font=["system-ui", "Segoe UI", "Roboto", "sans-serif"], font_mono=["ui-monospace", "Consolas", "monospace"]
     )
@@ -46,9 +53,6 @@ def page_theme() -> gr.themes.Theme:
 
 def make_examples(folder: Path) -> list[list[str | None]]:
     """The demo's inputs, made locally: scikit-image's astronaut and espeak-ng speech (if installed)."""
-    from PIL import Image
-    from skimage import data
-
     folder.mkdir(parents=True, exist_ok=True)
     photo = folder / "astronaut.png"
     if not photo.is_file():
@@ -64,6 +68,8 @@ def make_examples(folder: Path) -> list[list[str | None]]:
 
 def _path(f: Any) -> Path | None:
     """A gr.File value (a path string, or an object with .name/.path) -> Path."""
+    import gradio as gr
+
     if f is None or f == "":
         return None
     if isinstance(f, (str, Path)):
@@ -85,13 +91,11 @@ def _checked_photo(path: Path, role: str) -> Path:
 
 def framed_preview(source: Any, face_index: float | None, framing: str):
     """(framed 512x512 RGB, faces image or None, markdown) for the uploaded portrait; gr.Error on bad input."""
+    import gradio as gr
+
     path = _path(source)
     if path is None:
         return None, gr.Image(value=None, visible=False), ""
-    from real3d.face.landmarks import FaceAnalyzer
-    from real3d.face.portrait import analyze_portrait
-    from real3d.io.image import load_image
-
     try:
         photo = load_image(_checked_photo(path, "source"))
         with _portrait_lock, FaceAnalyzer() as analyzer:
@@ -110,8 +114,6 @@ def framed_preview(source: Any, face_index: float | None, framing: str):
 
 
 def _numbered_faces(photo: np.ndarray, faces, chosen: int) -> np.ndarray:
-    import cv2
-
     scale = min(1.0, 768 / max(photo.shape[:2]))
     img = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else photo.copy()
     for i, face in enumerate(faces):
@@ -142,6 +144,8 @@ def _progress_html(stage: str | None, state: str, done: int, total: int, fractio
 
 def build_page(store: JobStore, limits: ApiLimits, backends: dict[str, str | None], jobs_root: Path):
     """The gr.Blocks page and the folders gradio may serve files from."""
+    import gradio as gr
+
     examples_dir = Path(jobs_root) / ".examples"
     examples = make_examples(examples_dir)
     neural_reason = backends.get("neural")
@@ -392,7 +396,7 @@ def build_page(store: JobStore, limits: ApiLimits, backends: dict[str, str | Non
 
 
 def _read_preview(store: JobStore, job_id: str):
-    from PIL import Image
+    import gradio as gr
 
     path = store.preview_path(job_id)
     if path is None:

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from real3d.assets import NeuralAssets
 from real3d.errors import InputError, Real3DError
 from real3d.serve.api import ApiLimits, make_router
 from real3d.serve.jobs import JobStore, JobStoreConfig
+from real3d.serve.page import PAGE_CSS, build_page, page_theme
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +165,6 @@ class TokenGate:
 
 def neural_availability(settings: dict[str, Any]) -> str | None:
     """None when the neural backend's files are configured, else the reason (what is missing)."""
-    from real3d.assets import NeuralAssets
-
     try:
         NeuralAssets.locate(
             settings.get("checkpoints"), settings.get("bfm"), None, settings.get("segmenter_model"), need_hubert=False
@@ -195,8 +195,6 @@ def build_app(config: ServeConfig, store: JobStore, token: str | None):
     app.include_router(make_router(store, limits, lambda: backends))
     if config.page:
         import gradio as gr
-
-        from real3d.serve.page import PAGE_CSS, build_page, page_theme
 
         blocks, allowed = build_page(store, limits, backends, config.jobs)
         app = gr.mount_gradio_app(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib
 import io
 import json
 import logging
@@ -30,12 +31,22 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from real3d._stderr import filtered_stderr
+from real3d.cpu_memory import keep_freed_memory
+from real3d.errors import Cancelled, Real3DError
+from real3d.pipeline import Pipeline  # imports every backend: a started worker is warm once this module is loaded
+from real3d.serve.options import build_animate_options
+
 log = logging.getLogger("real3d.serve.worker")
 
 STAGE_SPAN = {"source": (0.0, 0.1), "driver": (0.1, 0.2), "render": (0.2, 1.0), "done": (1.0, 1.0)}
 """Share of the whole run that each pipeline stage covers, for one overall progress fraction."""
 STATUS_EVERY_S = 0.1
 """Least time between two status.json writes during rendering."""
+WARM_MODULES = ("mediapipe", "pocketsphinx", "parselmouth")
+"""Third-party packages the pipeline imports only when a run needs them: a warm worker imports them up front."""
 PREVIEW_EVERY_S = 0.25
 """Least time between two preview.jpg writes (the first rendered frame is always written at once)."""
 
@@ -57,27 +68,24 @@ def overall_fraction(stage: str, fraction: float) -> float:
     return lo + (hi - lo) * max(0.0, min(1.0, fraction))
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int | None) -> None:
     """Ask Linux to SIGKILL this process when the server that started it dies (no orphans after a crash)."""
-    parent = os.getppid()
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux/glibc: the server's restart check still covers it
+    except (OSError, AttributeError):  # not Linux/glibc: the closed stdin still ends an idle worker
         pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
+    if parent is not None and os.getppid() != parent:  # the server died while this process was starting
         os._exit(1)
 
 
-def preload() -> None:
-    """Import what a mesh run needs, so that a job handed to this warm worker starts at once."""
-    import real3d.backends.mesh  # noqa: F401
-    import real3d.face.landmarks  # noqa: F401
-    import real3d.face.portrait  # noqa: F401
-    import real3d.io.writer  # noqa: F401
-    import real3d.motion.from_audio  # noqa: F401
-    import real3d.motion.from_video  # noqa: F401
-    import real3d.pipeline  # noqa: F401
+def warm_up() -> None:
+    """Import what the pipeline would import on its first run, so that a job handed to this worker starts at once."""
+    for name in WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # the run will say what is missing
+            log.debug("cannot import %s", name)
 
 
 class StatusWriter:
@@ -116,8 +124,6 @@ class StatusWriter:
             )
 
     def _write_preview(self, frame) -> None:
-        from PIL import Image
-
         buf = io.BytesIO()
         Image.fromarray(frame).save(buf, format="JPEG", quality=85)
         write_atomic(self.job_dir / "preview.jpg", buf.getvalue())
@@ -133,10 +139,6 @@ def _scrub(message: str, job_dir: Path) -> str:
 
 def run_job(job_dir: Path, settings: dict[str, Any], stop: threading.Event) -> dict[str, Any]:
     """Run the job in `job_dir`; returns (and writes) its result.json content. Never raises for bad input."""
-    from real3d.errors import Cancelled, Real3DError
-    from real3d.pipeline import Pipeline
-    from real3d.serve.options import build_animate_options
-
     job = json.loads((job_dir / "job.json").read_text())
     files = {role: job_dir / "inputs" / name for role, name in job["inputs"].items()}
     t0 = time.perf_counter()
@@ -166,19 +168,16 @@ def run_job(job_dir: Path, settings: dict[str, Any], stop: threading.Event) -> d
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m real3d.serve.worker", description=__doc__)
     ap.add_argument("--settings", default="{}", help="the server's settings as JSON (neural asset folders, device)")
-    ap.add_argument("--no-preload", action="store_true", help="import lazily (measures the cold start)")
+    ap.add_argument("--parent", type=int, default=None, help="pid of the server (the worker ends if it is gone)")
     args = ap.parse_args(argv)
-    _die_with_parent()
+    _die_with_parent(args.parent)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", message=".*SymbolDatabase.GetPrototype.*")
-    from real3d.cpu_memory import keep_freed_memory
-
     keep_freed_memory()
-    if not args.no_preload:
-        preload()
+    warm_up()
     line = sys.stdin.readline()
     if not line.strip():
         return 0  # the server closed us without a job (shutdown)
@@ -186,8 +185,6 @@ def main(argv: list[str] | None = None) -> int:
     log_fd = os.open(job_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log_fd, 2)
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-    from real3d._stderr import filtered_stderr
-
     with filtered_stderr():
         run_job(job_dir, json.loads(args.settings), stop)
     return 0
