@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -128,3 +129,75 @@ def test_head_moving_down_reveals_background_not_replicated_edge(renderer):
     top = out[:8, 220:280]
     assert np.abs(top - r.background[:8, 220:280]).mean() < 5
     assert not (np.abs(top - [255, 0, 255]).sum(-1) < 60).any()
+
+
+def _opened(renderer, jaw: float) -> MotionTrack:
+    """A still track whose frame 1 opens the mouth from the audio driver's closed rest pose by `jaw`."""
+    from real3d.motion.mouth import JAW, MOUTH_PARAMS, build_rig, closed_mouth, mouth_offsets
+
+    rest = closed_mouth(renderer.canon)
+    p = np.zeros((2, len(MOUTH_PARAMS)))
+    p[1, JAW] = jaw
+    tr = _track(2)
+    tr.expression[:] = mouth_offsets(rest, p, build_rig(rest)) + (rest - renderer.canon).astype(np.float32)
+    return tr
+
+
+def test_teeth_pixels_come_from_the_source_where_it_shows_them(renderer):
+    """The astronaut's photo shows her upper teeth: in an opening (head still) those pixels are the photo's own,
+    and the synthetic teeth of a source without visible teeth are different."""
+    from dataclasses import replace
+
+    assert renderer.mouth.shows_teeth
+    tr = _opened(renderer, 0.5)
+    rest, out = renderer.render(tr, 0), renderer.render(tr, 1).astype(float)
+    lm = renderer.target_landmarks(tr, 1)
+    opening = np.zeros(out.shape[:2], np.uint8)
+    cv2.fillPoly(opening, [np.round(lm[list(topo.INNER_LIP_LOOP), :2]).astype(np.int32)], 1)
+    inside = cv2.erode(opening, np.ones((5, 5), np.uint8)) > 0  # clear of the face layer's feathered edge
+    teeth = inside & (renderer.mouth.upper_teeth > 0.99)
+    assert teeth.sum() > 50
+    gap = lm[list(topo.INNER_LIP_LOWER), 1] - lm[list(topo.INNER_LIP_UPPER), 1]
+    assert gap.max() > 10
+    src = renderer.p.image.astype(float)
+    rot, scale, center = renderer.pose(tr, 1)
+    jaw_rest = center + scale * (renderer.canon[list(topo.INNER_LIP_UPPER)] @ rot.T)
+
+    def interior(r):  # the mouth interior alone, drawn on an empty canvas
+        canvas = np.zeros_like(src, dtype=np.float32)
+        r._draw_mouth(canvas, lm, jaw_rest, scale)
+        return canvas
+
+    assert np.abs(interior(renderer)[teeth] - src[teeth]).max() < 1e-3
+    # in the frame the inside of the upper lip hides the top of the teeth; the rest shows the photo's teeth
+    assert np.mean(np.abs(out[teeth] - src[teeth]).mean(1) < 2.0) > 0.6
+    # the closed rest shows no teeth at all: the lips meet (in the face frame; the image adds the head's tilt)
+    from real3d.motion.mouth import mouth_gap
+
+    assert mouth_gap(renderer.canon + tr.expression[0]) < 1e-5
+    assert rest.shape == out.shape
+    synthetic = replace(renderer.mouth, upper_teeth=np.zeros_like(renderer.mouth.upper_teeth),
+                        lower_teeth=np.zeros_like(renderer.mouth.lower_teeth), teeth_fraction=0.0)
+    drawn = MeshRenderer.__new__(MeshRenderer)
+    drawn.__dict__.update(renderer.__dict__, mouth=synthetic)
+    assert np.abs(interior(drawn)[teeth] - src[teeth]).mean() > 4.0
+
+
+def test_synthetic_mouth_has_teeth_from_a_small_opening_and_a_darker_back(renderer):
+    """Without the photo's teeth: upper teeth right under the upper lip from a small opening on, and the
+    cavity darker in the middle of a wide opening than next to its lips."""
+    from dataclasses import replace
+
+    drawn = MeshRenderer.__new__(MeshRenderer)
+    drawn.__dict__.update(renderer.__dict__, mouth=replace(renderer.mouth, teeth_fraction=0.0))
+    for jaw in (0.12, 0.8):
+        tr = _opened(drawn, jaw)
+        out = drawn.render(tr, 1).astype(float)
+        lm = drawn.target_landmarks(tr, 1)
+        x = int(round(lm[topo.UPPER_LIP_MID, 0]))
+        y0, y1 = int(np.ceil(lm[topo.UPPER_LIP_MID, 1])) + 1, int(lm[topo.LOWER_LIP_MID, 1]) - 1
+        lum = out[y0:y1, x - 1 : x + 2].mean((1, 2))
+        assert len(lum) >= 2 and lum[:2].max() > 150, jaw  # teeth under the upper lip
+        if jaw > 0.5:
+            middle = lum[len(lum) // 3 : 2 * len(lum) // 3]
+            assert middle.min() < 80  # dark back of the mouth

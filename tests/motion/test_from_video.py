@@ -108,3 +108,21 @@ def test_missing_frames_are_interpolated_and_all_missing_raises(face):
     assert np.isfinite(tr.expression).all()
     with pytest.raises(NoFaceError):
         track_from_landmarks(np.full((3, 478, 3), np.nan), face, 25)
+
+
+def test_driver_closing_its_mouth_closes_an_open_source(face):
+    """The source was photographed with its mouth open (the astronaut smiles with her teeth, opened further);
+    the driver starts open, then closes its lips, then opens wide: the output closes (lips together) on the
+    closed frame and opens again with the driver."""
+    from real3d.motion.mouth import closed_mouth, mouth_gap
+
+    frame = head_frame(face)
+    src_open = frame.to_canonical(_mouth_open(face, frame, 0.05))
+    closed = frame.to_image(closed_mouth(frame.to_canonical(face)))
+    drv = np.stack([face, closed, _mouth_open(face, frame, 0.15)])
+    tr = track_from_landmarks(drv, src_open, 25.0, NO_SMOOTH)
+    gap_drv = [mouth_gap(frame.to_canonical(d)) for d in drv]
+    gap_out = [mouth_gap(src_open + e) for e in tr.expression]
+    assert gap_drv[1] < 1e-6 and mouth_gap(src_open) > 0.14
+    assert gap_out[1] < 1e-5  # (float32 offsets) the photo's open mouth is not kept when the driver closes
+    assert gap_out[0] == pytest.approx(gap_drv[0], rel=0.3) and gap_out[2] > gap_out[0] + 0.1

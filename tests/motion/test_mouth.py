@@ -85,3 +85,22 @@ def test_bad_params_shape(neutral):
         mouth_offsets(neutral, np.zeros((3, 2)))
     with pytest.raises(ValueError, match="neutral"):
         build_rig(np.zeros((10, 3)))
+
+
+def test_closed_mouth_brings_the_lips_of_an_open_source_together(neutral):
+    """A photo taken mid-word (the astronaut with her jaw opened by the rig): its rest pose has the lips together,
+    the upper lip and the upper face where they were, and a closed mouth stays as it is."""
+    from real3d.motion.mouth import CLOSED_GAP, closed_mouth, mouth_gap
+
+    rest = closed_mouth(neutral)
+    opened = rest + mouth_offsets(rest, params(jaw=[0.5]))[0]
+    assert mouth_gap(opened) > 0.1
+    closed = closed_mouth(opened)
+    up, lo = list(topo.INNER_LIP_UPPER[1:-1]), list(topo.INNER_LIP_LOWER[1:-1])
+    assert mouth_gap(closed) == 0.0 and np.abs(closed[lo, 1] - closed[up, 1]).max() < 1e-9
+    assert abs(closed[topo.UPPER_LIP_MID, 1] - opened[topo.UPPER_LIP_MID, 1]) < 0.02  # the lower lip does the moving
+    assert closed[topo.CHIN, 1] < opened[topo.CHIN, 1] - 0.1  # the jaw rose
+    rigid = list(topo.RIGID) + list(topo.RIGHT_EYE_LOOP) + list(topo.LEFT_EYE_LOOP)
+    np.testing.assert_allclose(closed[rigid], opened[rigid], atol=1e-3)
+    np.testing.assert_allclose(closed_mouth(closed), closed)  # already closed: unchanged
+    assert mouth_gap(rest) <= CLOSED_GAP

@@ -101,7 +101,8 @@ def test_rhythm_gate_and_articulation_band_gain():
     gated = visemes_from_phones(phones, loud, articulation_db=steady)
     assert np.all(gated[:, JAW] == 0.0) and np.all(gated[:, PRESS] > 0.99)  # steady sound = silence
     moving = visemes_from_phones(phones, loud, articulation_db=syllables)
-    # the jaw follows the band level: open at its peaks (t = 0.1 s, 0.3 s ...), nearly shut in its troughs
-    assert moving[190, JAW] > 0.9 and moving[200, JAW] < 0.3 * moving[190, JAW]
+    # the jaw follows the band level: open at its peaks (t = 0.1 s, 0.3 s ...), about half as open in its troughs
+    # (min_gain 0.5: real jaws stay half open between the syllables of a vowel train)
+    assert moving[190, JAW] > 0.8 and moving[200, JAW] < 0.7 * moving[190, JAW]
     with pytest.raises(ValueError, match="same audio"):
         visemes_from_phones(phones, loud, articulation_db=syllables[:-1])

@@ -151,22 +151,61 @@ def speech_levels_db(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(broadband level [F], `band_hz` level [F]) in dB at 100 Hz in one pass over the audio: the loudness
     `hop_features` gives and `band_level_db`, without `hop_features`' voicing and spectral-ratio work."""
-    lo_hz, hi_hz = band_hz
-    if not 0.0 <= lo_hz < hi_hz <= sample_rate / 2:
-        raise ValueError(f"band {band_hz} Hz must satisfy 0 <= low < high <= {sample_rate / 2:g} (Nyquist)")
+    rms, bands = speech_bands_db(samples, sample_rate, (band_hz,), block_s)
+    return rms, bands[0]
+
+
+LOW_BAND_HZ = (100.0, 800.0)
+"""The F1 region of closed and half-open sounds (nasals, /i/, /u/, voicing murmur): `spectral_openness` compares
+the articulation band with it."""
+
+
+def speech_bands_db(
+    samples: np.ndarray,
+    sample_rate: int = 16000,
+    bands_hz: tuple[tuple[float, float], ...] = (ARTICULATION_BAND_HZ, LOW_BAND_HZ),
+    block_s: float = 10.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(broadband level [F], band levels [k,F]) in dB re full scale (DB_FLOOR where there is no energy) at
+    100 Hz, on the hops and windows of `hop_features`, one FFT per hop for all bands; processed in blocks, so
+    memory does not grow with the length."""
+    for lo_hz, hi_hz in bands_hz:
+        if not 0.0 <= lo_hz < hi_hz <= sample_rate / 2:
+            raise ValueError(f"band {(lo_hz, hi_hz)} Hz must satisfy 0 <= low < high <= {sample_rate / 2:g} (Nyquist)")
     n_hops, win, blocks = _hop_blocks(samples, sample_rate, block_s)
     window = np.hanning(win).astype(np.float32)
     nfft = 1 << int(np.ceil(np.log2(win)))
     freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
-    sel = (freqs >= lo_hz) & (freqs < hi_hz)
+    sels = [(freqs >= lo) & (freqs < hi) for lo, hi in bands_hz]
     # Parseval: sum over the band of |X|^2 / (nfft * sum(w^2)) x 2 is the band's share of the mean power
     scale = 2.0 / (nfft * float((window**2).sum()))
-    rms, band = np.empty(n_hops, np.float32), np.empty(n_hops, np.float32)
+    rms, levels = np.empty(n_hops, np.float32), np.empty((len(bands_hz), n_hops), np.float32)
     for h0, h1, frames in blocks:
         rms[h0:h1] = _power_db(_windowed_power(frames, window)[1])
-        power = (np.abs(np.fft.rfft(frames * window, nfft, axis=1)[:, sel]) ** 2).sum(1) * scale
-        band[h0:h1] = _power_db(power)
-    return rms, band
+        spec = np.abs(np.fft.rfft(frames * window, nfft, axis=1)) ** 2  # F x nfft/2+1
+        for k, sel in enumerate(sels):
+            levels[k, h0:h1] = _power_db(spec[:, sel].sum(1) * scale)
+    return rms, levels
+
+
+def spectral_openness(articulation_db: np.ndarray, low_db: np.ndarray, live: np.ndarray,
+                      percentiles: tuple[float, float] = (10.0, 90.0)) -> np.ndarray:
+    """[F] in [0,1]: how much of the sound lies in the 1-3 kHz band rather than under 800 Hz, normalised per
+    speaker (0 at the `percentiles[0]`-th percentile of the live hops, 1 at the other), 0 where not `live`.
+
+    An open mouth radiates the F2-F3 region strongly and raises F1 out of the low band; closed and nearly closed
+    sounds (m, n, ng, the murmur of a voiced closure, /u/, /i/'s low F1) keep their energy under 800 Hz. The
+    difference of the two levels is independent of loudness. On the development clips it alone correlates 0.43
+    (mean, lag 0) with the real mouth opening, against 0.39 for the 1-3 kHz level itself.
+    """
+    d = np.asarray(articulation_db, np.float64) - np.asarray(low_db, np.float64)
+    ok = np.asarray(live, bool)
+    out = np.zeros(len(d))
+    if ok.sum() < 3:
+        return out
+    lo, hi = np.percentile(d[ok], percentiles)
+    out[ok] = np.clip((d[ok] - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    return out
 
 
 def above_noise_floor_db(

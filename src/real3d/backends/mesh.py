@@ -26,6 +26,7 @@ from scipy import sparse
 from scipy.spatial import Delaunay
 
 from real3d.face import topology as topo
+from real3d.face.mouth_state import mouth_state
 from real3d.face.portrait import Portrait
 from real3d.geometry import euler_to_matrix
 from real3d.motion.driving import Driving, TrackedVideo
@@ -115,10 +116,14 @@ class MeshRenderer:
         skin = np.median(skin_px, 0).astype(np.float32) if len(skin_px) else np.array([190, 150, 130], np.float32)
         k = float(np.clip(skin.mean() / 160.0, 0.6, 1.1))  # overall exposure of the photo
         white = np.array([242, 238, 228], np.float32) * k
-        self._teeth_rgb = 0.7 * white + 0.3 * skin
+        self._teeth_rgb = 0.85 * white + 0.15 * skin  # enamel: near-white, lit like the face
         self._lower_teeth_rgb = 0.85 * self._teeth_rgb
-        self._cavity_rgb = skin * np.array([0.28, 0.15, 0.15], np.float32)
-        self._tongue_rgb = skin * np.array([0.72, 0.40, 0.40], np.float32)
+        self._cavity_rgb = skin * np.array([0.30, 0.16, 0.16], np.float32)
+        self._tongue_rgb = skin * np.array([0.78, 0.45, 0.45], np.float32)
+        self.mouth = mouth_state(portrait.image, portrait.landmarks, portrait.canonical)
+        """The photo's mouth: open or not, its teeth (drawn from the photo when it shows them)."""
+        if self.mouth.cavity_rgb is not None:  # the person's own mouth colour, lit like the synthetic one
+            self._cavity_rgb = 0.5 * self._cavity_rgb + 0.5 * np.minimum(self.mouth.cavity_rgb, 1.6 * self._cavity_rgb)
 
     # ------------------------------------------------------------------ per-source helpers
     def _lift_nodes(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -212,7 +217,12 @@ class MeshRenderer:
 
     def _draw_mouth(self, out: np.ndarray, tgt: np.ndarray, jaw_rest: np.ndarray, scale: float) -> None:
         """Cavity, tongue and teeth inside the target inner-lip contour (drawn under the face layer).
-        jaw_rest: [11,3] the upper inner lip at rest, posed with the head (where the teeth hang)."""
+        jaw_rest: [11,3] the upper inner lip at rest, posed with the head (where the upper teeth hang).
+
+        Where the photo shows the person's teeth (`real3d.face.mouth_state`), they are drawn from the photo:
+        the upper row moves rigidly with the head, the lower row with the lower lip. Otherwise upper teeth
+        hang from the rest position of the upper lip (visible from a small opening on), lower teeth show in a
+        wide opening, and the cavity darkens toward the back of the mouth with the tongue low in it."""
         loop = tgt[list(topo.INNER_LIP_LOOP), :2]
         upper = tgt[list(topo.INNER_LIP_UPPER), :2]
         lower = tgt[list(topo.INNER_LIP_LOWER), :2]
@@ -231,34 +241,76 @@ class MeshRenderer:
         to_i = lambda pts: np.round((pts - off) * (1 << sh)).astype(np.int32)  # noqa: E731
         region = np.zeros(sub, np.float32)
         cv2.fillPoly(region, [to_i(loop)], 1.0, cv2.LINE_AA, shift=sh)
-        # cavity: dark, with a tongue tint toward the lower lip
-        yy = np.linspace(0, 1, sub[0], dtype=np.float32)[:, None, None]
-        rel = np.clip((yy * sub[0] + y0 - upper[:, 1].mean()) / max(gap, 1.0), 0, 1)
-        colour = self._cavity_rgb + (self._tongue_rgb - self._cavity_rgb) * np.clip(rel - 0.55, 0, 1) * 1.6
-        colour = np.broadcast_to(colour, sub + (3,)).copy()
-        # upper teeth hang from the skull: their edge is the rest position of the upper lip (posed
-        # rigidly, no expression) lowered by the teeth height; a raised lip shows more of them
-        edge = jaw_rest[:, :2] + [0.0, self.config.teeth_height * scale]
-        edge[:, 1] = np.minimum(edge[:, 1], upper[:, 1] + 0.45 * gap)
-        teeth = np.zeros(sub, np.float32)
-        band = np.concatenate([upper, edge[::-1]])
-        cv2.fillPoly(teeth, [to_i(band)], 1.0, cv2.LINE_AA, shift=sh)
-        teeth *= region
-        # lower teeth show only in a wide-open mouth
-        low_h = min(0.05 * scale, 0.2 * gap) if gap > 0.3 * scale else 0.0
-        lteeth = np.zeros(sub, np.float32)
-        if low_h > 0.5:
-            lband = np.concatenate([lower, (lower - [0, low_h])[::-1]])
-            cv2.fillPoly(lteeth, [to_i(lband)], 1.0, cv2.LINE_AA, shift=sh)
-            lteeth *= region
-        # corners of the mouth are shaded; teeth darken away from the centre
-        xs = np.linspace(-1, 1, sub[1], dtype=np.float32)[None, :, None]
-        shade = 1.0 - 0.6 * np.abs(xs) ** 1.5
-        col = colour * (1 - teeth[..., None]) + self._teeth_rgb * teeth[..., None] * shade
-        col = col * (1 - lteeth[..., None]) + self._lower_teeth_rgb * lteeth[..., None] * shade
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        cx, half_w = float(loop[:, 0].mean()), max(0.5 * float(np.ptp(loop[:, 0])), 1.0)
+        top = np.interp(xx[0], *_ascending(upper))[None, :]  # 1 x W: the upper lip's edge per column
+        bottom = np.interp(xx[0], *_ascending(lower))[None, :]
+        span = np.maximum(bottom - top, 1.0)
+        v = np.clip((yy - top) / span, 0.0, 1.0)  # 0 at the upper lip, 1 at the lower lip
+        u = (xx - cx) / half_w  # -1..1 corner to corner
+        # cavity: lit near the lips, darker toward the back (the middle of the opening) and the corners
+        depth = np.clip(1.0 - np.sqrt(u**2 + ((v - 0.45) / 0.6) ** 2), 0.0, 1.0)
+        shade = (1.0 - 0.55 * depth) * (1.0 - 0.35 * np.abs(u) ** 2)
+        colour = self._cavity_rgb * shade[..., None]
+        # tongue: a low rounded hump behind the lower teeth, visible once the mouth is open a little
+        if gap > 0.08 * scale:
+            tw = np.clip(1.0 - (u / 0.6) ** 2 - ((v - 1.05) / 0.32) ** 2, 0.0, 1.0)
+            tongue = np.clip(tw * 3.0, 0.0, 1.0)[..., None]
+            lit = 0.55 + 0.35 * np.clip((v - 0.7) / 0.3, 0.0, 1.0)[..., None]  # its back is in the shadow
+            colour = colour * (1 - tongue) + self._tongue_rgb * lit * tongue
+        across = (1.0 - 0.45 * np.abs(u) ** 1.5)[..., None]  # teeth darken toward the corners
+        if self.mouth.shows_teeth:
+            colour = self._source_teeth(colour, tgt, jaw_rest, (x0, y0), sub)
+        else:
+            # upper teeth hang from the skull: their edge is the rest position of the upper lip (posed
+            # rigidly, no expression) lowered by the teeth height; a raised lip shows more of them
+            edge = jaw_rest[:, :2] + [0.0, self.config.teeth_height * scale]
+            edge[:, 1] = np.minimum(edge[:, 1], upper[:, 1] + 0.45 * gap)
+            teeth = np.zeros(sub, np.float32)
+            cv2.fillPoly(teeth, [to_i(np.concatenate([upper, edge[::-1]]))], 1.0, cv2.LINE_AA, shift=sh)
+            # lower teeth show only in a wide-open mouth
+            low_h = min(0.05 * scale, 0.2 * gap) if gap > 0.3 * scale else 0.0
+            lteeth = np.zeros(sub, np.float32)
+            if low_h > 0.5:
+                cv2.fillPoly(lteeth, [to_i(np.concatenate([lower, (lower - [0, low_h])[::-1]]))], 1.0, cv2.LINE_AA,
+                             shift=sh)
+            # the gaps between incisors, canines and premolars, and the lip's shadow on the enamel
+            seams = np.ones(sub, np.float32)
+            for b in (0.0, 0.2, 0.37, 0.52, 0.66):
+                for sgn in ((1.0,) if b == 0 else (1.0, -1.0)):
+                    seams -= 0.25 * np.exp(-(((u - sgn * b) * half_w) ** 2) / 0.8)
+            enamel = (seams * (0.7 + 0.3 * np.clip((yy - top) / max(0.04 * scale, 1.0), 0.0, 1.0)))[..., None]
+            colour = colour * (1 - lteeth[..., None]) + self._lower_teeth_rgb * enamel * across * lteeth[..., None]
+            colour = colour * (1 - teeth[..., None]) + self._teeth_rgb * enamel * across * teeth[..., None]
         r = region[..., None]
         patch = out[y0:y1, x0:x1]
-        patch[:] = col * r + patch * (1 - r)
+        patch[:] = colour * r + patch * (1 - r)
+
+    def _source_teeth(self, colour: np.ndarray, tgt: np.ndarray, jaw_rest: np.ndarray, origin: tuple[int, int],
+                      sub: tuple[int, int]) -> np.ndarray:
+        """The photo's own teeth over `colour` [h,w,3] (the patch at `origin`): the upper row by the similarity
+        that takes the photo's upper inner lip to its posed rest position, the lower row by the one that takes
+        the photo's lower inner lip to the frame's."""
+        src_up = self.src_lm[list(topo.INNER_LIP_UPPER), :2].astype(np.float32)
+        src_lo = self.src_lm[list(topo.INNER_LIP_LOWER), :2].astype(np.float32)
+        shift = np.array([[0.0, 0.0, origin[0]], [0.0, 0.0, origin[1]]])
+        size = (sub[1], sub[0])
+        for mask, src, dst in ((self.mouth.lower_teeth, src_lo, tgt[list(topo.INNER_LIP_LOWER), :2]),
+                               (self.mouth.upper_teeth, src_up, jaw_rest[:, :2])):
+            m, _ = cv2.estimateAffinePartial2D(src, dst.astype(np.float32), method=cv2.LMEDS)
+            if m is None:
+                continue
+            m = m - shift
+            a = cv2.warpAffine(mask, m, size, flags=cv2.INTER_LINEAR, borderValue=0.0)[..., None]
+            tex = cv2.warpAffine(self.p.image, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            colour = colour * (1 - a) + tex.astype(np.float32) * a
+        return colour
+
+
+def _ascending(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of 2-D points sorted by x, for np.interp."""
+    o = np.argsort(pts[:, 0])
+    return pts[o, 0], pts[o, 1]
 
 
 def close_eyes(q: np.ndarray, amount: float) -> np.ndarray:

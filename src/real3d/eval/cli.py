@@ -1,7 +1,7 @@
 """`real3d eval`: run the evaluation protocols and write JSON per case + a markdown summary.
 
     real3d eval --clips DIR [--sources DIR] [--audios DIR] [--manifest cases.csv] -o OUT
-                [--protocols same,cross,audio] [--methods mesh,static,gt] [--max-frames N] [--workers N]
+                [--protocols same,cross,audio] [--methods mesh,static,gt,envelope] [--max-frames N] [--workers N]
                 [--lpips alex BACKBONE.pth HEADS.pth] [--fid INCEPTION.pth] [--arcface BACKBONE.pth] [--syncnet FILE]
 
 Outputs: OUT/cases/<protocol>/<case>__<method>.json, OUT/summary.md (mean [95% interval] per metric),
@@ -37,7 +37,8 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, default=Path("eval_out"), help="output folder (default eval_out)")
     p.add_argument("--cache", type=Path, default=None, help="generated-video cache (default OUT/cache)")
     p.add_argument("--protocols", default="same,cross,audio", help="comma list of same, cross, audio")
-    p.add_argument("--methods", default="mesh,static,gt", help="comma list of mesh, static, gt")
+    p.add_argument("--methods", default="mesh,static,gt,envelope",
+                   help="comma list of mesh, static, gt, envelope (audio cases with a reference clip)")
     p.add_argument("--max-frames", type=int, default=None, help="frames per case (default: whole clips)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument("--id-every", type=int, default=5, help="identity metrics on every n-th frame (default 5)")
@@ -90,7 +91,8 @@ def run(cases: list[P.Case], cfg: P.EvalConfig, workers: int = 1, quiet: bool = 
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tasks = [(c, m) for c in cases for m in cfg.methods if not (m == "gt" and c.reference is None)]
+    tasks = [(c, m) for c in cases for m in cfg.methods if not (m in ("gt", "envelope") and c.reference is None)
+             and not (m == "envelope" and c.protocol != "audio")]
     # render-heavy tasks first so parallel workers do not wait on the cache at the end
     tasks.sort(key=lambda t: t[1] != "mesh")
     results: list[P.CaseResult] = []

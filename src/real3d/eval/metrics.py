@@ -181,6 +181,19 @@ def lagged_correlation(x: np.ndarray, y: np.ndarray, max_lag: int = 2) -> tuple[
     return best
 
 
+def loudness_envelope(samples: np.ndarray, n_frames: int, fps: float, sample_rate: int = 16000,
+                      window_s: float = 0.04) -> np.ndarray:
+    """[n_frames] RMS of mono samples in a `window_s` window centred on each frame time i/fps: the speech's raw
+    loudness envelope, the `envelope` baseline's mouth curve (as the team's lip-sync suite computes its floor)."""
+    x = np.asarray(samples, np.float64)
+    half = int(window_s * sample_rate) // 2
+    centre = np.round(np.arange(n_frames) * sample_rate / fps).astype(np.int64)
+    lo, hi = np.clip(centre - half, 0, len(x)), np.clip(centre + half, 0, len(x))
+    csum = np.concatenate([[0.0], np.cumsum(x * x)])
+    power = (csum[hi] - csum[lo]) / np.maximum(hi - lo, 1)
+    return np.sqrt(power + 1e-12)
+
+
 def mouth_correlation(gen, ref) -> float:
     """Pearson correlation of the mouth-opening curves of two landmark tracks (same frame times)."""
     return pearson(mouth_opening(gen), mouth_opening(ref))

@@ -12,6 +12,8 @@ Methods
   * ``mesh``   the real3d pipeline (mesh backend); its videos are cached by a key of inputs + options;
   * ``static`` the source frame repeated (the floor: no motion at all);
   * ``gt``     the reference clip itself (the ceiling; for cross-identity: the driver, whose identity differs).
+  * ``envelope`` (audio cases with a reference only) the speech's own loudness envelope used as the mouth-opening
+    curve: the floor any audio-driven mouth must beat. It has no video, only the mouth-curve metrics.
 
 Every (case, method) gives a `CaseResult` (JSON per case); `summarize` turns them into a markdown table of
 mean and 95% interval per metric.
@@ -46,12 +48,12 @@ from real3d.pipeline import AnimateOptions, Pipeline
 log = logging.getLogger(__name__)
 
 Protocol = Literal["same", "cross", "audio"]
-Method = Literal["mesh", "static", "gt"]
+Method = Literal["mesh", "static", "gt", "envelope"]
 PROTOCOLS: tuple[Protocol, ...] = ("same", "cross", "audio")
-METHODS: tuple[Method, ...] = ("mesh", "static", "gt")
+METHODS: tuple[Method, ...] = ("mesh", "static", "gt", "envelope")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".m4a", ".ogg", ".aac"}
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bump when the generated videos of the same inputs and options would change."""
 
 
@@ -324,6 +326,8 @@ def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: MetricMo
     t0 = time.perf_counter()
     if method == "gt" and case.reference is None:
         return None
+    if method == "envelope":
+        return _envelope_case(case, cfg, t0)
     plugins = plugins or MetricModels(cfg)
     ref_path = case.reference
     fps = probe_video(ref_path).fps if ref_path is not None else (
@@ -372,7 +376,9 @@ def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: MetricMo
     if lr is not None:
         m["mouth_corr"] = M.mouth_correlation(lg, lr)
         if case.protocol == "audio":
-            m["mouth_corr_best_lag"], _lag = M.lagged_correlation(M.mouth_opening(lg), M.mouth_opening(lr), 2)
+            mo_r = M.mouth_opening(lr)
+            m["mouth_corr_best_lag"], m["mouth_best_lag"] = M.lagged_correlation(mo_g, mo_r, 2)
+            m["mouth_sd_ratio"] = float(np.nanstd(mo_g) / np.nanstd(mo_r)) if np.nanstd(mo_r) > 0 else float("nan")
         if case.protocol == "cross":
             m["pose_rel_err_deg"] = _nanmean(M.relative_pose_error(lg, lr))
         if plugins.face is not None and case.protocol in ("same", "cross"):
@@ -401,6 +407,23 @@ def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: MetricMo
                       None if video is None else str(video), time.perf_counter() - t0)
 
 
+def _envelope_case(case: Case, cfg: EvalConfig, t0: float) -> CaseResult | None:
+    """The `envelope` baseline of an audio case with a reference clip: the loudness envelope of the speech
+    (`real3d.eval.metrics.loudness_envelope`) against the clip's mouth-opening curve; None for other cases."""
+    import time
+
+    if case.protocol != "audio" or case.reference is None or case.audio is None or not has_audio(case.audio):
+        return None
+    fps = probe_video(case.reference).fps
+    ref = read_frames(case.reference, fps, cfg.max_frames)
+    mo_r = M.mouth_opening(track_landmarks(ref))
+    env = M.loudness_envelope(load_audio(case.audio, 16000, True).samples, len(ref), fps)
+    m = {"mouth_corr": M.pearson(env, mo_r)}
+    m["mouth_corr_best_lag"], m["mouth_best_lag"] = M.lagged_correlation(env, mo_r, 2)
+    return CaseResult(case.protocol, case.name, "envelope", len(ref), float(fps), m, _case_json(case), None,
+                      time.perf_counter() - t0)
+
+
 def _nanmean(x: np.ndarray) -> float:
     x = np.asarray(x, np.float64)
     return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
@@ -408,16 +431,18 @@ def _nanmean(x: np.ndarray) -> float:
 
 # ------------------------------------------------------------------------------------------ summaries
 METRIC_ORDER = ("L1", "PSNR", "SSIM", "LPIPS", "AKD_px512", "AED", "APD", "pose_err_deg", "pose_rel_err_deg", "mouth_corr",
-                "mouth_corr_best_lag", "CSIM_dlib", "dlib_dist", "CSIM_arcface", "LSE_D", "LSE_C", "FID",
+                "mouth_corr_best_lag", "mouth_best_lag", "mouth_sd_ratio", "CSIM_dlib", "dlib_dist", "CSIM_arcface",
+                "LSE_D", "LSE_C", "FID",
                 "detect_rate", "jitter_px512", "mouth_open_std")
 HIGHER_BETTER = {"PSNR", "SSIM", "mouth_corr", "mouth_corr_best_lag", "CSIM_dlib", "CSIM_arcface", "LSE_C",
                  "detect_rate"}
 DISPLAY = {"AKD_px512": "AKD@512px", "pose_err_deg": "pose err °", "pose_rel_err_deg": "rel. pose err °",
-           "mouth_corr": "mouth corr", "mouth_corr_best_lag": "mouth corr ±2f", "CSIM_dlib": "CSIM-dlib",
+           "mouth_corr": "mouth corr", "mouth_corr_best_lag": "mouth corr ±2f", "mouth_best_lag": "best lag (f)",
+           "mouth_sd_ratio": "mouth sd ratio", "CSIM_dlib": "CSIM-dlib",
            "dlib_dist": "dlib dist", "CSIM_arcface": "CSIM-ArcFace", "LSE_D": "LSE-D", "LSE_C": "LSE-C",
            "detect_rate": "face rate", "jitter_px512": "jitter@512px", "mouth_open_std": "mouth-open sd"}
 """Column titles of the markdown table (JSON keys stay as they are)."""
-NO_DIRECTION = {"mouth_open_std"}
+NO_DIRECTION = {"mouth_open_std", "mouth_best_lag", "mouth_sd_ratio"}
 """Descriptive columns (how much the mouth moves), neither better high nor low."""
 
 

@@ -28,6 +28,11 @@ INNER_LIP_LOWER = (78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308)
 INNER_LIP_LOOP = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 OUTER_LIP_UPPER = (61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291)
 OUTER_LIP_LOWER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291)
+# the two rings between the outer and the inner lip contour (MediaPipe's "semi-outer" and "semi-inner" lip
+# annotations), corners excluded: they belong to one lip each
+UPPER_LIP_MIDDLE = (184, 74, 73, 72, 11, 302, 303, 304, 408, 183, 42, 41, 38, 12, 268, 271, 272, 407)
+LOWER_LIP_MIDDLE = (77, 90, 180, 85, 16, 315, 404, 320, 307, 96, 89, 179, 86, 15, 316, 403, 319, 325)
+LIP_MIDDLE_CORNERS = (76, 306, 62, 292)
 MOUTH_CORNERS = (61, 291)
 UPPER_LIP_MID, LOWER_LIP_MID = 13, 14
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263

@@ -1,5 +1,8 @@
-"""Audio driver: speech samples -> MotionTrack (mouth from phones + 1-3 kHz level and rhythm, blinks, idle
-head motion).
+"""Audio driver: speech samples -> MotionTrack (mouth from phones, the spectral balance, the 1-3 kHz level and
+rhythm and the formants; blinks; idle head motion).
+
+The mouth rests closed: a source photographed mid-word or smiling with teeth is first closed
+(`real3d.motion.mouth.closed_mouth`), and speech opens the mouth from there.
 
 Analysis (phones, loudness, viseme parameters, blink and pose curves) produces small per-frame arrays
 for the whole input; the [T,478,3] expression offsets are only materialized chunk by chunk in
@@ -15,14 +18,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from real3d.audio.features import hops_to_frames, speech_level, speech_levels_db
+from real3d.audio.features import (
+    hops_to_frames,
+    spectral_openness,
+    speech_bands_db,
+    speech_level,
+)
+from real3d.audio.formants import formant_tracks, speaker_scale, vowel_cues
 from real3d.audio.phones import Phone, PhoneConfig, recognize_phones
 from real3d.errors import InputError
 from real3d.motion.blink import BlinkMode, blink_curve
 from real3d.motion.idle import IdleConfig, idle_motion
-from real3d.motion.mouth import MouthRig, build_rig, inner_lip_gap, mouth_offsets
+from real3d.motion.mouth import (
+    MouthRig,
+    build_rig,
+    closed_mouth,
+    inner_lip_gap,
+    mouth_offsets,
+)
 from real3d.motion.track import N_LANDMARKS, MotionTrack
-from real3d.motion.visemes import OFFICIAL_MOUTH_AMP, VisemeConfig, sample_at_frames, visemes_from_phones
+from real3d.motion.visemes import (
+    OFFICIAL_MOUTH_AMP,
+    VisemeConfig,
+    sample_at_frames,
+    visemes_from_phones,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +68,8 @@ class AudioAnalysis:
     """[T,3] head translation (x, y canonical units; z log-scale)."""
     loudness_db: np.ndarray
     """[T] frame loudness (dB re full scale)."""
+    speaker_scale: float = 1.0
+    """How wide this speaker opens relative to a typical one (`real3d.audio.formants.speaker_scale`)."""
 
 
 class AudioDriver:
@@ -88,6 +110,9 @@ class AudioDriver:
         """The 16 kHz input; released once `analysis()` has run (the curves are all that is needed then)."""
         self.num_samples = len(x)
         self.neutral = neutral
+        self.rest = closed_mouth(neutral)
+        """The source's face with the lips together: speech opens the mouth from here."""
+        self._rest_offset = (self.rest - neutral).astype(np.float32)
         self.fps = float(fps)
         self.mouth_amp = float(mouth_amp)
         self.blink_mode: BlinkMode = blink
@@ -105,9 +130,9 @@ class AudioDriver:
 
     @property
     def rig(self) -> MouthRig:
-        """The mouth rig of the neutral face."""
+        """The mouth rig of the closed rest face."""
         if self._rig is None:
-            self._rig = build_rig(self.neutral)
+            self._rig = build_rig(self.rest)
         return self._rig
 
     def analysis(self) -> AudioAnalysis:
@@ -119,11 +144,17 @@ class AudioDriver:
 
     def _analyze(self) -> AudioAnalysis:
         n = len(self)
-        rms_db, band_db = speech_levels_db(self.samples, SAMPLE_RATE)
+        rms_db, (band_db, low_db) = speech_bands_db(self.samples, SAMPLE_RATE)
         phones = recognize_phones(self.samples, SAMPLE_RATE, self.phone_config)
-        params_hop = visemes_from_phones(phones, rms_db, self.mouth_amp, self.viseme_config, articulation_db=band_db)
+        live = rms_db > speech_level(rms_db) + self.viseme_config.close_db  # hops that carry speech, not pauses
+        formants = formant_tracks(self.samples, SAMPLE_RATE, len(rms_db))
+        speaker = speaker_scale(formants, live)
+        params_hop = visemes_from_phones(
+            phones, rms_db, self.mouth_amp, self.viseme_config, articulation_db=band_db,
+            openness=spectral_openness(band_db, low_db, live), vowels=vowel_cues(formants, live), speaker=speaker,
+        )
         params = sample_at_frames(params_hop, n, self.fps, offset_s=self.viseme_config.visual_lead_s)
-        mouth_open = inner_lip_gap(self.neutral, params, self.rig)
+        mouth_open = inner_lip_gap(self.rest, params, self.rig)
         blink = blink_curve(n, self.fps, self.blink_mode, np.random.default_rng(self.seed))
         power = np.power(10.0, rms_db.astype(np.float64) / 10.0)
         loud = 10.0 * np.log10(np.maximum(hops_to_frames(power, n, self.fps), 1e-10)).astype(np.float32)
@@ -133,8 +164,8 @@ class AudioDriver:
             ref = speech_level(loud)
             emphasis = np.clip((loud - (ref - 30.0)) / 30.0, 0.0, 1.0)
             rot, trans = idle_motion(n, self.fps, emphasis, self.seed + 1, self.idle_config)
-        log.debug("audio analysis: %d frames, %d phones", n, len(phones))
-        return AudioAnalysis(phones, params, mouth_open, blink, rot, trans, loud)
+        log.debug("audio analysis: %d frames, %d phones, speaker scale %.2f", n, len(phones), speaker)
+        return AudioAnalysis(phones, params, mouth_open, blink, rot, trans, loud, speaker)
 
     def _track(self, start: int, stop: int) -> MotionTrack:
         a = self.analysis()
@@ -143,7 +174,7 @@ class AudioDriver:
             fps=self.fps,
             rotation=a.rotation[sl].copy(),
             translation=a.translation[sl].copy(),
-            expression=mouth_offsets(self.neutral, a.mouth_params[sl], self.rig),
+            expression=mouth_offsets(self.rest, a.mouth_params[sl], self.rig) + self._rest_offset,
             blink=a.blink[sl].copy(),
             mouth_open=a.mouth_open[sl].copy(),
             meta={"driver": "audio", "start_frame": start, "mouth_amp": self.mouth_amp, "blink": self.blink_mode},

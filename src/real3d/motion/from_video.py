@@ -8,6 +8,11 @@ region to the source: mouth offsets by the ratio of mouth width / lip height, ey
 ratio of lid openings, so a wide-mouthed driver does not tear a small mouth and a sleepy-eyed driver
 still closes wide eyes fully. Smoothing is a Savitzky-Golay filter applied forward over the whole
 track (zero phase: no lag on fast mouth moves).
+
+Mouth state: offsets are measured from the driver's first frame *with its lips together* and added to the
+source *with its lips together* (`real3d.motion.mouth.closed_mouth`), so the output's lip gap is the driver's
+own: when the driver closes its mouth the output closes it too, even if the photo (or the driver's first
+frame) was taken mid-word or smiling with teeth.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from real3d.face import topology as topo
 from real3d.face.canonical import head_frame, kabsch
 from real3d.face.landmarks import FaceAnalyzer
 from real3d.geometry import matrix_to_euler
+from real3d.motion.mouth import closed_mouth
 from real3d.motion.track import N_LANDMARKS, MotionTrack
 
 log = logging.getLogger(__name__)
@@ -144,13 +150,15 @@ def track_from_landmarks(
         ct = s * r @ c0 + tr
         trans[t, :2] = (ct - c0)[:2] / f0.scale
         trans[t, 2] = np.log(s)
-    offsets = canon - q0[None]
+    drv_rest = closed_mouth(q0)
+    offsets = canon - drv_rest[None]
     offsets = _smooth(offsets, cfg.expression_window)
     rot = _smooth(rot, cfg.pose_window)
     trans = _smooth(trans, cfg.pose_window)
-    scales = region_scales(q0, source_canonical, cfg.scale_limits)
     src = np.asarray(source_canonical, np.float64)
-    target = enforce_no_crossing(src[None] + cfg.expression_gain * offsets * scales[None])
+    src_rest = closed_mouth(src)
+    scales = region_scales(drv_rest, src_rest, cfg.scale_limits)
+    target = enforce_no_crossing(src_rest[None] + cfg.expression_gain * offsets * scales[None])
     expression = (target - src[None]).astype(np.float32)
     gap = target[:, topo.LOWER_LIP_MID, 1] - target[:, topo.UPPER_LIP_MID, 1]
     return MotionTrack(
@@ -165,6 +173,7 @@ def track_from_landmarks(
 
 def video_landmarks(frames, analyzer=None) -> np.ndarray:
     """[T,478,3] landmarks of the main face in each frame of an iterable of RGB frames (NaN = none)."""
+
     own = analyzer is None
     analyzer = analyzer or FaceAnalyzer()
     out = []

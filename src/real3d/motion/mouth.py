@@ -21,13 +21,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from real3d.face import topology as topo
+from real3d.face.mouth_state import mouth_gap
 
 MOUTH_PARAMS = ("jaw", "spread", "round", "press", "labiodental")
 """Names of the columns of a mouth parameter array [T,k]."""
 JAW, SPREAD, ROUND, PRESS, LABIODENTAL = range(len(MOUTH_PARAMS))
 
-JAW_MAX_DROP = 0.32
-"""Downward travel of the lower-lip centre at jaw = 1 (canonical units = outer-eye-corner distances)."""
+JAW_MAX_DROP = 0.26
+"""Downward travel of the lower-lip centre at jaw = 1 (canonical units = outer-eye-corner distances). Was 0.32;
+once the upper lip's middle rings stopped following the jaw (they had stretched the upper lip over a third of
+the opening), the rendered openings of the audio driver measured 1.37x the real speakers' (median sd ratio over
+the development clips, 0.90-1.70); 0.26 = 0.32 x 0.8 centres them."""
 SPREAD_MAX = 0.15
 """Outward travel of each mouth corner at spread = 1, as a fraction of the half mouth width."""
 ROUND_MAX = 0.22
@@ -96,9 +100,11 @@ def build_rig(neutral: np.ndarray) -> MouthRig:
     line_y = np.interp(x, pair_x, mid_y, left=corner_y, right=corner_y)
     # which side of the lip line each point lies on; explicit for the lip loops
     side = _smoothstep(0.5 + (y - line_y) / 0.1)
-    side[list(topo.INNER_LIP_UPPER) + list(topo.OUTER_LIP_UPPER)] = 0.0
-    side[list(topo.INNER_LIP_LOWER) + list(topo.OUTER_LIP_LOWER)] = 1.0
-    side[list(_CORNERS)] = 0.5
+    # every lip point belongs to one lip: with the lips together the middle rings of the upper lip lie close to
+    # the lip line and would otherwise follow the jaw halfway, stretching the upper lip over the opening
+    side[list(topo.INNER_LIP_UPPER) + list(topo.OUTER_LIP_UPPER) + list(topo.UPPER_LIP_MIDDLE)] = 0.0
+    side[list(topo.INNER_LIP_LOWER) + list(topo.OUTER_LIP_LOWER) + list(topo.LOWER_LIP_MIDDLE)] = 1.0
+    side[list(_CORNERS) + list(topo.LIP_MIDDLE_CORNERS)] = 0.5
     lateral = 1.0 - _smoothstep((np.abs(x - center[0]) / half_width - 0.9) / 0.6)
     cheek = _smoothstep((y - (corner_y - 0.05)) / 0.45)
     jaw_weight = lateral * side + (1.0 - lateral) * cheek
@@ -204,3 +210,27 @@ def inner_lip_gap(neutral: np.ndarray, params: np.ndarray, rig: MouthRig | None 
         pos = _deform(r, p[a : a + step])
         out[a : a + step] = np.maximum(pos[:, topo.LOWER_LIP_MID, 1] - pos[:, topo.UPPER_LIP_MID, 1], 0.0)
     return out
+
+
+CLOSED_GAP = 0.01
+"""Inner-lip gap (canonical units) under which a mouth counts as closed (MediaPipe's lip points of a closed
+mouth sit 0-0.005 apart; a speaking frame or a smile with teeth shows 0.03-0.15)."""
+
+
+def closed_mouth(neutral: np.ndarray) -> np.ndarray:
+    """The same face [478,3] with its lips together: the rest pose of a talking mouth.
+
+    A photo taken mid-word or with a toothy smile has its lips apart. The jaw is raised (the rig's jaw rotation,
+    run backwards) until the lip centres meet, then the inner-lip pairs are pressed together, so the upper lip,
+    the mouth corners (a smile stays a smile) and the upper face keep their place. A closed mouth is returned
+    unchanged."""
+    q = np.asarray(neutral, np.float64)
+    gap = mouth_gap(q)
+    if gap <= CLOSED_GAP:
+        return q.copy()
+    rig = build_rig(q)
+    mid = max(0.0, q[topo.LOWER_LIP_MID, 1] - q[topo.UPPER_LIP_MID, 1])
+    p = np.zeros((1, len(MOUTH_PARAMS)))
+    p[0, JAW] = -mid / JAW_MAX_DROP  # jaw = 1 drops the lower-lip centre by JAW_MAX_DROP
+    p[0, PRESS] = 1.0
+    return _deform(rig, p)[0]
