@@ -225,6 +225,19 @@ def numpy_simd() -> str:
     return "baseline"
 
 
+def opencv_simd() -> str:
+    """OpenCV's highest dispatched SIMD level (`AVX512-SKX`, `AVX2`, ...; follows `OPENCV_CPU_DISABLE`,
+    e.g. `AVX512-SKX,AVX512-CLX` leaves AVX2), or `not installed`."""
+    try:
+        import cv2
+    except ImportError:
+        return "not installed"
+    enabled = [
+        f.lstrip("*") for f in cv2.getCPUFeaturesLine().split() if not f.endswith("?")
+    ]
+    return enabled[-1] if enabled else "baseline"
+
+
 def machine_summary() -> str:
     """The line every benchmark prints first: CPU, logical CPUs, torch threads, torch kernel level, bf16,
     NumPy SIMD level (so each figure names the capability it was measured with)."""
@@ -232,5 +245,5 @@ def machine_summary() -> str:
     return (
         f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs, torch {torch.get_num_threads()} threads | "
         f"torch capability {cap.capability}, bf16 {'native' if cap.native_bf16 else 'emulated'} "
-        f"(auto -> {auto_dtype('cpu')}) | numpy SIMD {numpy_simd()}"
+        f"(auto -> {auto_dtype('cpu')}) | numpy SIMD {numpy_simd()} | OpenCV SIMD {opencv_simd()}"
     )
