@@ -199,12 +199,18 @@ def spectral_openness(articulation_db: np.ndarray, low_db: np.ndarray, live: np.
     (mean, lag 0) with the real mouth opening, against 0.39 for the 1-3 kHz level itself.
     """
     d = np.asarray(articulation_db, np.float64) - np.asarray(low_db, np.float64)
-    ok = np.asarray(live, bool)
-    out = np.zeros(len(d))
+    return percentile_normalise(d, np.asarray(live, bool), *percentiles)
+
+
+def percentile_normalise(values: np.ndarray, ok: np.ndarray, lo_pct: float = 10.0, hi_pct: float = 90.0) -> np.ndarray:
+    """[F] (values - p_lo) / (p_hi - p_lo) with the percentiles taken over the `ok` hops, clipped to [0, 1], 0
+    where not `ok` (all 0 when fewer than 3 hops are ok): a per-speaker scale for a cue."""
+    v = np.asarray(values, np.float64)
+    out = np.zeros(len(v))
     if ok.sum() < 3:
         return out
-    lo, hi = np.percentile(d[ok], percentiles)
-    out[ok] = np.clip((d[ok] - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    lo, hi = np.percentile(v[ok], [lo_pct, hi_pct])
+    out[ok] = np.clip((v[ok] - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
     return out
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from real3d.audio.features import HOP_S
+from real3d.audio.features import HOP_S, percentile_normalise
 from real3d.errors import DependencyError, InputError
 
 PIECE_S = 30.0
@@ -120,16 +120,6 @@ def formant_tracks(samples: np.ndarray, sample_rate: int = 16000, n_hops: int | 
     return FormantTracks(f1=f1, f2=f2, voiced=voiced)
 
 
-def _norm(v: np.ndarray, ok: np.ndarray, lo_pct: float = 10.0, hi_pct: float = 90.0) -> np.ndarray:
-    """(v - p_lo) / (p_hi - p_lo) over the `ok` hops, clipped to [0, 1], 0 elsewhere."""
-    out = np.zeros(len(v))
-    if ok.sum() < 3:
-        return out
-    lo, hi = np.percentile(v[ok], [lo_pct, hi_pct])
-    out[ok] = np.clip((v[ok] - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    return out
-
-
 def _smoothstep(u: np.ndarray) -> np.ndarray:
     u = np.clip(u, 0.0, 1.0)
     return u * u * (3.0 - 2.0 * u)
@@ -143,8 +133,8 @@ def vowel_cues(tracks: FormantTracks, live: np.ndarray | None = None) -> VowelCu
         ok &= np.asarray(live, bool)
     f1 = np.nan_to_num(tracks.f1.astype(np.float64))
     f2 = np.nan_to_num(tracks.f2.astype(np.float64))
-    opening = _norm(f1, ok)
-    z2 = _norm(f2, ok)
+    opening = percentile_normalise(f1, ok)
+    z2 = percentile_normalise(f2, ok)
     # rounding: the lowest third of the speaker's F2 range in a vowel that is not open (an /a/ has a low F2 too,
     # but a high F1); spreading: the highest third
     rnd = np.where(ok, _smoothstep((0.4 - z2) / 0.3) * (1.0 - opening), 0.0)
