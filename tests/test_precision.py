@@ -34,6 +34,8 @@ def _cpu(
         precision.torch.backends.cpu, "get_cpu_capability", lambda: capability
     )
     monkeypatch.setattr(precision.platform, "machine", lambda: machine)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
 
 
 def test_cpuinfo_flags_are_parsed(tmp_path):
@@ -69,6 +71,15 @@ def test_auto_never_picks_bf16_without_native_support(
     assert precision.auto_dtype("cpu") == "float32"
     assert precision.resolve_dtype("auto", "cpu") == "float32"
     assert "emulated" in cap.describe()
+
+
+def test_onednn_capped_below_bf16_is_emulated(monkeypatch, tmp_path):
+    """ONEDNN_MAX_CPU_ISA=AVX2 sends bf16 convs to ATen's reference path (measured ~100x slower): not native."""
+    _cpu(monkeypatch, tmp_path, "AVX512", SPR_FLAGS)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert precision.auto_dtype("cpu") == "float32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_bf16")
+    assert precision.auto_dtype("cpu") == "bfloat16"
 
 
 @pytest.mark.parametrize("flag", ["avx512_bf16", "amx_bf16"])

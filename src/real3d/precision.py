@@ -48,6 +48,23 @@ BF16_ARM_FLAGS = frozenset({"bf16"})
 FP16_ARM_FLAGS = frozenset({"fphp", "asimdhp"})
 """aarch64 flags of half-precision arithmetic."""
 
+ONEDNN_BF16_ISAS = frozenset(
+    {
+        "ALL",
+        "AVX512_CORE_BF16",
+        "AVX512_CORE_FP16",
+        "AVX512_CORE_AMX",
+        "AVX512_CORE_AMX_FP16",
+        "AVX10_1_512",
+        "AVX10_1_512_AMX",
+        "AVX10_1_512_AMX_FP16",
+        "AVX10_2_512",
+        "AVX10_2_512_AMX_2",
+    }
+)
+"""Values of `ONEDNN_MAX_CPU_ISA` that still let oneDNN (torch's conv/matmul library) use bf16 dot products;
+a lower cap (e.g. AVX2, to mimic an AVX2 CPU) sends bf16 convs to ATen's ~100x slower reference path."""
+
 EMULATED_SLOWDOWN = "~50-100x"
 """Measured bf16-vs-float32 slowdown where bf16 is emulated (512x512 matmul on an AVX2 CPU: 1.25 vs 69-137
 GFLOP/s); quoted in the warning."""
@@ -121,9 +138,10 @@ def cpu_capability() -> str:
 def device_capability(device: str | torch.device = "cpu") -> DeviceCapability:
     """What `device` computes natively.
 
-    CPU: bf16 is native when torch's kernels run at AVX-512 level (or on ARM) and the CPU has a bf16 dot
-    product (AVX512-BF16, AMX-BF16, ARM BF16). With `ATEN_CPU_CAPABILITY=avx2` this reports emulated bf16
-    even on a CPU that has it, so benchmarks and `auto` behave like the AVX2 machines they stand in for.
+    CPU: bf16 is native when torch's kernels run at AVX-512 level (or on ARM), oneDNN is not capped below its
+    bf16 ISA (`ONEDNN_MAX_CPU_ISA`) and the CPU has a bf16 dot product (AVX512-BF16, AMX-BF16, ARM BF16). With
+    `ATEN_CPU_CAPABILITY=avx2` or `ONEDNN_MAX_CPU_ISA=AVX2` this reports emulated bf16 even on a CPU that has it,
+    so benchmarks and `auto` behave like the AVX2 machines they stand in for.
     CUDA: `torch.cuda.is_bf16_supported` without emulation; fp16 is native on every CUDA GPU torch supports."""
     kind = torch.device(device).type
     if kind == "cuda":
@@ -153,7 +171,14 @@ def device_capability(device: str | torch.device = "cpu") -> DeviceCapability:
         )
     else:
         bf16_flags, fp16_flags = BF16_X86_FLAGS & flags, FP16_X86_FLAGS & flags
-        vector_ok = cap.upper().startswith("AVX512")
+        onednn_cap = (
+            os.environ.get("ONEDNN_MAX_CPU_ISA")
+            or os.environ.get("DNNL_MAX_CPU_ISA")
+            or "ALL"
+        ).upper()
+        vector_ok = cap.upper().startswith("AVX512") and onednn_cap in ONEDNN_BF16_ISAS
+        if onednn_cap != "ALL":
+            cap = f"{cap} (oneDNN max {onednn_cap})"
     return DeviceCapability(
         "cpu",
         cap,
