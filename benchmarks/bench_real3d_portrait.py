@@ -19,7 +19,9 @@ to back; the best of --repeats runs is reported (other processes only ever add t
 The bf16 figures (its matmul peak and the autocast run) are measured only where the device computes bf16
 natively (AVX512-BF16 / AMX CPUs, CUDA sm_80+; the first line printed says which): where it is emulated a
 single 4096^3 bf16 matmul takes minutes, so they are skipped with the reason. `--no-bf16` skips them
-everywhere; `--emulated-bf16` measures them anyway.
+everywhere; `--emulated-bf16` measures them anyway. To stand in for an AVX2-only CPU on an AVX-512 one, cap both
+torch's own kernels and oneDNN's: `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2` (fp32 convs then run oneDNN's
+jit:avx2 kernels; bf16 convs leave oneDNN for ATen's reference path, ~100x slower, hence the skip).
 
     python benchmarks/bench_real3d_portrait.py                          # random weights, synthetic inputs
     python benchmarks/bench_real3d_portrait.py --checkpoint CKPT_DIR --fixture torso_seed0.npz
