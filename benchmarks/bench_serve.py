@@ -116,6 +116,7 @@ def bench_page(url: str, photo: Path, speech: Path, seconds: float) -> dict[str,
         box.fill(str(seconds))
         box.press("Tab")
         time.sleep(0.5)
+        wait_ready(url)  # as on a server that has been idle a few seconds
         t_run = time.perf_counter()
         page.click("#run")
         page.wait_for_selector("#preview img")
@@ -130,6 +131,15 @@ def bench_page(url: str, photo: Path, speech: Path, seconds: float) -> dict[str,
         "page open -> first preview (s)": t_run - t0 + t_preview,
         "  (of which uploading and framing, s)": t_run - t0 - t_load,
     }
+
+
+def wait_ready(url: str, timeout: float = 300.0) -> None:
+    """Wait until the server's worker has finished its imports (what an idle server has had time to do)."""
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{url}/v1/health").json().get("workers_ready", 0) < 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError("no worker became ready")
+        time.sleep(0.2)
 
 
 def run_cli(photo: Path, speech: Path, out: Path, seconds: float) -> float:
@@ -193,15 +203,14 @@ def main() -> None:
         proc, url = start_server(d / "jobs-api", "--no-page")
         cli, api, api_inner = [], [], []
         try:
-            time.sleep(8)  # let the slot's worker warm up
             for i in range(args.repeats):
                 cli.append(run_cli(photo, speech, d / f"cli{i}.mp4", args.seconds))
+                wait_ready(url)
                 secs, st = run_api(url, photo, speech, args.seconds)
                 api.append(secs)
                 api_inner.append(st["seconds"])  # the pipeline's own run inside the worker
                 result = json.loads((d / "jobs-api" / st["id"] / "result.json").read_text())
                 stages = result.get("timings", {})
-                time.sleep(6)  # the next warm worker
         finally:
             stop(proc)
         cold = _cold_worker_job(d, photo, speech, args.seconds)
@@ -222,7 +231,6 @@ def main() -> None:
         if shutil.which("chromium") and Path("/usr/bin/chromium").is_file():
             proc, url = start_server(d / "jobs-page")
             try:
-                time.sleep(8)
                 for k, v in bench_page(url, photo, speech, args.seconds).items():
                     print(f"  page: {k:34s} {v:6.2f}")
             finally:

@@ -147,6 +147,14 @@ def test_client_file_names_are_never_paths(tools, api, media, tmp_path):
     httpx.delete(f"{api.url}/v1/jobs/{jid}")
 
 
+def test_health_reports_a_warm_worker(tools, api):
+    deadline = time.monotonic() + 180
+    while (health := httpx.get(f"{api.url}/v1/health").json())["workers_ready"] < 1:
+        assert time.monotonic() < deadline, health
+        time.sleep(0.2)
+    assert health == {"ok": True, "queued": 0, "workers": 1, "workers_ready": 1}
+
+
 def test_options_and_docs_are_served_locally(tools, api):
     opts = httpx.get(f"{api.url}/v1/options").json()
     assert opts["options"]["mouth_amp"]["default"] == 0.45
@@ -214,8 +222,17 @@ def test_sigkill_mid_job_and_restart(tools, tmp_path, media):
     accepted: list[str] = []
     refused = 0
     try:
+        long_first = {  # the first job renders 5 s at 25 fps: long enough to be caught mid-render on a fast machine
+            "source": ("astronaut.png", (media / "astronaut.png").read_bytes(), "image/png"),
+            "audio": ("long.wav", (media / "long.wav").read_bytes(), "audio/wav"),
+        }
         for i in range(6):
-            r = tools.submit(server.url, media, {"max_seconds": 1.0, "fps": 10, "seed": i})
+            r = tools.submit(
+                server.url,
+                media,
+                {"max_seconds": 1.0, "fps": 10, "seed": i} if i else {},
+                files=None if i else long_first,
+            )
             if r.status_code == 202:
                 accepted.append(r.json()["id"])
             else:
@@ -253,7 +270,8 @@ def test_sigkill_mid_job_and_restart(tools, tmp_path, media):
         assert first["attempts"] == 2 and "interrupted by a server restart" in first["note"]
         assert all(final[j]["attempts"] == 1 for j in accepted[1:])
         for jid in accepted:
-            assert tools.video_frames(httpx.get(f"{server.url}/v1/jobs/{jid}/video").content) == (10, True)
+            expected = (125, True) if jid == accepted[0] else (10, True)
+            assert tools.video_frames(httpx.get(f"{server.url}/v1/jobs/{jid}/video").content) == expected
         assert not (jobs / "0123456789abcdef0123456789abcdef").exists()
         st = httpx.get(f"{server.url}/v1/jobs/{cancelled}").json()
         assert st["state"] == "cancelled" and st["attempts"] == 0 and not st["has_video"]

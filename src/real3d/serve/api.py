@@ -381,7 +381,13 @@ def make_router(store: JobStore, limits: ApiLimits, backends):
 
     @router.get("/health", summary="Health")
     def health():
-        return {"ok": True, "queued": store.queued_count(), "workers": store.config.workers}
+        """Queue length, worker slots, and how many workers are warm and idle (a job given to one starts at once)."""
+        return {
+            "ok": True,
+            "queued": store.queued_count(),
+            "workers": store.config.workers,
+            "workers_ready": store.ready_workers(),
+        }
 
     @router.get("/docs", include_in_schema=False)
     def docs(request: Request):

@@ -343,7 +343,10 @@ class JobStore:
             json.dumps(self.config.settings),
             "--parent",
             str(os.getpid()),
+            "--ready-file",
+            str(self.root / ".slots" / f"slot-{slot}.ready"),
         ]
+        (self.root / ".slots" / f"slot-{slot}.ready").unlink(missing_ok=True)
         slot_log = open(self.root / ".slots" / f"slot-{slot}.log", "ab")  # noqa: SIM115 (inherited by the child)
         try:
             return subprocess.Popen(
@@ -356,6 +359,20 @@ class JobStore:
             )
         finally:
             slot_log.close()
+
+    def ready_workers(self) -> int:
+        """Idle workers that have finished importing and wait for a job (a job handed to one starts at once)."""
+        ready = 0
+        for f in (self.root / ".slots").glob("slot-*.ready"):
+            try:
+                pid = int(f.read_text())
+            except (OSError, ValueError):
+                continue
+            with self._lock:
+                busy = any(p.pid == pid for p in self._procs.values())
+            if not busy and _pid_alive(pid):
+                ready += 1
+        return ready
 
     def _next(self) -> Job | None:
         with self._wake:
@@ -457,6 +474,17 @@ class JobStore:
             job.note = "put back in the queue by a server shutdown"
             self._clean_attempt(self.root / job.id)
             self._save(job)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a zombie (ended, not yet reaped) is not a worker
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m real3d.serve.worker", description=__doc__)
     ap.add_argument("--settings", default="{}", help="the server's settings as JSON (neural asset folders, device)")
     ap.add_argument("--parent", type=int, default=None, help="pid of the server (the worker ends if it is gone)")
+    ap.add_argument("--ready-file", type=Path, default=None, help="written with this pid once the imports are done")
     args = ap.parse_args(argv)
     _die_with_parent(args.parent)
     stop = threading.Event()
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*SymbolDatabase.GetPrototype.*")
     keep_freed_memory()
     warm_up()
+    if args.ready_file is not None:
+        write_atomic(args.ready_file, str(os.getpid()).encode())
     line = sys.stdin.readline()
     if not line.strip():
         return 0  # the server closed us without a job (shutdown)
@@ -187,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
     with filtered_stderr():
         run_job(job_dir, json.loads(args.settings), stop)
-    return 0
+    # everything is on disk (result.json last): skip the interpreter's teardown of torch/MediaPipe, which took
+    # ~1-2 s on the loaded dev machine and would delay the job's end as the server sees it
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
