@@ -219,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
             warmup=0)
         res["frame_call_s"], out32 = timed(lambda: run_frame(cache), dev, reps)
         res["frame_s"] = res["frame_call_s"] / b
+        print(f"fp32: per source {res['source_s']:.2f} s, per frame {res['frame_s']:.2f} s; now stages and FLOPs",
+              flush=True)  # progress: the whole run takes minutes
         stages = stage_fns(model, cache, frame)
         res["stages_s"] = {name: timed(fn, dev, reps, warmup=0)[0] / b for name, fn in stages.items()}
         res["source_gflop"] = flops_of(encode) / 1e9
