@@ -156,7 +156,7 @@ def stage_fns(model: Real3DPortrait, cache: SourceCache, f: dict[str, torch.Tens
     return {
         "motion adapter": ma,
         "volume rendering": render,
-        "HTB-SR": lambda: model.superresolution(feat[:, :3], feat, rendered.weights, f["kp_s"], f["kp_d"],
+        "HTB-SR": lambda: model.superresolution(feat[:, :3], feat, rendered.opacity, f["kp_s"], f["kp_d"],
                                                 cache=cache.htbsr),
     }
 

@@ -30,7 +30,7 @@ def _tiny_inputs(cfg: HTBSRConfig, batch: int = 2, seed: int = 0) -> dict[str, t
     return {
         "rgb128": feat[:, :3],
         "feature128": feat,
-        "weights128": torch.rand(batch, 1, r, r, generator=g),
+        "opacity128": torch.rand(batch, 1, r, r, generator=g),
         "kp_s": kp_s,
         "kp_d": kp_d,
         "ref_torso_img": torch.rand(batch, 3, out, out, generator=g) * 2 - 1,
@@ -39,7 +39,7 @@ def _tiny_inputs(cfg: HTBSRConfig, batch: int = 2, seed: int = 0) -> dict[str, t
     }
 
 
-FRAME_KEYS = ("rgb128", "feature128", "weights128", "kp_s", "kp_d")
+FRAME_KEYS = ("rgb128", "feature128", "opacity128", "kp_s", "kp_d")
 SOURCE_KEYS = ("ref_torso_img", "bg_img", "segmap")
 
 
@@ -198,7 +198,7 @@ def test_tiny_batch1_cache_broadcasts_over_frames(tiny_model: HTBSR) -> None:
 def test_tiny_opaque_head_hides_torso_and_background(tiny_model: HTBSR) -> None:
     """Eq. 5: with head opacity 1 everywhere the person mask is 1 and neither torso nor background leaks in."""
     inp = _tiny_inputs(tiny_model.config, seed=2)
-    inp["weights128"] = torch.ones_like(inp["weights128"])
+    inp["opacity128"] = torch.ones_like(inp["opacity128"])
     other = dict(inp, ref_torso_img=-inp["ref_torso_img"], bg_img=torch.zeros_like(inp["bg_img"]))
     with torch.no_grad():
         a, b = tiny_model(**inp), tiny_model(**other)

@@ -91,16 +91,16 @@ def test_tiny_shapes_with_a_shared_source(tiny_model: Real3DPortrait) -> None:
     assert cache.cano_planes.shape == (1, 3, p, s // 2, s // 2)
     assert out.image.shape == (3, 3, s, s) and out.image.abs().max() <= 1
     assert out.image_raw.shape == (3, 3, r, r) and out.image_raw.abs().max() <= 1
-    assert out.image_depth.shape == out.weights_img.shape == (3, 1, r, r)
+    assert out.image_depth.shape == out.opacity.shape == (3, 1, r, r)
     assert out.occlusion_2.shape == (3, 1, 2 * r, 2 * r)
-    assert out.secc_planes.shape == out.cano_planes.shape == (3, 3, p, s // 2, s // 2)
+    assert out.motion_planes.shape == out.cano_planes.shape == (3, 3, p, s // 2, s // 2)
     assert out.depths_coarse.shape == (3, r * r, cfg.renderer.num_samples_coarse)
     assert torch.equal(out.image_raw, out.feature_image[:, :3].clamp(-1, 1))
-    assert ((out.weights_img > 0) & (out.weights_img < 1)).all()
+    assert ((out.opacity > 0) & (out.opacity < 1)).all()
     # without intermediates only the six outputs are set
     with torch.no_grad():
         plain = tiny_model(cache, *(inp[k] for k in FRAME_KEYS))
-    assert sorted(_outputs(plain)) == sorted(["image", "image_raw", "image_depth", "weights_img", "occlusion", "occlusion_2"])
+    assert sorted(_outputs(plain)) == sorted(["image", "image_raw", "image_depth", "opacity", "occlusion", "occlusion_2"])
     assert torch.equal(plain.image, out.image)
 
 
@@ -209,12 +209,12 @@ def test_bfloat16_autocast_scopes(tiny_model: Real3DPortrait, scope: str) -> Non
     assert low.deformed_torso_hid.dtype == torch.bfloat16  # HTB-SR did run in bf16
     low_source = torch.bfloat16 if scope == "all" else torch.float32
     assert cache.cano_planes.dtype == cache.htbsr.bg_fused.dtype == low_source
-    assert low.secc_planes.dtype == (torch.float32 if scope == "sr" else torch.bfloat16)
-    exact = {"sr": ("cano_planes", "secc_planes", "feature_image", "weights_img", "depths_fine"),
+    assert low.motion_planes.dtype == (torch.float32 if scope == "sr" else torch.bfloat16)
+    exact = {"sr": ("cano_planes", "motion_planes", "feature_image", "opacity", "depths_fine"),
              "frame_convs": ("cano_planes",), "all": ()}[scope]
     for name in exact:
         torch.testing.assert_close(getattr(low, name), getattr(ref, name), rtol=0, atol=1e-5, msg=name)
-    for name in ("feature_image", "weights_img"):
+    for name in ("feature_image", "opacity"):
         assert getattr(low, name).dtype == torch.float32  # the renderer's outputs
     err = (low.image.float() - ref.image).abs()
     assert torch.isfinite(err).all() and 0 < err.max() < 0.1 and err.mean() < 1e-2

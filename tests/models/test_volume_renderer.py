@@ -337,10 +337,10 @@ def test_tiny_render_shapes_and_ranges(tiny_setup):
     with torch.no_grad():
         out = renderer(planes, camera)
     assert out.feature_image.shape == (1, 8, 16, 16)
-    assert out.depth.shape == out.weights.shape == (1, 1, 16, 16)
+    assert out.depth.shape == out.opacity.shape == (1, 1, 16, 16)
     assert out.depths_coarse.shape == out.depths_fine.shape == (1, 256, 4)
     assert out.ray_hit.all()  # the zero-pose field of view lies inside the box
-    assert (out.weights > 0).all() and (out.weights < 1).all()
+    assert (out.opacity > 0).all() and (out.opacity < 1).all()
     assert out.image_raw.shape == (1, 3, 16, 16) and out.image_raw.abs().max() <= 1
     lo, hi = out.depths_coarse.min(), out.depths_coarse.max()
     assert (out.depth >= lo).all() and (out.depth <= hi).all()
@@ -356,7 +356,7 @@ def test_deterministic_mode_is_repeatable_and_chunk_independent(tiny_setup):
     assert torch.equal(a.feature_image, b.feature_image) and torch.equal(a.depth, b.depth)
     torch.testing.assert_close(a.feature_image, c.feature_image, atol=1e-6, rtol=0)
     torch.testing.assert_close(a.depth, c.depth, atol=1e-6, rtol=0)
-    torch.testing.assert_close(a.weights, c.weights, atol=1e-6, rtol=0)
+    torch.testing.assert_close(a.opacity, c.opacity, atol=1e-6, rtol=0)
 
 
 def test_stochastic_mode_follows_the_generator(tiny_setup):
@@ -442,7 +442,7 @@ def test_official_images_within_float16_plane_rounding(official_render, torso_fi
     checks = {
         "feature_image": (out.feature_image, 1e-2, 5e-4),
         "image_depth": (out.depth, 3e-3, 3e-4),
-        "weights_img": (out.weights, 4e-3, 3e-4),
+        "weights_img": (out.opacity, 4e-3, 3e-4),
         "image_raw": (out.image_raw, 8e-3, 5e-4),
     }
     for key, (value, max_tol, mean_tol) in checks.items():
@@ -468,7 +468,7 @@ def test_official_residual_is_explained_by_float16_plane_rounding(torso_state_di
         moved = renderer(planes, torch.from_numpy(torso_fixture["camera"]))
     pairs = {
         "feature_image": (official_render.feature_image, moved.feature_image),
-        "weights_img": (official_render.weights, moved.weights),
+        "weights_img": (official_render.opacity, moved.opacity),
         "image_depth": (official_render.depth, moved.depth),
     }
     for ref_key, (ours, perturbed) in pairs.items():

@@ -12,7 +12,9 @@ import torch
 from real3d.errors import CheckpointError, InputError
 from real3d.weights.convert import convert_main, convert_official
 from real3d.weights.convert import load_checkpoint
-from real3d.weights.parity import parity_main, run_parity
+from real3d.weights.parity import OFFICIAL_OUTPUT_NAMES, parity_main, run_parity
+
+OURS = {official: ours for ours, official in OFFICIAL_OUTPUT_NAMES.items()}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: thread hand-offs dominate
@@ -186,7 +188,7 @@ def _tiny_torso_fixture(tmp_path):
     arrays["debug_depths_fine"] = out.depths_fine[:, rays].numpy()
     for name in TORSO_GOLDEN:
         if not name.startswith("debug_"):
-            value = getattr(out, name).numpy()
+            value = getattr(out, OURS.get(name, name)).numpy()
             arrays[name] = value.astype(np.float16) if name in FLOAT16_GOLDEN else value
     return ckpt, arrays
 

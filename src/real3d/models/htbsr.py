@@ -89,8 +89,8 @@ class HTBSROutput:
     """[B,3,256,256] RGB after the head/torso fusion block."""
     sr_block1_in_rgb: torch.Tensor
     """[B,3,256,256] RGB after the background blend (input of block1)."""
-    head_alpha: torch.Tensor
-    """[B,1,256,256] head opacity `weights_256` used as the head/torso alpha."""
+    head_opacity: torch.Tensor
+    """[B,1,256,256] the renderer's opacity at 256 (official `weights_256`), the head/torso alpha a_h of Eq. 5."""
     person_alpha: torch.Tensor
     """[B,1,256,256] person mask clamp(occlusion_2 + thresholded head alpha, 0, 1)."""
 
@@ -191,7 +191,7 @@ class HTBSR(nn.Module):
         self,
         rgb128: torch.Tensor,
         feature128: torch.Tensor,
-        weights128: torch.Tensor,
+        opacity128: torch.Tensor,
         kp_s: torch.Tensor,
         kp_d: torch.Tensor,
         ref_torso_img: torch.Tensor | None = None,
@@ -200,7 +200,7 @@ class HTBSR(nn.Module):
         cache: HTBSRSource | None = None,
     ) -> HTBSROutput:
         """rgb128: [B,3,128,128] raw rendered RGB (unclamped `feature_image[:, :3]`);
-        feature128: [B,32,128,128] rendered features; weights128: [B,1,128,128] accumulated opacity;
+        feature128: [B,32,128,128] rendered features; opacity128: [B,1,128,128] accumulated opacity;
         kp_s, kp_d: [B,68,3] source / driving lm68 landmarks in [-1,1], z = 0.
         Source inputs: either `cache` (from `encode_source`) or ref_torso_img, bg_img, segmap."""
         cfg = self.config
@@ -211,17 +211,17 @@ class HTBSR(nn.Module):
                 )
             cache = self.encode_source(ref_torso_img, bg_img, segmap)
         b = feature128.shape[0]
-        if rgb128.shape[1] != 3 or feature128.shape[1] != cfg.feature_channels or weights128.shape[1] != 1:
+        if rgb128.shape[1] != 3 or feature128.shape[1] != cfg.feature_channels or opacity128.shape[1] != 1:
             raise InputError(
                 f"expected rgb [B,3,H,W], features [B,{cfg.feature_channels},H,W] and weights [B,1,H,W]; got "
-                f"{list(rgb128.shape)}, {list(feature128.shape)}, {list(weights128.shape)}"
+                f"{list(rgb128.shape)}, {list(feature128.shape)}, {list(opacity128.shape)}"
             )
         if kp_s.shape != kp_d.shape or kp_s.ndim != 3 or kp_s.shape[0] != b or kp_s.shape[2] != 3:
             raise InputError(f"kp_s and kp_d must both be [B,68,3]; got {list(kp_s.shape)} and {list(kp_d.shape)}")
         cache = cache.expand(b)
         res, mid = cfg.input_resolution, cfg.mid_resolution
         x, rgb = feature128, rgb128
-        weights = weights128.detach()
+        weights = opacity128.detach()
         if x.shape[-1] != res:
             x, rgb = self._resize(x, res), self._resize(rgb, res)
         ws = torch.ones(1, SynthesisBlock.num_ws, cfg.w_dim, dtype=x.dtype, device=x.device)  # shared by the batch
@@ -260,7 +260,7 @@ class HTBSR(nn.Module):
             sr_block0_rgb=sr_block0_rgb,
             sr_head_torso_block_rgb=sr_head_torso_block_rgb,
             sr_block1_in_rgb=sr_block1_in_rgb,
-            head_alpha=head_alpha,
+            head_opacity=head_alpha,
             person_alpha=person,
         )
 

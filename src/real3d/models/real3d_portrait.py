@@ -84,16 +84,16 @@ class Real3DPortraitOutput:
     """[B,3,128,128] volume-rendered RGB clamped to [-1,1]."""
     image_depth: torch.Tensor
     """[B,1,128,128] expected ray depth."""
-    weights_img: torch.Tensor
-    """[B,1,128,128] accumulated opacity (head alpha)."""
+    opacity: torch.Tensor
+    """[B,1,128,128] accumulated opacity (head alpha; the official `weights_img`)."""
     occlusion: torch.Tensor
     """[B,1,64,64] torso motion-estimator occlusion (unused by the fusion)."""
     occlusion_2: torch.Tensor
     """[B,1,256,256] torso alpha."""
     cano_planes: torch.Tensor | None = None
     """[B,3,C,256,256] canonical planes (I2P), broadcast over the frames."""
-    secc_planes: torch.Tensor | None = None
-    """[B,3,C,256,256] motion-adapter planes."""
+    motion_planes: torch.Tensor | None = None
+    """[B,3,C,256,256] motion-adapter planes (the official `secc_planes`)."""
     feature_image: torch.Tensor | None = None
     """[B,C,128,128] rendered features before any clamp."""
     depths_coarse: torch.Tensor | None = None
@@ -217,18 +217,18 @@ class Real3DPortrait(nn.Module):
         diff_planes = self.motion_planes(cond_cano, cond_src, cond_tgt)  # Bx3xCxHpxWp
         rendered = self.render(cache.cano_planes, diff_planes, camera, mode, generator)
         feat = rendered.feature_image  # BxCx128x128
-        sr = self.superresolution(feat[:, :3], feat, rendered.weights, kp_s, kp_d, cache=cache.htbsr)
+        sr = self.superresolution(feat[:, :3], feat, rendered.opacity, kp_s, kp_d, cache=cache.htbsr)
         out = Real3DPortraitOutput(
             image=sr.image,
             image_raw=rendered.image_raw,
             image_depth=rendered.depth,
-            weights_img=rendered.weights,
+            opacity=rendered.opacity,
             occlusion=sr.occlusion,
             occlusion_2=sr.occlusion_2,
         )
         if return_intermediates:
             out.cano_planes = cache.cano_planes.expand_as(diff_planes)
-            out.secc_planes = diff_planes
+            out.motion_planes = diff_planes
             out.feature_image = feat
             out.depths_coarse = rendered.depths_coarse
             out.depths_fine = rendered.depths_fine
@@ -249,7 +249,7 @@ class Real3DPortrait(nn.Module):
     def render(
         self,
         cano_planes: torch.Tensor,
-        secc_planes: torch.Tensor,
+        motion_planes: torch.Tensor,
         camera: torch.Tensor,
         mode: SamplingMode,
         generator: torch.Generator | None = None,
@@ -259,7 +259,7 @@ class Real3DPortrait(nn.Module):
         Runs in float32 even under autocast: bf16 rays and sample positions would misplace samples by up
         to a plane pixel, and its one matmul-heavy part (the 4k-parameter decoder MLP) is ~1% of the
         frame's FLOPs."""
-        planes = cano_planes.float() + secc_planes.float()
+        planes = cano_planes.float() + motion_planes.float()
         with torch.autocast(planes.device.type, enabled=False):
             return self._renderers[mode](planes, camera.float(), generator)
 

@@ -445,8 +445,8 @@ class VolumeRenderOutput:
     """[B,C,H,W] composited features before any clamp; channels 0-2 are RGB in ~[-1,1]."""
     depth: torch.Tensor
     """[B,1,H,W] expected ray depth, clamped to the batch-wide sample range."""
-    weights: torch.Tensor
-    """[B,1,H,W] accumulated opacity sum(w) (the head alpha)."""
+    opacity: torch.Tensor
+    """[B,1,H,W] accumulated opacity sum(w) (the head alpha; the official `weights_img`)."""
     depths_coarse: torch.Tensor
     """[B,R,Sc] stratified depths, ray r = row * W + col."""
     depths_fine: torch.Tensor | None
@@ -553,7 +553,7 @@ class VolumeRenderer(nn.Module):
         return VolumeRenderOutput(
             feature_image=rearrange(torch.cat(rgb, 1), "b (h w) c -> b c h w", h=res),
             depth=rearrange(depth_map, "b (h w) -> b 1 h w", h=res),
-            weights=rearrange(torch.cat(opacity, 1), "b (h w) -> b 1 h w", h=res),
+            opacity=rearrange(torch.cat(opacity, 1), "b (h w) -> b 1 h w", h=res),
             depths_coarse=depths_coarse,
             depths_fine=torch.cat(fine_all, 1) if fine_all else None,
             ray_hit=hit,

@@ -149,6 +149,10 @@ TORSO_INPUTS = frozenset({
 """Keys of a torso fixture that are inputs or metadata, not golden tensors."""
 
 
+OFFICIAL_OUTPUT_NAMES = {"opacity": "weights_img", "motion_planes": "secc_planes"}
+"""`Real3DPortraitOutput` fields whose golden tensors carry another (the official) name."""
+
+
 def _run_torso(model: nn.Module, arrays: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
     """The official first-frame call (fixture README §4) through `Real3DPortrait` in deterministic mode."""
 
@@ -165,7 +169,8 @@ def _run_torso(model: nn.Module, arrays: dict[str, np.ndarray], device: torch.de
         cache = model.encode_source(t("img"), t("ref_torso_img"), t("bg_img"), t("segmap").float())
         out = model(cache, t("cond_cano"), t("cond_src"), t("cond_tgt"), t("camera"), t("kp_s"), t("kp_d"),
                     mode="deterministic", return_intermediates=True)
-    outputs = {f.name: getattr(out, f.name) for f in fields(out) if getattr(out, f.name) is not None}
+    outputs = {OFFICIAL_OUTPUT_NAMES.get(f.name, f.name): getattr(out, f.name) for f in fields(out)
+               if getattr(out, f.name) is not None}
     rays = t("debug_ray_index") if "debug_ray_index" in arrays else None
     for name, depths in (("debug_depths_coarse", out.depths_coarse), ("debug_depths_fine", out.depths_fine)):
         if rays is not None and depths is not None and name in arrays:

@@ -108,8 +108,8 @@ class Stage2(ImageStage):
         if w.opacity > 0 or w.opacity_entropy > 0:
             m = L.resize(head_mask, self.raw_size, "nearest")
             fit, ent = (
-                L.opacity_fit(out.weights_img, m),
-                L.binary_entropy(out.weights_img),
+                L.opacity_fit(out.opacity, m),
+                L.binary_entropy(out.opacity),
             )
             total = total + w.opacity * fit + w.opacity_entropy * ent
             logs[f"{tag}opacity"] = float(fit.detach())
@@ -166,7 +166,7 @@ class Stage2(ImageStage):
             )
             total = total + self.adversarial(out.image, out.image_raw, cam, step, logs)
             if w.density > 0 and w.density_every > 0 and step % w.density_every == 0:
-                planes = out.cano_planes + out.secc_planes
+                planes = out.cano_planes + out.motion_planes
                 dens = L.density_smoothness(
                     self.generator.decoder,
                     planes,
@@ -193,7 +193,7 @@ class Stage2(ImageStage):
             "target": batch["tgt_head"],
             "prediction": out.image.detach().float(),
             "pncc": cond.tgt,
-            "opacity": out.weights_img.detach().float(),
+            "opacity": out.opacity.detach().float(),
         }
         return StepOutput(total, logs, (out.image.detach(), out.image_raw.detach(), cam), images)
 

@@ -47,7 +47,7 @@ class Stage3(ImageStage):
         seg = torch.nn.functional.one_hot(batch["src_seg"].to(dev), 6).permute(0, 3, 1, 2).float()
         src = g.superresolution.encode_source(batch["src_torso"].to(dev), batch["bg"].to(dev), seg)
         feat = rendered.feature_image
-        sr = g.superresolution(feat[:, :3], feat, rendered.weights, cond.kp_s, kp_d, cache=src)
+        sr = g.superresolution(feat[:, :3], feat, rendered.opacity, cond.kp_s, kp_d, cache=src)
         return sr, rendered, SourceCache(cano, src)
 
     def _terms(self, sr, target, torso_mask, lip_box, logs, tag):
