@@ -89,8 +89,10 @@ def main() -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     d.analysis()
     t_min, c_min = time.perf_counter() - t0, time.process_time() - c0
-    print(f"analysis (phones + features + visemes + blink + pose) per minute of speech: "
-          f"{t_min:.2f} s wall, {c_min:.2f} s CPU")
+    print(
+        f"analysis (phones + features + visemes + blink + pose) per minute of speech: "
+        f"{t_min:.2f} s wall, {c_min:.2f} s CPU"
+    )
     t0 = time.perf_counter()
     for _ in d.chunks(250):
         pass
@@ -102,8 +104,10 @@ def main() -> None:
             f"{minutes:5.1f} min input: analysis {t_an:6.1f} s, analysis peak {peak_an:7.1f} MiB, "
             f"chunks(250) peak {peak_chunks:6.1f} MiB above the analysed driver"
         )
-    print(f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB "
-          f"(inputs of up to {args.minutes:g} min included)")
+    print(
+        f"process peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB "
+        f"(inputs of up to {args.minutes:g} min included)"
+    )
 
 
 if __name__ == "__main__":

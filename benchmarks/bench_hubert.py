@@ -56,8 +56,10 @@ def main() -> None:
     torch.manual_seed(0)
     model = Hubert(HubertConfig.large_ls960_ft()).eval()
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"HuBERT-large random init: {n_params / 1e6:.1f} M params, {time.perf_counter() - t0:.1f} s, "
-          f"peak RSS {peak_rss_mib():.0f} MiB (start {rss0:.0f} MiB)")
+    print(
+        f"HuBERT-large random init: {n_params / 1e6:.1f} M params, {time.perf_counter() - t0:.1f} s, "
+        f"peak RSS {peak_rss_mib():.0f} MiB (start {rss0:.0f} MiB)"
+    )
 
     hubert_features(model, synthetic_audio(1.0))  # warm-up
     for seconds in args.seconds:
@@ -67,8 +69,10 @@ def main() -> None:
             t0 = time.perf_counter()
             feats = hubert_features(model, wav)
             best = min(best, time.perf_counter() - t0)
-        print(f"  {seconds:6.1f} s audio -> {tuple(feats.shape)}: {best:7.2f} s, "
-              f"{best / seconds:.3f} s per audio second, peak RSS {peak_rss_mib():.0f} MiB")
+        print(
+            f"  {seconds:6.1f} s audio -> {tuple(feats.shape)}: {best:7.2f} s, "
+            f"{best / seconds:.3f} s per audio second, peak RSS {peak_rss_mib():.0f} MiB"
+        )
 
     if args.a2m:
         from real3d.audio.pitch import official_f0
@@ -88,8 +92,10 @@ def main() -> None:
         exp = a2m_expression(a2m, feats, f0)
         t_a2m = time.perf_counter() - t0
         print(f"  official f0 for {seconds:.1f} s: {t_f0:.3f} s ({t_f0 / seconds * 1000:.1f} ms per audio second)")
-        print(f"  A2M (official size) for {seconds:.1f} s -> {tuple(exp.shape)}: {t_a2m:.3f} s "
-              f"({t_a2m / seconds * 1000:.1f} ms per audio second), peak RSS {peak_rss_mib():.0f} MiB")
+        print(
+            f"  A2M (official size) for {seconds:.1f} s -> {tuple(exp.shape)}: {t_a2m:.3f} s "
+            f"({t_a2m / seconds * 1000:.1f} ms per audio second), peak RSS {peak_rss_mib():.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,10 @@ def make_speech(path: Path, minutes: float) -> None:
     if espeak is None:
         sys.exit("needs espeak-ng (apt-get install espeak-ng)")
     one = path.with_suffix(".one.wav")
-    text = ("The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
-            "How vexingly quick daft zebras jump!")
+    text = (
+        "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
+        "How vexingly quick daft zebras jump!"
+    )
     subprocess.run([espeak, "-v", "en-us", "-w", str(one), text], check=True)
     with wave.open(str(one)) as w:
         rate, pcm = w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), np.int16)
@@ -66,10 +68,17 @@ def main() -> None:
         for m in args.minutes:
             wav = Path(tmp) / f"speech_{m}.wav"
             make_speech(wav, m)
-            r = subprocess.run([sys.executable, "-c", CHILD, str(wav), str(Path(tmp) / "out.mp4")],
-                               check=True, capture_output=True, text=True)
+            r = subprocess.run(
+                [sys.executable, "-c", CHILD, str(wav), str(Path(tmp) / "out.mp4")],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             d = json.loads(r.stdout.strip().splitlines()[-1])
-            print(f"{m:8.2f} {d['frames']:7d} {d['seconds']:8.1f} {d['frames'] / d['seconds']:6.1f} {d['peak_rss_mb']:12.0f}")
+            print(
+                f"{m:8.2f} {d['frames']:7d} {d['seconds']:8.1f} {d['frames'] / d['seconds']:6.1f} "
+                f"{d['peak_rss_mb']:12.0f}"
+            )
 
 
 if __name__ == "__main__":

@@ -69,8 +69,11 @@ def line(name: str, frames: int, wall: float, cpu: float, main: float) -> str:
     shortens, and all threads together share the cores."""
     n_cpu = os.cpu_count() or 1
     bound = frames / max(main, cpu / n_cpu, 1e-9)
-    return (f"{name:<28} {frames / wall:6.1f} fps wall ({1000 * wall / frames:5.1f} ms/frame), CPU {1000 * cpu / frames:5.1f}"
-            f" ms/frame (main thread {1000 * main / frames:5.1f}); CPU bound on {n_cpu} idle cores {bound:5.1f} fps")
+    return (
+        f"{name:<28} {frames / wall:6.1f} fps wall ({1000 * wall / frames:5.1f} ms/frame), "
+        f"CPU {1000 * cpu / frames:5.1f}"
+        f" ms/frame (main thread {1000 * main / frames:5.1f}); CPU bound on {n_cpu} idle cores {bound:5.1f} fps"
+    )
 
 
 def main() -> None:
@@ -120,8 +123,7 @@ def main() -> None:
 
         # stage 3: encoding (libx264 + both provenance marks), the rendered frames again
         def encode() -> None:
-            with VideoWriter(Path(tmp) / "enc.mp4", fps=25, size=(512, 512), frame_filter=apply_marks,
-                             quiet=True) as w:
+            with VideoWriter(Path(tmp) / "enc.mp4", fps=25, size=(512, 512), frame_filter=apply_marks, quiet=True) as w:
                 for f in frames:
                     w.write(f)
 
@@ -140,8 +142,11 @@ def main() -> None:
             print("audio-driven run skipped: needs espeak-ng (apt-get install espeak-ng)")
         for name, drive in runs:
             out = Path(tmp) / "out.mp4"
-            wall, cpu, main, res = timed(lambda: Pipeline()(AnimateOptions(source=source, output=out, quiet=True,
-                                                                     max_seconds=args.seconds, **drive)))
+            wall, cpu, main, res = timed(
+                lambda: Pipeline()(
+                    AnimateOptions(source=source, output=out, quiet=True, max_seconds=args.seconds, **drive)
+                )
+            )
             print(line(name, res.frames, wall, cpu, main), flush=True)
             for k, v in res.timings.items():
                 print(f"  {k:<26} {v:7.2f} s wall ({1000 * v / res.frames:6.1f} ms/frame)")

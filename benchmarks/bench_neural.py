@@ -33,8 +33,19 @@ def prepare(work: Path) -> None:
     for model in ("secc2plane_torso", "audio2secc_vae"):
         out = work / "ckpt" / model
         if not any(out.glob("model_ckpt_steps_*.ckpt")):
-            subprocess.run([sys.executable, str(OFFICIAL / "make_official_ckpt.py"), "--model", model, "--seed", "0",
-                            "--out", str(out)], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(OFFICIAL / "make_official_ckpt.py"),
+                    "--model",
+                    model,
+                    "--seed",
+                    "0",
+                    "--out",
+                    str(out),
+                ],
+                check=True,
+            )
     if not (work / "bfm" / "BFM_model_front.mat").is_file():
         write_synthetic_bfm(work / "bfm", n_vertices=35709)
     if not (work / "hubert" / "config.json").is_file():
@@ -47,17 +58,26 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--work", help="keep the generated checkpoints/BFM/HuBERT here (default: a temp dir)")
     ap.add_argument("--batch-size", type=int, default=2)
-    ap.add_argument("--dtype", default="float32", choices=["auto", "float32", "bfloat16"],
-                    help="network precision (auto = bfloat16 where native, else float32)")
-    ap.add_argument("--emulated-bf16", action="store_true",
-                    help="run --dtype bfloat16 even where bf16 is emulated (hours at the official sizes)")
+    ap.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["auto", "float32", "bfloat16"],
+        help="network precision (auto = bfloat16 where native, else float32)",
+    )
+    ap.add_argument(
+        "--emulated-bf16",
+        action="store_true",
+        help="run --dtype bfloat16 even where bf16 is emulated (hours at the official sizes)",
+    )
     args = ap.parse_args()
     from real3d.precision import device_capability, machine_summary
 
     print(machine_summary(), flush=True)  # the CPU capability each figure below comes from
     if args.dtype == "bfloat16" and not device_capability("cpu").native_bf16 and not args.emulated_bf16:
-        sys.exit("--dtype bfloat16 skipped: bf16 is emulated on this CPU (~100x slower than float32, hours for this "
-                 "benchmark); use --dtype float32 or auto, or --emulated-bf16 to run it anyway")
+        sys.exit(
+            "--dtype bfloat16 skipped: bf16 is emulated on this CPU (~100x slower than float32, hours for this "
+            "benchmark); use --dtype float32 or auto, or --emulated-bf16 to run it anyway"
+        )
     if not (OFFICIAL / "make_official_ckpt.py").is_file():
         sys.exit(f"needs {OFFICIAL}/make_official_ckpt.py")
     import numpy as np
@@ -84,15 +104,38 @@ def main() -> None:
             w.writeframes((x * 32767).astype(np.int16).tobytes())
     out = work / "out.mp4"
     t = time.perf_counter()
-    res = Pipeline()(AnimateOptions(
-        source=data.astronaut(), audio=wav, output=out, backend="neural", checkpoints=work / "ckpt", bfm=work / "bfm",
-        hubert=work / "hubert", max_seconds=args.seconds, quiet=True,
-        batch_size=args.batch_size, dtype=args.dtype))
+    res = Pipeline()(
+        AnimateOptions(
+            source=data.astronaut(),
+            audio=wav,
+            output=out,
+            backend="neural",
+            checkpoints=work / "ckpt",
+            bfm=work / "bfm",
+            hubert=work / "hubert",
+            max_seconds=args.seconds,
+            quiet=True,
+            batch_size=args.batch_size,
+            dtype=args.dtype,
+        )
+    )
     total = time.perf_counter() - t
-    print(f"threads {torch.get_num_threads()}, {res.frames} frames of 512x512 in {total:.1f} s "
-          f"({total / res.frames:.2f} s/frame overall)")
-    order = ["load_models", "source_analysis", "parsing", "fit_source", "encode_source", "hubert", "a2m", "pncc",
-             "networks", "encode"]
+    print(
+        f"threads {torch.get_num_threads()}, {res.frames} frames of 512x512 in {total:.1f} s "
+        f"({total / res.frames:.2f} s/frame overall)"
+    )
+    order = [
+        "load_models",
+        "source_analysis",
+        "parsing",
+        "fit_source",
+        "encode_source",
+        "hubert",
+        "a2m",
+        "pncc",
+        "networks",
+        "encode",
+    ]
     for k in order + sorted(set(res.timings) - set(order) - {"render"}):
         if k in res.timings:
             v = res.timings[k]

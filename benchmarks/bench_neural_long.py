@@ -21,7 +21,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_long_audio import make_speech  # noqa: E402
-
 from real3d.precision import machine_summary  # noqa: E402
 
 CHILD = r"""
@@ -77,11 +76,18 @@ def main() -> None:
         for m in args.minutes:
             wav = work / f"speech_{m}.wav"
             make_speech(wav, m)
-            r = subprocess.run([sys.executable, "-c", CHILD, str(work), str(wav), str(work / "out.mp4")],
-                               check=True, capture_output=True, text=True)
+            r = subprocess.run(
+                [sys.executable, "-c", CHILD, str(work), str(wav), str(work / "out.mp4")],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             d = json.loads(r.stdout.strip().splitlines()[-1])
-            print(f"{m:8.2f} {d['frames']:7d} {d['seconds']:8.1f} {d['frames'] / d['seconds']:6.1f} {d['peak_rss_mb']:12.0f}",
-                  flush=True)
+            print(
+                f"{m:8.2f} {d['frames']:7d} {d['seconds']:8.1f} {d['frames'] / d['seconds']:6.1f} "
+                f"{d['peak_rss_mb']:12.0f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,8 @@ import logging
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -46,9 +46,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from real3d.config.real3d_portrait import AUTOCAST_SCOPES, Real3DPortraitConfig
 from real3d.cpu_memory import keep_freed_memory
-from real3d.precision import device_capability, machine_summary
 from real3d.geometry import camera_from_pose
 from real3d.models.real3d_portrait import Real3DPortrait, SourceCache
+from real3d.precision import device_capability, machine_summary
 
 SOURCE_KEYS = ("img", "ref_torso_img", "bg_img", "segmap")
 FRAME_KEYS = ("cond_cano", "cond_src", "cond_tgt", "camera", "kp_s", "kp_d")
@@ -113,9 +113,16 @@ def synthetic_inputs(batch: int, size: int = 512, seed: int = 0) -> dict[str, to
     kp[..., 2] = 0
     euler = torch.tensor([[0.05, -0.1, 0.02]]).expand(batch, 3) * torch.linspace(0.5, 1.5, batch)[:, None]
     return {
-        "img": smooth(1), "ref_torso_img": smooth(1), "bg_img": smooth(1), "segmap": seg,
-        "cond_cano": smooth(batch), "cond_src": smooth(batch), "cond_tgt": smooth(batch),
-        "camera": camera_from_pose(euler.contiguous(), torch.zeros(batch, 3)), "kp_s": kp, "kp_d": kp + 0.02,
+        "img": smooth(1),
+        "ref_torso_img": smooth(1),
+        "bg_img": smooth(1),
+        "segmap": seg,
+        "cond_cano": smooth(batch),
+        "cond_src": smooth(batch),
+        "cond_tgt": smooth(batch),
+        "camera": camera_from_pose(euler.contiguous(), torch.zeros(batch, 3)),
+        "kp_s": kp,
+        "kp_d": kp + 0.02,
     }
 
 
@@ -143,6 +150,7 @@ def load_model(checkpoint: Path | None) -> Real3DPortrait:
 
 def stage_fns(model: Real3DPortrait, cache: SourceCache, f: dict[str, torch.Tensor]) -> dict[str, Callable[[], object]]:
     """The three per-frame stages as separate calls (the composition of `Real3DPortrait.forward`)."""
+
     def ma():
         return model.motion_planes(f["cond_cano"], f["cond_src"], f["cond_tgt"])
 
@@ -156,27 +164,38 @@ def stage_fns(model: Real3DPortrait, cache: SourceCache, f: dict[str, torch.Tens
     return {
         "motion adapter": ma,
         "volume rendering": render,
-        "HTB-SR": lambda: model.superresolution(feat[:, :3], feat, rendered.opacity, f["kp_s"], f["kp_d"],
-                                                cache=cache.htbsr),
+        "HTB-SR": lambda: model.superresolution(
+            feat[:, :3], feat, rendered.opacity, f["kp_s"], f["kp_d"], cache=cache.htbsr
+        ),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, help="official-format or real3d checkpoint dir (default: random weights)")
+    parser.add_argument(
+        "--checkpoint", type=Path, help="official-format or real3d checkpoint dir (default: random weights)"
+    )
     parser.add_argument("--fixture", type=Path, help="torso fixture .npz for the inputs (default: synthetic)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=1, help="frames per forward call (sharing one source)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--no-bf16", action="store_true",
-                        help="skip every bfloat16 measurement (the bf16 matmul peak and the autocast run)")
-    parser.add_argument("--emulated-bf16", action="store_true",
-                        help="measure bf16 even where the device only emulates it (each bf16 step ~100x slower)")
+    parser.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="skip every bfloat16 measurement (the bf16 matmul peak and the autocast run)",
+    )
+    parser.add_argument(
+        "--emulated-bf16",
+        action="store_true",
+        help="measure bf16 even where the device only emulates it (each bf16 step ~100x slower)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
-    parser.add_argument("--default-malloc", action="store_true",
-                        help="leave glibc's malloc thresholds alone (the neural backend raises them; "
-                             "see real3d.cpu_memory)")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc thresholds alone (the neural backend raises them; see real3d.cpu_memory)",
+    )
     args = parser.parse_args(argv)
     print(machine_summary(), flush=True)
     logging.basicConfig(level=logging.WARNING)
@@ -190,10 +209,18 @@ def main(argv: list[str] | None = None) -> int:
     bf16_native = device_capability(dev).native_bf16
     run_bf16 = not args.no_bf16 and (bf16_native or args.emulated_bf16)
     if not args.no_bf16 and not run_bf16:
-        print(f"bf16 measurements skipped: bf16 is emulated on this {dev.type} ({device_capability(dev).describe()}),"
-              " where they would take tens of minutes; --emulated-bf16 runs them anyway", flush=True)
-    res: dict[str, object] = {"device": str(dev), "threads": torch.get_num_threads(), "batch": b,
-                              "torch": torch.__version__, "cpu_allocator": allocator}
+        print(
+            f"bf16 measurements skipped: bf16 is emulated on this {dev.type} ({device_capability(dev).describe()}),"
+            " where they would take tens of minutes; --emulated-bf16 runs them anyway",
+            flush=True,
+        )
+    res: dict[str, object] = {
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "batch": b,
+        "torch": torch.__version__,
+        "cpu_allocator": allocator,
+    }
 
     with torch.inference_mode():
         res["matmul_peak_fp32_gflops"] = matmul_peak(dev, torch.float32)
@@ -215,12 +242,17 @@ def main(argv: list[str] | None = None) -> int:
         res["source_s"], cache = timed(encode, dev, reps)
         res["source_i2p_s"], _ = timed(lambda: model.cano_img2plane_backbone(inp["img"]), dev, reps, warmup=0)
         res["source_htbsr_s"], _ = timed(
-            lambda: model.superresolution.encode_source(inp["ref_torso_img"], inp["bg_img"], inp["segmap"]), dev, reps,
-            warmup=0)
+            lambda: model.superresolution.encode_source(inp["ref_torso_img"], inp["bg_img"], inp["segmap"]),
+            dev,
+            reps,
+            warmup=0,
+        )
         res["frame_call_s"], out32 = timed(lambda: run_frame(cache), dev, reps)
         res["frame_s"] = res["frame_call_s"] / b
-        print(f"fp32: per source {res['source_s']:.2f} s, per frame {res['frame_s']:.2f} s; now stages and FLOPs",
-              flush=True)  # progress: the whole run takes minutes
+        print(
+            f"fp32: per source {res['source_s']:.2f} s, per frame {res['frame_s']:.2f} s; now stages and FLOPs",
+            flush=True,
+        )  # progress: the whole run takes minutes
         stages = stage_fns(model, cache, frame)
         res["stages_s"] = {name: timed(fn, dev, reps, warmup=0)[0] / b for name, fn in stages.items()}
         res["source_gflop"] = flops_of(encode) / 1e9
@@ -242,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             res["bf16_frame_s"] = res["bf16_frame_call_s"] / b
             res["bf16_frame_gflops_achieved"] = res["frame_gflop"] / res["bf16_frame_s"]
             res["bf16_stages_gflops_achieved"] = {
-                n: res["stages_gflop"][n] / max(res["bf16_stages_s"][n], 1e-9) for n in stages16}
+                n: res["stages_gflop"][n] / max(res["bf16_stages_s"][n], 1e-9) for n in stages16
+            }
             default_scope = model.autocast_scope
             res["bf16_scopes"] = {}
             for scope in AUTOCAST_SCOPES:
@@ -255,8 +288,10 @@ def main(argv: list[str] | None = None) -> int:
             res.update({f"bf16_image_{k}": v for k, v in res["bf16_scopes"][default_scope].items()})
             ref8, low8 = to_uint8(out32.image[0]), to_uint8(out16.image[0])
             res["bf16_uint8_psnr_db"] = psnr_uint8(ref8, low8)
-            res["h264_crf18_psnr_db"] = {"float32": psnr_uint8(ref8, h264_round_trip(ref8)),
-                                         "bfloat16": psnr_uint8(ref8, h264_round_trip(low8))}
+            res["h264_crf18_psnr_db"] = {
+                "float32": psnr_uint8(ref8, h264_round_trip(ref8)),
+                "bfloat16": psnr_uint8(ref8, h264_round_trip(low8)),
+            }
             res["peak_memory_gb"] = peak_memory_gb(dev)
 
     with torch.inference_mode():  # the yardstick again: a busy moment at the start must not inflate the percentages
@@ -314,44 +349,80 @@ def h264_round_trip(frame: np.ndarray, crf: int = 18) -> np.ndarray:
 def print_table(r: dict) -> None:
     peak, peak16 = r["matmul_peak_fp32_gflops"], r.get("matmul_peak_bf16_gflops")
     rows = [
-        ("device / threads / frames per call", f"{r['device']} / {r['threads']} / {r['batch']}",
-         f"CPU allocator: {r['cpu_allocator']}"),
+        (
+            "device / threads / frames per call",
+            f"{r['device']} / {r['threads']} / {r['batch']}",
+            f"CPU allocator: {r['cpu_allocator']}",
+        ),
         ("matmul peak 4096^3 fp32 / bf16", f"{peak:.0f} / " + (f"{peak16:.0f} GFLOP/s" if peak16 else "(skipped)"), ""),
-        ("per source (encode_source)", f"{r['source_s']:.2f} s", f"{r['source_gflop']:.0f} GFLOP, "
-         f"{r['source_gflops_achieved']:.0f} GFLOP/s ({100 * r['source_gflops_achieved'] / peak:.0f}% of peak)"),
+        (
+            "per source (encode_source)",
+            f"{r['source_s']:.2f} s",
+            f"{r['source_gflop']:.0f} GFLOP, "
+            f"{r['source_gflops_achieved']:.0f} GFLOP/s ({100 * r['source_gflops_achieved'] / peak:.0f}% of peak)",
+        ),
         ("  of which I2P / torso+bg", f"{r['source_i2p_s']:.2f} / {r['source_htbsr_s']:.2f} s", ""),
-        ("per frame (cached source)", f"{r['frame_s']:.2f} s", f"{r['frame_gflop']:.0f} GFLOP, "
-         f"{r['frame_gflops_achieved']:.0f} GFLOP/s ({100 * r['frame_gflops_achieved'] / peak:.0f}% of peak)"),
+        (
+            "per frame (cached source)",
+            f"{r['frame_s']:.2f} s",
+            f"{r['frame_gflop']:.0f} GFLOP, "
+            f"{r['frame_gflops_achieved']:.0f} GFLOP/s ({100 * r['frame_gflops_achieved'] / peak:.0f}% of peak)",
+        ),
     ]
     for name, sec in r["stages_s"].items():
         gf = r["stages_gflop"][name]
         ach = r["stages_gflops_achieved"][name]
-        rows.append((f"  {name}", f"{sec:.2f} s", f"{gf:.1f} GFLOP, {ach:.0f} GFLOP/s ({100 * ach / peak:.0f}% of peak)"))
+        rows.append(
+            (f"  {name}", f"{sec:.2f} s", f"{gf:.1f} GFLOP, {ach:.0f} GFLOP/s ({100 * ach / peak:.0f}% of peak)")
+        )
     rows.append(("first frame (source + frame)", f"{r['source_s'] + r['frame_s']:.2f} s", ""))
-    rows.append(("peak memory after fp32", f"{r['peak_memory_gb_fp32']:.2f} GiB", "process RSS" if r["device"] == "cpu" else "allocator"))
+    rows.append(
+        (
+            "peak memory after fp32",
+            f"{r['peak_memory_gb_fp32']:.2f} GiB",
+            "process RSS" if r["device"] == "cpu" else "allocator",
+        )
+    )
     if "bf16_frame_s" in r:
         rows += [
             ("bf16 autocast: per source", f"{r['bf16_source_s']:.2f} s", "float32 by the model's autocast_scope"),
-            ("bf16 autocast: per frame", f"{r['bf16_frame_s']:.2f} s",
-             f"{r['bf16_frame_gflops_achieved']:.0f} GFLOP/s ({100 * r['bf16_frame_gflops_achieved'] / peak16:.0f}% "
-             "of the bf16 peak)"),
+            (
+                "bf16 autocast: per frame",
+                f"{r['bf16_frame_s']:.2f} s",
+                f"{r['bf16_frame_gflops_achieved']:.0f} GFLOP/s ({100 * r['bf16_frame_gflops_achieved'] / peak16:.0f}% "
+                "of the bf16 peak)",
+            ),
         ]
         for name, sec in r["bf16_stages_s"].items():
             ach = r["bf16_stages_gflops_achieved"][name]
-            rows.append((f"  {name}", f"{sec:.2f} s", f"{ach:.0f} GFLOP/s ({100 * ach / peak16:.0f}% of the bf16 peak)"))
+            rows.append(
+                (f"  {name}", f"{sec:.2f} s", f"{ach:.0f} GFLOP/s ({100 * ach / peak16:.0f}% of the bf16 peak)")
+            )
         rows += [
-            ("bf16 vs fp32 image: max / mean abs", f"{r['bf16_image_max_abs']:.2e} / {r['bf16_image_mean_abs']:.2e}",
-             f"p99.9 {r['bf16_image_p999_abs']:.2e}, PSNR {r['bf16_image_psnr_db']:.1f} dB, "
-             f"{100 * r['bf16_image_pixels_over_1_level']:.3f}% of values > one 8-bit level"),
+            (
+                "bf16 vs fp32 image: max / mean abs",
+                f"{r['bf16_image_max_abs']:.2e} / {r['bf16_image_mean_abs']:.2e}",
+                f"p99.9 {r['bf16_image_p999_abs']:.2e}, PSNR {r['bf16_image_psnr_db']:.1f} dB, "
+                f"{100 * r['bf16_image_pixels_over_1_level']:.3f}% of values > one 8-bit level",
+            ),
         ]
         for scope, e in r["bf16_scopes"].items():
-            rows.append((f"  autocast_scope={scope}" + (" (default)" if scope == r["bf16_scope"] else ""),
-                         f"max {e['max_abs']:.2e}", f"PSNR {e['psnr_db']:.1f} dB, "
-                         f"{100 * e['pixels_over_1_level']:.3f}% of values > one 8-bit level"))
+            rows.append(
+                (
+                    f"  autocast_scope={scope}" + (" (default)" if scope == r["bf16_scope"] else ""),
+                    f"max {e['max_abs']:.2e}",
+                    f"PSNR {e['psnr_db']:.1f} dB, {100 * e['pixels_over_1_level']:.3f}% of values > one 8-bit level",
+                )
+            )
         h = r["h264_crf18_psnr_db"]
-        rows.append(("bf16 vs fp32, 8-bit frames", f"PSNR {r['bf16_uint8_psnr_db']:.1f} dB",
-                     f"for scale: H.264 crf 18 (the writer's default) costs {h['float32']:.1f} dB on the fp32 frame, "
-                     f"{h['bfloat16']:.1f} dB from fp32 on the bf16 frame"))
+        rows.append(
+            (
+                "bf16 vs fp32, 8-bit frames",
+                f"PSNR {r['bf16_uint8_psnr_db']:.1f} dB",
+                f"for scale: H.264 crf 18 (the writer's default) costs {h['float32']:.1f} dB on the fp32 frame, "
+                f"{h['bfloat16']:.1f} dB from fp32 on the bf16 frame",
+            )
+        )
         rows.append(("peak memory", f"{r['peak_memory_gb']:.2f} GiB", ""))
     width = max(len(a) for a, _, _ in rows)
     for a, b, c in rows:

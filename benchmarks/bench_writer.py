@@ -43,8 +43,9 @@ def encode(path: Path, frames: list[np.ndarray], crf: int, marks: bool, audio: A
     """Encode and return frames per second (marks included when enabled)."""
     h, w = frames[0].shape[:2]
     t0 = time.perf_counter()
-    with VideoWriter(path, fps=25, size=(w, h), crf=crf, audio=audio, frame_filter=pv.apply_marks if marks else None,
-                     quiet=True) as wr:
+    with VideoWriter(
+        path, fps=25, size=(w, h), crf=crf, audio=audio, frame_filter=pv.apply_marks if marks else None, quiet=True
+    ) as wr:
         for f in frames:
             wr.write(f)
     return len(frames) / (time.perf_counter() - t0)
@@ -89,8 +90,9 @@ def main() -> None:
                 encode(out, src, crf, marks=False)
                 u = pv.verify_video(out)
                 print(
-                    f"  {name:10s} crf {crf}: marked bits {m.bits_ok:2d}/64 score {m.score:6.1f} ({'yes' if m.present else 'NO'})"
-                    f" | unmarked bits {u.bits_ok:2d}/64 score {u.score:5.1f} ({'FALSE POSITIVE' if u.present else 'no'})"
+                    f"  {name:10s} crf {crf}: marked bits {m.bits_ok:2d}/64 score {m.score:6.1f} "
+                    f"({'yes' if m.present else 'NO'}) | unmarked bits {u.bits_ok:2d}/64 score {u.score:5.1f} "
+                    f"({'FALSE POSITIVE' if u.present else 'no'})"
                 )
 
 

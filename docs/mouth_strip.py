@@ -20,8 +20,13 @@ from real3d.face.portrait import analyze_portrait
 from real3d.motion.mouth import JAW, LABIODENTAL, MOUTH_PARAMS, ROUND, SPREAD, build_rig, closed_mouth, mouth_offsets
 from real3d.motion.track import MotionTrack
 
-SHAPES = {"rest": {}, "open /a/": {JAW: 0.9}, "round /u/": {JAW: 0.3, ROUND: 1.0},
-          "spread /i/": {JAW: 0.3, SPREAD: 0.9}, "f/v": {JAW: 0.15, LABIODENTAL: 1.0}}
+SHAPES = {
+    "rest": {},
+    "open /a/": {JAW: 0.9},
+    "round /u/": {JAW: 0.3, ROUND: 1.0},
+    "spread /i/": {JAW: 0.3, SPREAD: 0.9},
+    "f/v": {JAW: 0.15, LABIODENTAL: 1.0},
+}
 
 
 def shape_frames(photo: np.ndarray) -> list[np.ndarray]:

@@ -62,8 +62,14 @@ def test_animate_video_end_to_end(media, tmp_path, capsys):
     rc = main(["animate", str(src), "--video", str(drv), "-o", str(out), "-q"])
     assert rc == 0, capsys.readouterr().err
     info = _probe(out)
-    assert info == {"codec": "h264", "pix_fmt": "yuv420p", "size": (512, 512), "fps": 25.0, "frames": N_FRAMES,
-                    "audio": "aac"}
+    assert info == {
+        "codec": "h264",
+        "pix_fmt": "yuv420p",
+        "size": (512, 512),
+        "fps": 25.0,
+        "frames": N_FRAMES,
+        "audio": "aac",
+    }
     assert main(["verify", str(out)]) == 0  # carries the invisible watermark
     assert main(["verify", str(drv)]) == 1  # the unmarked driver does not
     assert not list(tmp_path.glob(".*part*"))  # no temp files left behind
@@ -72,8 +78,23 @@ def test_animate_video_end_to_end(media, tmp_path, capsys):
 def test_official_aliases_and_fps(media, tmp_path):
     src, drv = media
     out = tmp_path / "o.mp4"
-    rc = main(["animate", "--src_img", str(src), "--drv_aud", str(drv), "--drv_pose", "static", "--out_name", str(out),
-               "--fps", "20", "-q", "--no-visible-watermark"])
+    rc = main(
+        [
+            "animate",
+            "--src_img",
+            str(src),
+            "--drv_aud",
+            str(drv),
+            "--drv_pose",
+            "static",
+            "--out_name",
+            str(out),
+            "--fps",
+            "20",
+            "-q",
+            "--no-visible-watermark",
+        ]
+    )
     assert rc == 0
     info = _probe(out)
     assert info["fps"] == 20.0 and info["frames"] == round(N_FRAMES / 25 * 20)

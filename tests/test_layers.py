@@ -82,13 +82,8 @@ def test_no_import_goes_up_or_sideways():
     assert violations() == []
 
 
-NESTED_IMPORTS_PENDING = {"serve", "train", "batch"}
-"""Packages written this session whose function-level imports are still to be hoisted (tracked in the notes)."""
-
-
 def test_project_imports_are_at_module_top():
-    nested = [f"{p.relative_to(SRC)}:{line}: {t}" for m, p in _modules() for t, line, top in _imports(p)
-              if not top and _unit(m) not in NESTED_IMPORTS_PENDING]
+    nested = [f"{p.relative_to(SRC)}:{line}: {t}" for m, p in _modules() for t, line, top in _imports(p) if not top]
     assert nested == []
 
 
@@ -97,7 +92,9 @@ def test_the_check_catches_an_upward_import(tmp_path, monkeypatch):
     bad = SRC / "face" / "_layer_probe.py"
     monkeypatch.setattr(Path, "rglob", lambda self, pat: [bad] if self == SRC else [])
     monkeypatch.setattr(Path, "read_text", lambda self, encoding=None: "from real3d.pipeline import Pipeline\n")
-    assert violations() == [f"face/_layer_probe.py:1: face (layer {RANK['face']}) -> pipeline (layer {RANK['pipeline']})"]
+    assert violations() == [
+        f"face/_layer_probe.py:1: face (layer {RANK['face']}) -> pipeline (layer {RANK['pipeline']})"
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(RANK))

@@ -84,8 +84,7 @@ def fake(monkeypatch):
 
 def _opts(tmp_path, **kw) -> AnimateOptions:
     kw.setdefault("output", tmp_path / "out.mp4")
-    return AnimateOptions(source=data.astronaut(), quiet=True, visible_watermark=False, invisible_watermark=False,
-                          **kw)
+    return AnimateOptions(source=data.astronaut(), quiet=True, visible_watermark=False, invisible_watermark=False, **kw)
 
 
 def test_video_driver_reaches_the_backend_as_tracked_landmarks(media, tmp_path, fake):
@@ -101,8 +100,18 @@ def test_video_driver_reaches_the_backend_as_tracked_landmarks(media, tmp_path, 
 
 
 def test_audio_driver_and_options_reach_the_backend(media, tmp_path, fake):
-    Pipeline()(_opts(tmp_path, audio=media["wav"], pose_video=media["drv"], still=True, mouth_amp=0.7,
-                     blink="none", seed=5, fps=20))
+    Pipeline()(
+        _opts(
+            tmp_path,
+            audio=media["wav"],
+            pose_video=media["drv"],
+            still=True,
+            mouth_amp=0.7,
+            blink="none",
+            seed=5,
+            fps=20,
+        )
+    )
     d = fake.driving
     assert d.video is None and d.speech.dtype == np.float32 and d.speech.ndim == 1
     assert d.pose.landmarks.shape[1:] == (478, 3) and len(d.pose) == 8  # 10 frames at 25 fps -> 0.4 s at 20 fps
@@ -157,8 +166,7 @@ def test_bad_options_fail_before_any_work(tmp_path, fake, kw, message):
 
 def test_unknown_backend_is_a_clear_error(tmp_path, media):
     with pytest.raises(InputError, match="unknown backend 'gan'"):
-        Pipeline().backend(AnimateOptions(source="x.png", output=tmp_path / "o.mp4", audio=media["wav"],
-                                          backend="gan"))
+        Pipeline().backend(AnimateOptions(source="x.png", output=tmp_path / "o.mp4", audio=media["wav"], backend="gan"))
 
 
 def test_source_video_uses_its_first_frame(media, tmp_path, fake, monkeypatch):
@@ -171,9 +179,12 @@ def test_source_video_uses_its_first_frame(media, tmp_path, fake, monkeypatch):
 # ------------------------------------------------------------------------------- the mesh backend, end to end
 @pytest.mark.parametrize("driver", ["video", "audio", "still", "pose_video"])
 def test_every_driver_through_the_mesh_backend(media, tmp_path, driver):
-    kw = {"video": dict(video=media["drv"]), "audio": dict(audio=media["wav"]),
-          "still": dict(video=media["drv"], still=True),
-          "pose_video": dict(audio=media["wav"], pose_video=media["drv"], max_seconds=0.4)}[driver]
+    kw = {
+        "video": dict(video=media["drv"]),
+        "audio": dict(audio=media["wav"]),
+        "still": dict(video=media["drv"], still=True),
+        "pose_video": dict(audio=media["wav"], pose_video=media["drv"], max_seconds=0.4),
+    }[driver]
     res = Pipeline()(_opts(tmp_path, **kw))
     frames = _frames(res.output).astype(np.float64)
     assert frames.shape[1:] == (512, 512, 3) and len(frames) == res.frames > 0
@@ -195,14 +206,31 @@ def test_mesh_backend_motion_follows_the_driver_length(media):
 
 
 def test_official_names_map_to_options(tmp_path):
-    o = AnimateOptions.from_official(src_img="p.png", drv_aud="talk.mp4", drv_pose="static", bg_img="bg.jpg",
-                                     out_name=str(tmp_path / "o.mp4"), blink_mode="period", out_mode="concat_debug",
-                                     map_to_init_pose="False", mouth_amp=0.3, low_memory_usage=True)
-    assert (o.source, o.video, o.audio, o.still, o.pose_video, o.background) == ("p.png", "talk.mp4", None, True,
-                                                                                  None, "bg.jpg")
+    o = AnimateOptions.from_official(
+        src_img="p.png",
+        drv_aud="talk.mp4",
+        drv_pose="static",
+        bg_img="bg.jpg",
+        out_name=str(tmp_path / "o.mp4"),
+        blink_mode="period",
+        out_mode="concat_debug",
+        map_to_init_pose="False",
+        mouth_amp=0.3,
+        low_memory_usage=True,
+    )
+    assert (o.source, o.video, o.audio, o.still, o.pose_video, o.background) == (
+        "p.png",
+        "talk.mp4",
+        None,
+        True,
+        None,
+        "bg.jpg",
+    )
     assert (o.blink, o.out_mode, o.map_to_init_pose, o.mouth_amp) == ("periodic", "debug", False, 0.3)
     assert AnimateOptions.from_official(src_img="p.png", drv_aud="talk.wav", out_name="o.mp4").audio == "talk.wav"
-    assert AnimateOptions.from_official(source="mine.png", src_img="", output="o.mp4", audio="a.wav").source == "mine.png"
+    assert (
+        AnimateOptions.from_official(source="mine.png", src_img="", output="o.mp4", audio="a.wav").source == "mine.png"
+    )
     with pytest.raises(InputError, match="unknown option.*colour"):
         AnimateOptions.from_official(source="p.png", output="o.mp4", colour="red")
     with pytest.raises(InputError, match="head_ckpt"):

@@ -26,13 +26,9 @@ def _cpu(
 ) -> None:
     """Pretend to run on a CPU with this torch kernel level and these /proc/cpuinfo flags."""
     info = tmp_path / "cpuinfo"
-    info.write_text(
-        f"processor\t: 0\n{key}\t\t: {flags}\n\nprocessor\t: 1\n{key}\t\t: {flags}\n"
-    )
+    info.write_text(f"processor\t: 0\n{key}\t\t: {flags}\n\nprocessor\t: 1\n{key}\t\t: {flags}\n")
     monkeypatch.setattr(precision, "cpu_flags", lambda: precision.read_cpu_flags(info))
-    monkeypatch.setattr(
-        precision.torch.backends.cpu, "get_cpu_capability", lambda: capability
-    )
+    monkeypatch.setattr(precision.torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(precision.platform, "machine", lambda: machine)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
@@ -40,9 +36,7 @@ def _cpu(
 
 def test_cpuinfo_flags_are_parsed(tmp_path):
     info = tmp_path / "cpuinfo"
-    info.write_text(
-        "processor : 0\nflags : avx2 avx512_bf16\nbugs : spectre\nprocessor : 1\nflags : avx2 amx_bf16\n"
-    )
+    info.write_text("processor : 0\nflags : avx2 avx512_bf16\nbugs : spectre\nprocessor : 1\nflags : avx2 amx_bf16\n")
     assert precision.read_cpu_flags(info) == {"avx2", "avx512_bf16", "amx_bf16"}
     assert precision.read_cpu_flags(tmp_path / "absent") == frozenset()
 
@@ -62,9 +56,7 @@ def test_cpuinfo_flags_are_parsed(tmp_path):
         ("DEFAULT", ""),
     ],
 )
-def test_auto_never_picks_bf16_without_native_support(
-    monkeypatch, tmp_path, capability, flags
-):
+def test_auto_never_picks_bf16_without_native_support(monkeypatch, tmp_path, capability, flags):
     _cpu(monkeypatch, tmp_path, capability, flags)
     cap = precision.device_capability("cpu")
     assert not cap.native_bf16 and cap.capability == capability
@@ -100,15 +92,11 @@ def test_arm_bf16_extension_is_native(monkeypatch, tmp_path):
     )
     cap = precision.device_capability("cpu")
     assert cap.native_bf16 and cap.native_fp16
-    _cpu(
-        monkeypatch, tmp_path, "DEFAULT", "fp asimd", machine="aarch64", key="Features"
-    )
+    _cpu(monkeypatch, tmp_path, "DEFAULT", "fp asimd", machine="aarch64", key="Features")
     assert precision.auto_dtype("cpu") == "float32"
 
 
-def test_explicit_emulated_bf16_runs_as_asked_with_a_warning(
-    monkeypatch, tmp_path, caplog
-):
+def test_explicit_emulated_bf16_runs_as_asked_with_a_warning(monkeypatch, tmp_path, caplog):
     _cpu(monkeypatch, tmp_path, "AVX2", AVX2_FLAGS)
     with caplog.at_level(logging.WARNING, logger="real3d.precision"):
         assert precision.resolve_dtype("bfloat16", "cpu") == "bfloat16"
@@ -137,9 +125,7 @@ def test_unknown_dtype_is_an_error():
 @pytest.mark.parametrize("bf16, expected", [(True, "bfloat16"), (False, "float32")])
 def test_cuda_follows_the_gpu(monkeypatch, bf16, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(
-        torch.cuda, "get_device_capability", lambda idx=0: (8, 0) if bf16 else (7, 5)
-    )
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda idx=0: (8, 0) if bf16 else (7, 5))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda idx=0: "Fake GPU")
     seen = {}
 
@@ -173,9 +159,7 @@ def test_neural_backend_autocast_resolves_auto(monkeypatch, tmp_path, native, ex
         "AVX512" if native else "AVX2",
         SPR_FLAGS if native else AVX2_FLAGS,
     )
-    backend = NeuralBackend.__new__(
-        NeuralBackend
-    )  # only config and device matter to _autocast
+    backend = NeuralBackend.__new__(NeuralBackend)  # only config and device matter to _autocast
     backend.config, backend.device = NeuralConfig(dtype="auto"), torch.device("cpu")
     with backend._autocast():
         on = torch.is_autocast_enabled("cpu")

@@ -20,7 +20,9 @@ REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 def _astronaut_pan(n: int, size: int = 256) -> list[np.ndarray]:
     """A slow pan over scikit-image's astronaut photo: natural texture with motion (RGB uint8)."""
     img = data.astronaut()  # 512x512x3
-    return [np.ascontiguousarray(img[40 + 2 * i : 40 + 2 * i + size, 100 + 3 * i : 100 + 3 * i + size]) for i in range(n)]
+    return [
+        np.ascontiguousarray(img[40 + 2 * i : 40 + 2 * i + size, 100 + 3 * i : 100 + 3 * i + size]) for i in range(n)
+    ]
 
 
 def _talking(n: int, size: int = 256) -> list[np.ndarray]:

@@ -9,9 +9,7 @@ import sys
 import threading
 from contextlib import contextmanager
 
-NOISE = re.compile(
-    rb"^(?:[WI]0000 \d\d:\d\d:\d\d|INFO: Created TensorFlow Lite|WARNING: All log messages before absl)"
-)
+NOISE = re.compile(rb"^(?:[WI]0000 \d\d:\d\d:\d\d|INFO: Created TensorFlow Lite|WARNING: All log messages before absl)")
 
 
 @contextmanager

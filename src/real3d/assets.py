@@ -12,9 +12,10 @@ user config file `~/.config/real3d/config.toml` (or $REAL3D_CONFIG), e.g.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 from real3d.errors import DependencyError
 
@@ -67,7 +68,7 @@ def resolve(name: str, explicit: str | Path | None = None, required: bool = True
             return None
         flag = "--" + name.replace("_", "-")
         raise DependencyError(
-            f"the neural backend needs {name}: pass {flag} PATH, set ${env}, or add `{name} = \"PATH\"` to "
+            f'the neural backend needs {name}: pass {flag} PATH, set ${env}, or add `{name} = "PATH"` to '
             f"{config_file()}. It is {what}."
         )
     p = Path(value).expanduser()
@@ -86,7 +87,9 @@ class NeuralAssets:
     segmenter_model: Path | None
 
     @classmethod
-    def locate(cls, checkpoints=None, bfm=None, hubert=None, segmenter_model=None, need_hubert: bool = True) -> "NeuralAssets":
+    def locate(
+        cls, checkpoints=None, bfm=None, hubert=None, segmenter_model=None, need_hubert: bool = True
+    ) -> NeuralAssets:
         return cls(
             checkpoints=resolve("checkpoints", checkpoints),
             bfm=resolve("bfm", bfm),

@@ -121,8 +121,14 @@ class AnimateOptions:
         `min_face_area_percent` are accepted and have no effect (frames always stream; framing is automatic).
         """
         a = dict(args)
-        renames = {"src_img": "source", "bg_img": "background", "out_name": "output", "blink_mode": "blink",
-                   "drv_pose": "pose_video", "torso_ckpt": "generator_ckpt"}
+        renames = {
+            "src_img": "source",
+            "bg_img": "background",
+            "out_name": "output",
+            "blink_mode": "blink",
+            "drv_pose": "pose_video",
+            "torso_ckpt": "generator_ckpt",
+        }
         for old, new in renames.items():
             if old in a:
                 value = a.pop(old)
@@ -144,7 +150,9 @@ class AnimateOptions:
         for ignored in ("low_memory_usage", "min_face_area_percent"):
             a.pop(ignored, None)
         if a.get("head_ckpt"):
-            raise InputError("--head_ckpt (the head-only model) is not supported; give --torso_ckpt (the full generator)")
+            raise InputError(
+                "--head_ckpt (the head-only model) is not supported; give --torso_ckpt (the full generator)"
+            )
         a.pop("head_ckpt", None)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(a) - names)
@@ -225,15 +233,23 @@ class Pipeline:
             explicit = opts.generator_ckpt is not None and (opts.a2m_ckpt is not None or not need_audio)
             root = opts.checkpoints if opts.checkpoints is not None or not explicit else opts.generator_ckpt
             assets = NeuralAssets.locate(root, opts.bfm, opts.hubert, opts.segmenter_model, need_hubert=need_audio)
-            config = NeuralConfig(batch_size=opts.batch_size, sampling=opts.sampling, temperature=opts.temperature,
-                                  map_to_init_pose=opts.map_to_init_pose, out_mode=opts.out_mode, device=opts.device,
-                                  dtype=opts.dtype)
-            return NeuralBackend(assets, config, need_audio=need_audio, generator_dir=opts.generator_ckpt,
-                                 a2m_dir=opts.a2m_ckpt)
+            config = NeuralConfig(
+                batch_size=opts.batch_size,
+                sampling=opts.sampling,
+                temperature=opts.temperature,
+                map_to_init_pose=opts.map_to_init_pose,
+                out_mode=opts.out_mode,
+                device=opts.device,
+                dtype=opts.dtype,
+            )
+            return NeuralBackend(
+                assets, config, need_audio=need_audio, generator_dir=opts.generator_ckpt, a2m_dir=opts.a2m_ckpt
+            )
         raise InputError(f"unknown backend {opts.backend!r}; use 'mesh' or 'neural'")
 
-    def __call__(self, opts: AnimateOptions, on_progress: ProgressCallback | None = None,
-                 stop: threading.Event | None = None) -> AnimateResult:
+    def __call__(
+        self, opts: AnimateOptions, on_progress: ProgressCallback | None = None, stop: threading.Event | None = None
+    ) -> AnimateResult:
         """Run `opts`. `on_progress` gets a `Progress` per stage and per frame; setting `stop` ends the run
         between frames with `Cancelled` and leaves no output."""
         report = _Reporter(on_progress, stop)
@@ -242,8 +258,9 @@ class Pipeline:
         timings: dict[str, float] = {}
         report("source", 0, 1)
         t0 = time.perf_counter()
-        portrait = analyze_portrait(_source_image(opts.source), face_index=opts.face_index,
-                                    background=opts.background, framing=opts.framing)
+        portrait = analyze_portrait(
+            _source_image(opts.source), face_index=opts.face_index, background=opts.background, framing=opts.framing
+        )
         timings["source_analysis"] = time.perf_counter() - t0
         backend = self.backend(opts)
         source = backend.prepare(portrait)
@@ -255,20 +272,44 @@ class Pipeline:
         timings["driver_analysis"] = time.perf_counter() - t0
         report("driver", 1, 1)
         soundtrack = opts.audio if opts.audio is not None else (opts.video if has_audio(opts.video) else None)
-        result = self._write(opts, out, backend.frame_size(source), soundtrack, len(motion),
-                             backend.frames(source, motion), timings, report)
+        result = self._write(
+            opts,
+            out,
+            backend.frame_size(source),
+            soundtrack,
+            len(motion),
+            backend.frames(source, motion),
+            timings,
+            report,
+        )
         result.timings.update(backend.timings)
         return result
 
-    def _write(self, opts: AnimateOptions, out: Path, size: tuple[int, int], soundtrack: Path | str | None,
-               n_frames: int, frames: Iterator[np.ndarray], timings: dict[str, float],
-               report: _Reporter) -> AnimateResult:
+    def _write(
+        self,
+        opts: AnimateOptions,
+        out: Path,
+        size: tuple[int, int],
+        soundtrack: Path | str | None,
+        n_frames: int,
+        frames: Iterator[np.ndarray],
+        timings: dict[str, float],
+        report: _Reporter,
+    ) -> AnimateResult:
         """Stream `frames` into the output (the writer streams the soundtrack), timing render vs encode."""
         t_render = t_write = 0.0
         written = 0
         marks = partial(apply_marks, visible=opts.visible_watermark, invisible=opts.invisible_watermark)
-        with VideoWriter(out, fps=opts.fps, size=(size[1], size[0]), audio=soundtrack, crf=opts.crf,
-                         frame_filter=marks, total=n_frames, quiet=opts.quiet) as writer:
+        with VideoWriter(
+            out,
+            fps=opts.fps,
+            size=(size[1], size[0]),
+            audio=soundtrack,
+            crf=opts.crf,
+            frame_filter=marks,
+            total=n_frames,
+            quiet=opts.quiet,
+        ) as writer:
             it = iter(frames)
             while written < n_frames:
                 report.check()

@@ -99,11 +99,7 @@ class DeviceCapability:
         if self.device != "cpu":
             return f"{self.capability}, bf16 {'native' if self.native_bf16 else 'NOT native'}"
         found = ", ".join(sorted(self.flags))
-        bf16 = (
-            f"native bf16 ({found})"
-            if self.native_bf16
-            else "bf16 emulated (slow: auto uses float32)"
-        )
+        bf16 = f"native bf16 ({found})" if self.native_bf16 else "bf16 emulated (slow: auto uses float32)"
         return f"{platform.machine()} {self.capability}, {bf16}"
 
 
@@ -151,13 +147,9 @@ def device_capability(device: str | torch.device = "cpu") -> DeviceCapability:
         major, minor = torch.cuda.get_device_capability(idx)
         try:
             bf16 = bool(torch.cuda.is_bf16_supported(including_emulation=False))
-        except (
-            TypeError
-        ):  # torch < 2.3 has no including_emulation: native from sm_80 (Ampere)
+        except TypeError:  # torch < 2.3 has no including_emulation: native from sm_80 (Ampere)
             bf16 = major >= 8
-        return DeviceCapability(
-            "cuda", f"{torch.cuda.get_device_name(idx)} (sm_{major}{minor})", bf16, True
-        )
+        return DeviceCapability("cuda", f"{torch.cuda.get_device_name(idx)} (sm_{major}{minor})", bf16, True)
     if kind != "cpu":
         return DeviceCapability(kind, kind, False, False)
     cap = cpu_capability()
@@ -171,11 +163,7 @@ def device_capability(device: str | torch.device = "cpu") -> DeviceCapability:
         )
     else:
         bf16_flags, fp16_flags = BF16_X86_FLAGS & flags, FP16_X86_FLAGS & flags
-        onednn_cap = (
-            os.environ.get("ONEDNN_MAX_CPU_ISA")
-            or os.environ.get("DNNL_MAX_CPU_ISA")
-            or "ALL"
-        ).upper()
+        onednn_cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
         vector_ok = cap.upper().startswith("AVX512") and onednn_cap in ONEDNN_BF16_ISAS
         if onednn_cap != "ALL":
             cap = f"{cap} (oneDNN max {onednn_cap})"
@@ -198,14 +186,10 @@ def resolve_dtype(requested: str, device: str | torch.device = "cpu") -> Resolve
     warning naming the expected slowdown when `device` only emulates it. Raises ValueError for an unknown name."""
     if requested == "auto":
         chosen = auto_dtype(device)
-        log.info(
-            "precision auto -> %s on %s", chosen, device_capability(device).describe()
-        )
+        log.info("precision auto -> %s on %s", chosen, device_capability(device).describe())
         return chosen
     if requested not in ("float32", "bfloat16", "float16"):
-        raise ValueError(
-            f"unknown dtype {requested!r}; use auto, float32, bfloat16 or float16"
-        )
+        raise ValueError(f"unknown dtype {requested!r}; use auto, float32, bfloat16 or float16")
     cap = device_capability(device)
     if not cap.native(requested):
         log.warning(
@@ -257,9 +241,7 @@ def opencv_simd() -> str:
         import cv2
     except ImportError:
         return "not installed"
-    enabled = [
-        f.lstrip("*") for f in cv2.getCPUFeaturesLine().split() if not f.endswith("?")
-    ]
+    enabled = [f.lstrip("*") for f in cv2.getCPUFeaturesLine().split() if not f.endswith("?")]
     return enabled[-1] if enabled else "baseline"
 
 

@@ -13,9 +13,9 @@ permutation, every bit owns the same number of blocks in each 128x128 tile). The
 changes luma only (BT.601 luma weights sum to 1, chroma weights sum to 0), so chroma subsampling does not
 touch it and embedding is one integer add of a cached pattern per frame.
 
-Detection high-passes the luma (``Y - blur(Y)``, clipped to +-6 levels), correlates it with the carrier block by block, sums the
-blocks of each bit over all frames, and decodes each bit from the sign of its sum. ``bits_ok`` counts the
-bits that match the payload. ``score`` is a t-statistic of the payload-signed per-bit correlations (mean /
+Detection high-passes the luma (``Y - blur(Y)``, clipped to +-6 levels), correlates it with the carrier block by
+block, sums the blocks of each bit over all frames, and decodes each bit from the sign of its sum. ``bits_ok``
+counts the bits that match the payload. ``score`` is a t-statistic of the payload-signed per-bit correlations (mean /
 standard error over the 64 bits): ~N(0, 1) on unmarked video (measured: mean 0.04, sd 0.96, max 3.7 over 271
 unmarked real and synthetic samples), large and positive on marked video. A video is declared marked when
 ``bits_ok >= 56`` (on unmarked video each bit is a fair coin: ``P(Binomial(64, 1/2) >= 56) ~ 2e-10``) or when
@@ -28,9 +28,9 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -185,7 +185,6 @@ def detect(frames: Iterable[np.ndarray], cfg: WatermarkConfig = WatermarkConfig(
 def verify_video(path: str | Path, max_frames: int = 250, cfg: WatermarkConfig = WatermarkConfig()) -> Detection:
     """Decode up to `max_frames` frames of a video and detect the watermark in their luma plane."""
     import av  # local: keeps `import real3d.provenance` light
-
 
     container, stream = open_video_stream(path)
     acc = np.zeros(N_BITS, dtype=np.float64)

@@ -44,7 +44,8 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
         if shapes:
             parts.append(f"shape mismatches ({len(shapes)}): {_list(shapes)}")
         raise CheckpointError(
-            f"{source} does not match {type(model).__name__}: " + "; ".join(parts)
+            f"{source} does not match {type(model).__name__}: "
+            + "; ".join(parts)
             + ". The checkpoint was made for a different model or config"
         )
 

@@ -77,5 +77,7 @@ def test_noise_floor_removal_restores_the_dips_of_speech_in_hiss():
     # clean speech with pauses is left as it was (the floor is the pauses' near-silence)
     quiet = 10 * np.log10(speech_power)
     quiet[:100] = DB_FLOOR
-    np.testing.assert_allclose(above_noise_floor_db(quiet)[100:][quiet[100:] > -20], quiet[100:][quiet[100:] > -20], atol=0.5)
+    np.testing.assert_allclose(
+        above_noise_floor_db(quiet)[100:][quiet[100:] > -20], quiet[100:][quiet[100:] > -20], atol=0.5
+    )
     assert np.all(above_noise_floor_db(np.full(10, DB_FLOOR)) == DB_FLOOR)

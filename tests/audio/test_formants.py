@@ -57,8 +57,10 @@ def test_tracks_find_the_synthetic_formants(vowel_train):
 def test_vowel_cues_order_opening_and_rounding(vowel_train):
     _, tr = vowel_train
     cues = vowel_cues(tr)
-    med = {v: {c: float(np.median(_segment(getattr(cues, c), k))) for c in ("open", "round", "spread")}
-           for k, v in enumerate(VOWELS)}
+    med = {
+        v: {c: float(np.median(_segment(getattr(cues, c), k))) for c in ("open", "round", "spread")}
+        for k, v in enumerate(VOWELS)
+    }
     assert med["a"]["open"] > med["e"]["open"] > med["i"]["open"]  # jaw opening follows F1
     assert med["u"]["round"] == max(m["round"] for m in med.values()) and med["u"]["round"] > 0.5
     assert med["a"]["round"] < 0.1  # a low F2 alone does not round an open vowel

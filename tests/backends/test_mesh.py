@@ -61,10 +61,14 @@ def test_blink_closes_the_lids_without_moving_the_head(renderer):
     assert np.abs(lm1[up] - lm1[lo]).max() < 1e-6
     rigid = list(topo.RIGID)
     assert np.abs(lm1[rigid] - lm0[rigid]).max() < 1e-9  # pose untouched (lid points are not rigid points)
-    eye = renderer.render(tr, 1)[lm0[up, 1].min().astype(int) : lm0[lo, 1].max().astype(int) + 1,
-                                 lm0[up + lo, 0].min().astype(int) : lm0[up + lo, 0].max().astype(int) + 1]
-    src = renderer.p.image[lm0[up, 1].min().astype(int) : lm0[lo, 1].max().astype(int) + 1,
-                           lm0[up + lo, 0].min().astype(int) : lm0[up + lo, 0].max().astype(int) + 1]
+    eye = renderer.render(tr, 1)[
+        lm0[up, 1].min().astype(int) : lm0[lo, 1].max().astype(int) + 1,
+        lm0[up + lo, 0].min().astype(int) : lm0[up + lo, 0].max().astype(int) + 1,
+    ]
+    src = renderer.p.image[
+        lm0[up, 1].min().astype(int) : lm0[lo, 1].max().astype(int) + 1,
+        lm0[up + lo, 0].min().astype(int) : lm0[up + lo, 0].max().astype(int) + 1,
+    ]
     assert np.abs(eye.astype(float) - src).mean() > 5
 
 
@@ -176,8 +180,12 @@ def test_teeth_pixels_come_from_the_source_where_it_shows_them(renderer):
 
     assert mouth_gap(renderer.canon + tr.expression[0]) < 1e-5
     assert rest.shape == out.shape
-    synthetic = replace(renderer.mouth, upper_teeth=np.zeros_like(renderer.mouth.upper_teeth),
-                        lower_teeth=np.zeros_like(renderer.mouth.lower_teeth), teeth_fraction=0.0)
+    synthetic = replace(
+        renderer.mouth,
+        upper_teeth=np.zeros_like(renderer.mouth.upper_teeth),
+        lower_teeth=np.zeros_like(renderer.mouth.lower_teeth),
+        teeth_fraction=0.0,
+    )
     drawn = MeshRenderer.__new__(MeshRenderer)
     drawn.__dict__.update(renderer.__dict__, mouth=synthetic)
     assert np.abs(interior(drawn)[teeth] - src[teeth]).mean() > 4.0

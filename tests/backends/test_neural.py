@@ -26,7 +26,9 @@ def ckpt_root(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ckpts")
     base = Real3DPortraitConfig.tiny()
-    cfg = with_released_hyperparameters(replace(base, motion_adapter=replace(base.motion_adapter, embed_dims=(4, 8, 20, 32))))
+    cfg = with_released_hyperparameters(
+        replace(base, motion_adapter=replace(base.motion_adapter, embed_dims=(4, 8, 20, 32)))
+    )
     torch.manual_seed(0)
     torso = Real3DPortrait(cfg).eval()
     save_official_format(torso, root / "official" / "model_a")
@@ -77,8 +79,9 @@ def test_missing_bfm_is_a_clear_error(ckpt_root, tmp_path, monkeypatch):
     Image.fromarray(data.astronaut()).save(src)
     driver = tmp_path / "driver.mp4"  # never opened: the assets are checked first
     out = tmp_path / "x.mp4"
-    opts = AnimateOptions(source=src, output=out, backend="neural", video=driver, checkpoints=ckpt_root / "official",
-                          quiet=True)
+    opts = AnimateOptions(
+        source=src, output=out, backend="neural", video=driver, checkpoints=ckpt_root / "official", quiet=True
+    )
     with pytest.raises(DependencyError, match="--bfm"):
         Pipeline()(opts)
     assert not out.exists()

@@ -33,7 +33,9 @@ def _tiny_official():
     from real3d.weights.official_sizes import with_released_hyperparameters
 
     base = Real3DPortraitConfig.tiny()
-    return with_released_hyperparameters(replace(base, motion_adapter=replace(base.motion_adapter, embed_dims=(4, 8, 20, 32))))
+    return with_released_hyperparameters(
+        replace(base, motion_adapter=replace(base.motion_adapter, embed_dims=(4, 8, 20, 32)))
+    )
 
 
 def _lively(model):
@@ -117,15 +119,32 @@ def assets(tmp_path_factory):
             w.write(r.render(tr, i))
     bg = root / "bg.png"
     Image.fromarray(np.full((64, 80, 3), GREEN, np.uint8)).save(bg)
-    return {"root": root, "src": src, "wav": wav, "drv": drv, "bg": bg, "torso": torso, "a2m_config": acfg,
-            "own_bg_mean": portrait.background.reshape(-1, 3).mean(0)}
+    return {
+        "root": root,
+        "src": src,
+        "wav": wav,
+        "drv": drv,
+        "bg": bg,
+        "torso": torso,
+        "a2m_config": acfg,
+        "own_bg_mean": portrait.background.reshape(-1, 3).mean(0),
+    }
 
 
 def _opts(a, out, **kw):
     kw.setdefault("blink", "none")
-    return AnimateOptions(source=a["src"], output=out, backend="neural", checkpoints=a["root"] / "ckpt",
-                          bfm=a["root"] / "bfm", hubert=a["root"] / "hubert", quiet=True,
-                          visible_watermark=False, invisible_watermark=False, **kw)
+    return AnimateOptions(
+        source=a["src"],
+        output=out,
+        backend="neural",
+        checkpoints=a["root"] / "ckpt",
+        bfm=a["root"] / "bfm",
+        hubert=a["root"] / "hubert",
+        quiet=True,
+        visible_watermark=False,
+        invisible_watermark=False,
+        **kw,
+    )
 
 
 def _frames(path) -> np.ndarray:
@@ -186,8 +205,7 @@ def test_bfloat16_run_stays_close_to_float32(assets, audio_run, tmp_path, monkey
         return forward(self, *args, **kwargs)
 
     monkeypatch.setattr(Real3DPortrait, "forward", spy)
-    res = Pipeline()(_opts(assets, tmp_path / "bf16.mp4", audio=assets["wav"],
-                           dtype="bfloat16"))
+    res = Pipeline()(_opts(assets, tmp_path / "bf16.mp4", audio=assets["wav"], dtype="bfloat16"))
     assert seen and set(seen) == {torch.bfloat16}  # every frame batch ran under bf16 autocast
     frames16 = _frames(res.output)
     assert frames16.shape == frames32.shape
@@ -209,8 +227,16 @@ def test_video_driven_debug_panels(assets, tmp_path):
 def test_background_shows_where_alpha_is_zero_audio(assets, tmp_path):
     """A transparent person (head and torso alpha 0): the frame is the --background image."""
     transparent = assets["root"] / "transparent" / "secc2plane_torso"
-    res = Pipeline()(_opts(assets, tmp_path / "bg.mp4", audio=assets["wav"], background=assets["bg"],
-                           generator_ckpt=transparent, max_seconds=0.4))
+    res = Pipeline()(
+        _opts(
+            assets,
+            tmp_path / "bg.mp4",
+            audio=assets["wav"],
+            background=assets["bg"],
+            generator_ckpt=transparent,
+            max_seconds=0.4,
+        )
+    )
     frames = _frames(res.output)
     assert frames.shape == (10, 32, 32, 3)
     inner = frames[:, 2:-2, 2:-2]  # the FIR upsampling pads the border with 0 (grey)
@@ -220,7 +246,9 @@ def test_background_shows_where_alpha_is_zero_audio(assets, tmp_path):
 def test_own_background_shows_where_alpha_is_zero_video(assets, tmp_path):
     """A transparent person without --background: the frame is the source's own inpainted background."""
     transparent = assets["root"] / "transparent" / "secc2plane_torso"
-    res = Pipeline()(_opts(assets, tmp_path / "own.mp4", video=assets["drv"], generator_ckpt=transparent, max_seconds=0.2))
+    res = Pipeline()(
+        _opts(assets, tmp_path / "own.mp4", video=assets["drv"], generator_ckpt=transparent, max_seconds=0.2)
+    )
     frames = _frames(res.output)
     assert frames.shape == (5, 32, 32, 3)
     mean = frames[:, 2:-2, 2:-2].reshape(-1, 3).mean(0)
@@ -235,10 +263,32 @@ def test_cli_audio_with_background(assets, audio_run, tmp_path):
 
     out = tmp_path / "cli.mp4"
     root = assets["root"]
-    code = main(["animate", str(assets["src"]), "--audio", str(assets["wav"]), "--backend", "neural",
-                 "--checkpoints", str(root / "ckpt"), "--bfm", str(root / "bfm"), "--hubert", str(root / "hubert"),
-                 "--background", str(assets["bg"]), "--blink", "none", "--max-seconds", "0.4",
-                 "--no-visible-watermark", "-q", "-o", str(out)])
+    code = main(
+        [
+            "animate",
+            str(assets["src"]),
+            "--audio",
+            str(assets["wav"]),
+            "--backend",
+            "neural",
+            "--checkpoints",
+            str(root / "ckpt"),
+            "--bfm",
+            str(root / "bfm"),
+            "--hubert",
+            str(root / "hubert"),
+            "--background",
+            str(assets["bg"]),
+            "--blink",
+            "none",
+            "--max-seconds",
+            "0.4",
+            "--no-visible-watermark",
+            "-q",
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0
     frames = _frames(out)
     assert frames.shape == (10, 32, 32, 3)
@@ -266,8 +316,11 @@ def test_expression_drives_the_frames(assets):
     exp[2:, 0] = 3.0  # synthetic BFM: basis 0 opens the jaw
 
     def render(checkpoints):
-        backend = NeuralBackend(NeuralAssets(checkpoints, root / "bfm", None, None),
-                                NeuralConfig(out_mode="debug", batch_size=4), need_audio=False)
+        backend = NeuralBackend(
+            NeuralAssets(checkpoints, root / "bfm", None, None),
+            NeuralConfig(out_mode="debug", batch_size=4),
+            need_audio=False,
+        )
         src = backend.prepare(portrait)
         motion = BFMTrack(exp, driving_pose(src.euler, src.trans, 4, None), np.full(4, np.nan))
         return np.stack(list(backend.frames(src, motion))).astype(np.float64)  # [4,32,128,3]

@@ -77,8 +77,9 @@ def test_ssim_matches_scikit_image_gaussian_variant(astro):
     from skimage.metrics import structural_similarity
 
     noisy = np.clip(astro + np.random.default_rng(1).normal(0, 12, astro.shape), 0, 255).astype(np.uint8)
-    ref = structural_similarity(astro, noisy, channel_axis=2, gaussian_weights=True, sigma=1.5,
-                                use_sample_covariance=False, data_range=255)
+    ref = structural_similarity(
+        astro, noisy, channel_axis=2, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
+    )
     assert M.ssim(astro, noisy) == pytest.approx(ref, abs=1e-9)
 
 

@@ -1,4 +1,5 @@
-"""Plug-in metric networks: shapes, random-init determinism, checkpoint key layouts, wrong-file refusal, known values."""
+"""Plug-in metric networks: shapes, random-init determinism, checkpoint key layouts, wrong-file refusal, known
+values."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import torch
 from real3d.errors import CheckpointError, DependencyError
 from real3d.eval import plugins
 from real3d.eval.nets import inception, iresnet, lpips, syncnet
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: thread hand-offs dominate
 
@@ -44,8 +44,9 @@ def test_lpips_shapes_zero_on_identical_and_determinism(backbone):
         assert torch.equal(d, m2(x, y))  # same seed, same network
         np.testing.assert_allclose(m1(x, x).numpy(), 0.0, atol=1e-7)
         assert (d > 0).all()
-    assert [lin.weight.shape[1] for lin in m1.lins] == ([64, 192, 384, 256, 256] if backbone == "alex"
-                                                          else [64, 128, 256, 512, 512])
+    assert [lin.weight.shape[1] for lin in m1.lins] == (
+        [64, 192, 384, 256, 256] if backbone == "alex" else [64, 128, 256, 512, 512]
+    )
 
 
 def test_lpips_public_key_layout_round_trip_and_refusals(tmp_path):
@@ -98,8 +99,9 @@ def test_inception_pool_features_shape_determinism_and_checkpoint(tmp_path):
 
 def test_frechet_distance_known_values():
     # 1-D: (m1 - m2)^2 + v1 + v2 - 2 sqrt(v1 v2)
-    assert inception.frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])) == \
-        pytest.approx(4 + 4 + 9 - 2 * 6)
+    assert inception.frechet_distance(
+        np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[9.0]])
+    ) == pytest.approx(4 + 4 + 9 - 2 * 6)
     cov = np.diag([1.0, 2.0, 3.0])
     assert inception.frechet_distance(np.zeros(3), cov, np.zeros(3), cov) == pytest.approx(0.0, abs=1e-9)
     # diagonal covariances: sum of the per-axis 1-D terms

@@ -37,8 +37,17 @@ def media(tmp_path_factory):
     subprocess.run([espeak, "-v", "en-us", "-s", "170", "-w", str(wav), "Hello there, open wide."], check=True)
     Image.fromarray(data.astronaut()).save(root / "photos" / "astronaut.png")
     clip = root / "clips" / "astro_talk.mp4"
-    Pipeline()(AnimateOptions(source=data.astronaut(), audio=wav, output=clip, fps=FPS, max_seconds=N / FPS,
-                              quiet=True, visible_watermark=False))
+    Pipeline()(
+        AnimateOptions(
+            source=data.astronaut(),
+            audio=wav,
+            output=clip,
+            fps=FPS,
+            max_seconds=N / FPS,
+            quiet=True,
+            visible_watermark=False,
+        )
+    )
     return root
 
 
@@ -149,8 +158,9 @@ def test_manifest_csv_and_json(media, tmp_path):
     clip = media / "clips" / "astro_talk.mp4"
     photo = media / "photos" / "astronaut.png"
     csv_path = tmp_path / "cases.csv"
-    csv_path.write_text("protocol,source,driver,audio,reference,name\n"
-                        f"same,{clip},{clip},,,\ncross,{photo},{clip},,,mine\n")
+    csv_path.write_text(
+        f"protocol,source,driver,audio,reference,name\nsame,{clip},{clip},,,\ncross,{photo},{clip},,,mine\n"
+    )
     cases = P.cases_from_manifest(csv_path)
     assert [c.protocol for c in cases] == ["same", "cross"]
     assert cases[0].reference == clip and cases[1].name == "mine"

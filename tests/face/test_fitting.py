@@ -92,8 +92,19 @@ def test_bad_calls(face, tmp_path):
 def test_landmark_weights_are_the_official_ones():
     img, vid = landmark_weights(IMAGE_FIT), landmark_weights(VIDEO_FIT)
     # eye corner, upper eyelid, lips (inner, outer), silhouette, nose tip
-    for idx, w_img, w_vid in [(33, 5, 3), (263, 5, 3), (159, 5, 20), (386, 5, 20), (246, 5, 3), (13, 2, 5),
-                              (0, 2, 5), (17, 2, 5), (234, 0, 0), (454, 0, 0), (1, 1, 1)]:
+    for idx, w_img, w_vid in [
+        (33, 5, 3),
+        (263, 5, 3),
+        (159, 5, 20),
+        (386, 5, 20),
+        (246, 5, 3),
+        (13, 2, 5),
+        (0, 2, 5),
+        (17, 2, 5),
+        (234, 0, 0),
+        (454, 0, 0),
+        (1, 1, 1),
+    ]:
         assert (img[idx].item(), vid[idx].item()) == (w_img, w_vid), idx
     assert int((vid == 20).sum()) == 10 and int((img == 0).sum()) == 8 and int((img == 5).sum()) == 32
 

@@ -1,8 +1,17 @@
 import numpy as np
 import pytest
 
-from real3d.face.parsing import (BACKGROUND, BODY_SKIN, CLOTHES, FACE_SKIN, HAIR, approximate_parsing, head_image,
-                                 inpaint_torso, one_hot)
+from real3d.face.parsing import (
+    BACKGROUND,
+    BODY_SKIN,
+    CLOTHES,
+    FACE_SKIN,
+    HAIR,
+    approximate_parsing,
+    head_image,
+    inpaint_torso,
+    one_hot,
+)
 
 
 @pytest.fixture(scope="module")

@@ -54,8 +54,13 @@ def test_constants():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_plane_covers_projected_rectangle(backend):
     verts, faces = _rect_plane()
-    r = PNCCRenderer(faces, ncc_code_from_meanshape(verts + torch.rand_like(verts)), image_size=S,
-                     backend=backend, face_zero_background="never")
+    r = PNCCRenderer(
+        faces,
+        ncc_code_from_meanshape(verts + torch.rand_like(verts)),
+        image_size=S,
+        backend=backend,
+        face_zero_background="never",
+    )
     img = r(verts[None])
     assert img.shape == (1, 3, S, S) and img.dtype == torch.float32
     expected = np.zeros((S, S), dtype=bool)
@@ -85,8 +90,10 @@ def test_colours_interpolate_linearly_on_a_frontal_plane(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_colours_are_perspective_correct_on_a_tilted_plane(backend):
     """Colour = affine function of the 3-D point: it must match at the ray/plane intersection."""
+
     def depth(x, y):
         return 10.0 + 1.5 * x  # plane z = 10 + 1.5 x, strongly slanted
+
     verts, faces = _grid(-0.3, 0.3, -0.3, 0.3, depth, n=3)
     colors = ncc_code_from_meanshape(verts)
     r = PNCCRenderer(faces, colors, image_size=S, backend=backend, face_zero_background="never")
@@ -111,8 +118,9 @@ def test_x_is_mirrored_like_the_bfm_projection(backend):
     """pytorch3d has +X left and the official code negates x: +x lands right, as u = 1015 x/z + 112."""
     z = 10.0
     tri = torch.tensor([[0.30, 0.05, z], [0.40, 0.05, z], [0.35, 0.15, z]], dtype=torch.float64)
-    r = PNCCRenderer(torch.tensor([[0, 1, 2]]), torch.rand(3, 3), image_size=S, backend=backend,
-                     face_zero_background="never")
+    r = PNCCRenderer(
+        torch.tensor([[0, 1, 2]]), torch.rand(3, 3), image_size=S, backend=backend, face_zero_background="never"
+    )
     mask = (r.face_ids(tri[None])[0] >= 0).numpy()
     rows, cols = np.nonzero(mask)
     assert cols.min() > S / 2 and rows.max() < S / 2  # right half, upper half
@@ -141,8 +149,14 @@ def test_nearest_face_wins(backend):
 def test_eye_faces_become_holes(backend):
     verts, faces = _rect_plane()
     eye = torch.tensor([10, 11, 26, 27])  # two quads in the middle of the 4x4 quad grid
-    r = PNCCRenderer(faces, torch.rand(len(verts), 3) * 0.5 + 0.25, eye_faces=eye, image_size=S,
-                     backend=backend, face_zero_background="never")
+    r = PNCCRenderer(
+        faces,
+        torch.rand(len(verts), 3) * 0.5 + 0.25,
+        eye_faces=eye,
+        image_size=S,
+        backend=backend,
+        face_zero_background="never",
+    )
     full = PNCCRenderer(faces, r.colors, image_size=S, backend=backend, face_zero_background="never")
     img, ref = r(verts[None])[0], full(verts[None])[0]
     hole = (img[0] == -1) & (ref[0] != -1)
@@ -162,8 +176,10 @@ def test_face_zero_is_background_like_the_official_mask(backend):
     ids = PNCCRenderer(faces, colors, image_size=S, backend=backend).face_ids(batch)
     face0 = ids == 0
     assert face0[0].sum() > 5
-    out = {q: PNCCRenderer(faces, colors, image_size=S, backend=backend, face_zero_background=q)(batch)
-           for q in ("first_in_batch", "always", "never")}
+    out = {
+        q: PNCCRenderer(faces, colors, image_size=S, backend=backend, face_zero_background=q)(batch)
+        for q in ("first_in_batch", "always", "never")
+    }
     assert (out["first_in_batch"][0][:, face0[0]] == -1).all()
     assert (out["first_in_batch"][1][:, face0[1]] > -1).all()
     assert (out["always"][:, :, face0[0]] == -1).all()
@@ -174,6 +190,7 @@ def test_face_zero_is_background_like_the_official_mask(backend):
 def test_backends_agree_on_a_curved_mesh():
     def depth(x, y):
         return 10.0 - 0.6 * np.sqrt(np.clip(1.0 - x**2 / 0.7 - y**2 / 1.1, 0.02, None))
+
     verts, faces = _grid(-0.8, 0.8, -1.0, 1.0, depth, n=40)
     colors = ncc_code_from_meanshape(verts)
     batch = verts[None] + torch.randn(3, 1, 3, dtype=torch.float64) * 0.02
@@ -184,7 +201,7 @@ def test_backends_agree_on_a_curved_mesh():
     same = ids["numpy"] == ids["torch"]
     diff = (imgs["numpy"] - imgs["torch"]).abs().amax(1)
     assert diff[same].max() < 1e-6
-    assert ((imgs["numpy"] > -1).float().mean() > 0.3)
+    assert (imgs["numpy"] > -1).float().mean() > 0.3
 
 
 def test_ncc_code_is_the_min_max_normalised_mean_shape():

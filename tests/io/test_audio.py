@@ -28,7 +28,9 @@ def _write_audio(path: Path, pcm: np.ndarray, rate: int, codec: str) -> Path:
     s.codec_context.layout = "mono" if pcm.shape[0] == 1 else "stereo"
     step = 1024
     for i in range(0, pcm.shape[1], step):
-        f = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, i : i + step]), format="fltp", layout=s.codec_context.layout.name)
+        f = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(pcm[:, i : i + step]), format="fltp", layout=s.codec_context.layout.name
+        )
         f.sample_rate, f.pts = rate, i
         c.mux(s.encode(f))
     c.mux(s.encode(None))
@@ -53,7 +55,13 @@ def _peak_hz(x: np.ndarray, rate: int) -> float:
 
 @pytest.mark.parametrize(
     ("ext", "codec", "rate"),
-    [(".wav", None, 44100), (".flac", "flac", 44100), (".mp3", "libmp3lame", 44100), (".m4a", "aac", 44100), (".ogg", "libopus", 48000)],
+    [
+        (".wav", None, 44100),
+        (".flac", "flac", 44100),
+        (".mp3", "libmp3lame", 44100),
+        (".m4a", "aac", 44100),
+        (".ogg", "libopus", 48000),
+    ],
 )
 def test_formats_resample_and_mix(tmp_path: Path, ext: str, codec: str | None, rate: int) -> None:
     secs = 1.0

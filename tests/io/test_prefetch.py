@@ -57,8 +57,7 @@ def test_early_stop_closes_the_source_and_the_thread():
 
     def source():
         try:
-            for i in range(10**9):
-                yield i
+            yield from range(10**9)
         finally:
             closed.set()
 

@@ -17,7 +17,10 @@ from real3d.io.writer import VideoWriter, check_writable
 def _frames(n: int, h: int = 64, w: int = 96) -> list[np.ndarray]:
     """Moving gradient frames (RGB uint8 HxWx3)."""
     yy, xx = np.mgrid[0:h, 0:w]
-    return [np.stack([(xx * 2 + 5 * i) % 256, (yy * 3) % 256, np.full_like(xx, 80 + i)], -1).astype(np.uint8) for i in range(n)]
+    return [
+        np.stack([(xx * 2 + 5 * i) % 256, (yy * 3) % 256, np.full_like(xx, 80 + i)], -1).astype(np.uint8)
+        for i in range(n)
+    ]
 
 
 def _tone(seconds: float, rate: int = 16000, channels: int = 1) -> Audio:
@@ -188,7 +191,9 @@ def _wav(path: Path, audio: Audio) -> Path:
         s = c.add_stream("pcm_s16le", rate=audio.sample_rate)
         s.codec_context.layout = layout
         for a in range(0, pcm.shape[1], 4096):
-            f = av.AudioFrame.from_ndarray((pcm[:, a : a + 4096].T.reshape(1, -1) * 32767).astype(np.int16), format="s16", layout=layout)
+            f = av.AudioFrame.from_ndarray(
+                (pcm[:, a : a + 4096].T.reshape(1, -1) * 32767).astype(np.int16), format="s16", layout=layout
+            )
             f.sample_rate = audio.sample_rate
             c.mux(s.encode(f))
         c.mux(s.encode(None))

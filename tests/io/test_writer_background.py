@@ -18,8 +18,10 @@ from real3d.io.writer import VideoWriter
 def _frames(n: int, h: int = 64, w: int = 96) -> list[np.ndarray]:
     """Gradients whose flat blue channel numbers the frame (20 levels apart, repeating after 12)."""
     yy, xx = np.mgrid[0:h, 0:w]
-    return [np.stack([(xx * 2 + 5 * i) % 256, (yy * 3) % 256, np.full_like(xx, 15 + 20 * (i % 12))], -1).astype(np.uint8)
-            for i in range(n)]
+    return [
+        np.stack([(xx * 2 + 5 * i) % 256, (yy * 3) % 256, np.full_like(xx, 15 + 20 * (i % 12))], -1).astype(np.uint8)
+        for i in range(n)
+    ]
 
 
 def _same_video(a: np.ndarray, b: np.ndarray) -> None:
@@ -49,8 +51,15 @@ def test_background_output_equals_synchronous(tmp_path):
     outs = {}
     for background in (False, True):
         out = tmp_path / f"{background}.mp4"
-        with VideoWriter(out, size=(96, 64), audio=_tone(1.5), frame_filter=_invert, quiet=True,
-                         background=background, queue_frames=2) as w:
+        with VideoWriter(
+            out,
+            size=(96, 64),
+            audio=_tone(1.5),
+            frame_filter=_invert,
+            quiet=True,
+            background=background,
+            queue_frames=2,
+        ) as w:
             for f in frames:
                 w.write(f)
         assert w.frames_written == 30

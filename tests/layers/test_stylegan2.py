@@ -20,7 +20,6 @@ from real3d.layers.stylegan2 import (
     upsample2d,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -16,9 +16,8 @@ from real3d.models.audio2motion import (
     f0_to_coarse,
     remap_official_state_dict,
 )
-from real3d.weights.io import from_pretrained, save_pretrained
 from real3d.state_dict import load_state_dict_strict
-
+from real3d.weights.io import from_pretrained, save_pretrained
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: thread hand-offs dominate
 
@@ -54,8 +53,13 @@ def test_official_parity_on_fixture(a2m_state_dict, a2m_fixture):
     t = {k: torch.from_numpy(v) for k, v in a2m_fixture.items()}
     with torch.no_grad():
         out = model(
-            t["hubert"], t["f0"], blink=t["blink"], mouth_amp=t["mouth_amp"], y_mask=t["y_mask"],
-            temperature=float(t["temperature"]), noise=t["z"],
+            t["hubert"],
+            t["f0"],
+            blink=t["blink"],
+            mouth_amp=t["mouth_amp"],
+            y_mask=t["y_mask"],
+            temperature=float(t["temperature"]),
+            noise=t["z"],
         )
     tolerances = {"exp": 1e-4, "cond": 2e-5, "g_sqz": 2e-5, "z_decoder_in": 2e-5}
     for name, tol in tolerances.items():
@@ -212,8 +216,7 @@ def test_posterior_mask_zeroes_padded_frames():
     hubert, f0 = _tiny_inputs()
     mask = torch.ones(2, 8)
     mask[0, 4:] = 0
-    out = model.posterior(torch.randn(2, 8, 6), model.condition(hubert, f0), y_mask=mask,
-                          noise=torch.randn(2, 4, 2))
+    out = model.posterior(torch.randn(2, 8, 6), model.condition(hubert, f0), y_mask=mask, noise=torch.randn(2, 4, 2))
     assert out.recon[0, 4:].abs().max() == 0
     assert torch.isfinite(out.kl)
 

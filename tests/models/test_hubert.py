@@ -26,13 +26,31 @@ from real3d.models.hubert import (
 
 # The published facebook/hubert-large-ls960-ft config.json (architecture keys, as on the model card's repo).
 PUBLISHED_LARGE_FT = {
-    "architectures": ["HubertForCTC"], "model_type": "hubert", "hidden_size": 1024, "num_hidden_layers": 24,
-    "num_attention_heads": 16, "intermediate_size": 4096, "hidden_act": "gelu", "layer_norm_eps": 1e-05,
-    "feat_extract_norm": "layer", "feat_extract_activation": "gelu", "conv_bias": True,
-    "conv_dim": [512] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_stride": [5, 2, 2, 2, 2, 2, 2],
-    "num_feat_extract_layers": 7, "num_conv_pos_embeddings": 128, "num_conv_pos_embedding_groups": 16,
-    "do_stable_layer_norm": True, "mask_time_prob": 0.05, "mask_feature_prob": 0.0, "vocab_size": 32,
-    "hidden_dropout": 0.1, "attention_dropout": 0.1, "feat_proj_dropout": 0.1, "layerdrop": 0.1,
+    "architectures": ["HubertForCTC"],
+    "model_type": "hubert",
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-05,
+    "feat_extract_norm": "layer",
+    "feat_extract_activation": "gelu",
+    "conv_bias": True,
+    "conv_dim": [512] * 7,
+    "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+    "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+    "num_feat_extract_layers": 7,
+    "num_conv_pos_embeddings": 128,
+    "num_conv_pos_embedding_groups": 16,
+    "do_stable_layer_norm": True,
+    "mask_time_prob": 0.05,
+    "mask_feature_prob": 0.0,
+    "vocab_size": 32,
+    "hidden_dropout": 0.1,
+    "attention_dropout": 0.1,
+    "feat_proj_dropout": 0.1,
+    "layerdrop": 0.1,
 }
 
 
@@ -45,8 +63,11 @@ def _randomize(model: Hubert, seed: int = 0) -> Hubert:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 1 or name.endswith("weight_g"):
-                p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=g) if name.endswith(("weight", "weight_g"))
-                        else 0.2 * torch.randn(p.shape, generator=g))
+                p.copy_(
+                    1.0 + 0.3 * torch.randn(p.shape, generator=g)
+                    if name.endswith(("weight", "weight_g"))
+                    else 0.2 * torch.randn(p.shape, generator=g)
+                )
             else:
                 fan_in = p[0].numel()
                 p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(fan_in))
@@ -77,8 +98,8 @@ def _conv1d(x, w, b, stride=1, padding=0, groups=1):
     cin, cout = x.shape[0] // groups, w.shape[0] // groups
     outs = []
     for gi in range(groups):
-        xs = win[gi * cin:(gi + 1) * cin]  # [cin,T,K]
-        ws = w[gi * cout:(gi + 1) * cout]  # [cout,cin,K]
+        xs = win[gi * cin : (gi + 1) * cin]  # [cin,T,K]
+        ws = w[gi * cout : (gi + 1) * cout]  # [cout,cin,K]
         outs.append(torch.einsum("ctk,ock->ot", xs, ws))
     y = torch.cat(outs, 0)
     return y if b is None else y + b[:, None]
@@ -105,11 +126,11 @@ def _reference(sd: dict, cfg: HubertConfig, wav: torch.Tensor) -> torch.Tensor:
     h = h @ sd["feature_projection.projection.weight"].T + sd["feature_projection.projection.bias"]
     # positional conv: weight norm per kernel tap, same padding, drop the last frame for even kernels
     v, gain = sd["encoder.pos_conv_embed.conv.weight_v"], sd["encoder.pos_conv_embed.conv.weight_g"]
-    w = torch.stack([gain.flatten()[k] * v[:, :, k] / v[:, :, k].pow(2).sum().sqrt()
-                     for k in range(v.shape[2])], 2)
+    w = torch.stack([gain.flatten()[k] * v[:, :, k] / v[:, :, k].pow(2).sum().sqrt() for k in range(v.shape[2])], 2)
     k = cfg.num_conv_pos_embeddings
-    pos = _conv1d(h.T, w, sd["encoder.pos_conv_embed.conv.bias"], padding=k // 2,
-                  groups=cfg.num_conv_pos_embedding_groups)
+    pos = _conv1d(
+        h.T, w, sd["encoder.pos_conv_embed.conv.bias"], padding=k // 2, groups=cfg.num_conv_pos_embedding_groups
+    )
     pos = pos[:, : h.shape[0]]
     h = h + _gelu(pos).T
     ln = lambda t, name: _layer_norm(t, sd[name + ".weight"], sd[name + ".bias"], eps)  # noqa: E731
@@ -120,9 +141,9 @@ def _reference(sd: dict, cfg: HubertConfig, wav: torch.Tensor) -> torch.Tensor:
         q, kk, vv = lin(t, p + "q_proj"), lin(t, p + "k_proj"), lin(t, p + "v_proj")
         heads = []
         for i in range(nh):
-            s = q[:, i * d:(i + 1) * d] @ kk[:, i * d:(i + 1) * d].T / math.sqrt(d)
+            s = q[:, i * d : (i + 1) * d] @ kk[:, i * d : (i + 1) * d].T / math.sqrt(d)
             a = torch.exp(s - s.max(1, keepdim=True).values)
-            heads.append((a / a.sum(1, keepdim=True)) @ vv[:, i * d:(i + 1) * d])
+            heads.append((a / a.sum(1, keepdim=True)) @ vv[:, i * d : (i + 1) * d])
         return lin(torch.cat(heads, 1), p + "out_proj")
 
     def ff(t, p):
@@ -167,8 +188,14 @@ def test_each_block_against_reference():
     # conv layer (conv -> LayerNorm over channels -> GELU)
     x = torch.randn(1, 8, 40, generator=g, dtype=torch.float64)
     p = "feature_extractor.conv_layers.3."
-    ref = _gelu(_layer_norm(_conv1d(x[0], sd[p + "conv.weight"], sd[p + "conv.bias"], stride=2).T,
-                            sd[p + "layer_norm.weight"], sd[p + "layer_norm.bias"], 1e-5)).T
+    ref = _gelu(
+        _layer_norm(
+            _conv1d(x[0], sd[p + "conv.weight"], sd[p + "conv.bias"], stride=2).T,
+            sd[p + "layer_norm.weight"],
+            sd[p + "layer_norm.bias"],
+            1e-5,
+        )
+    ).T
     assert torch.allclose(model.feature_extractor.conv_layers[3](x)[0], ref, atol=1e-12)
     # positional conv with weight norm (g differs from ||v||, so the norm axis matters)
     pc = model.encoder.pos_conv_embed.conv
@@ -205,8 +232,13 @@ def test_published_config_and_parameter_count():
 
 def test_config_from_hf_defaults_and_rejections():
     base = config_from_hf({"model_type": "hubert"})  # HF defaults = hubert-base
-    assert (base.hidden_size, base.num_hidden_layers, base.feat_extract_norm, base.do_stable_layer_norm,
-            base.conv_bias) == (768, 12, "group", False, False)
+    assert (
+        base.hidden_size,
+        base.num_hidden_layers,
+        base.feat_extract_norm,
+        base.do_stable_layer_norm,
+        base.conv_bias,
+    ) == (768, 12, "group", False, False)
     assert config_from_hf(config_to_hf(HubertConfig.tiny())) == HubertConfig.tiny()
     assert not config_from_hf({**PUBLISHED_LARGE_FT, "mask_time_prob": 0.0}).masked_spec_embed
     with pytest.raises(CheckpointError, match="wav2vec2"):
@@ -241,9 +273,9 @@ def test_hubert_features_lengths_padding_and_chunks():
     chunked = hubert_features(model, wav, clip_frames=10)
     assert chunked.shape == (32, 16)
     for i in range(3):
-        clip = model(x[None, 3200 * i: 3200 * i + 3280]).last_hidden_state[0]
+        clip = model(x[None, 3200 * i : 3200 * i + 3280]).last_hidden_state[0]
         assert clip.shape[0] == 10
-        assert torch.allclose(chunked[10 * i: 10 * i + 10], clip, atol=1e-6)
+        assert torch.allclose(chunked[10 * i : 10 * i + 10], clip, atol=1e-6)
     tail = model(x[None, 9600:]).last_hidden_state[0]  # 400 samples: one frame
     assert torch.allclose(chunked[30:31], tail, atol=1e-6)
     assert not torch.allclose(chunked[5:15], feats[5:15], atol=1e-3)  # context really is per clip
@@ -310,6 +342,7 @@ def test_mask_embedding_follows_the_file(tmp_path):
     model = _tiny(7)  # has masked_spec_embed (mask_time_prob 0.05 in its config.json)
     save_hubert(model, tmp_path / "s")
     from safetensors.torch import load_file, save_file
+
     sd = load_file(str(tmp_path / "s" / "model.safetensors"))
     del sd["masked_spec_embed"]
     save_file(sd, str(tmp_path / "s" / "model.safetensors"))
@@ -352,6 +385,7 @@ def test_missing_and_mismatched_snapshots(tmp_path):
     with pytest.raises(CheckpointError, match="missing keys"):
         load_hubert(tmp_path / "other")
     from safetensors.torch import save_file
+
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
     sd["encoder.extra.weight"] = torch.zeros(2)
     save_file(sd, str(tmp_path / "other" / "model.safetensors"))
@@ -367,9 +401,18 @@ def test_matches_transformers_when_it_is_installed(tmp_path, stable):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     cfg = transformers.HubertConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, conv_dim=(16,) * 7,
-        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=32,
-        feat_extract_norm="layer" if stable else "group", do_stable_layer_norm=stable, conv_bias=stable)
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        vocab_size=32,
+        feat_extract_norm="layer" if stable else "group",
+        do_stable_layer_norm=stable,
+        conv_bias=stable,
+    )
     hf = transformers.HubertForCTC(cfg).eval()
     with torch.no_grad():  # non-default norms and biases, so that every parameter matters
         for name, p in hf.named_parameters():

@@ -45,9 +45,16 @@ def tiny_inputs(cfg: Real3DPortraitConfig, frames: int = 2, sources: int = 1, se
     kp_d = kp_s + 0.05 * torch.randn(frames, 68, 3, generator=g)
     kp_d[..., 2] = 0
     return {
-        "img": img(sources), "ref_torso_img": img(sources), "bg_img": img(sources), "segmap": seg.to(torch.uint8),
-        "cond_cano": img(frames), "cond_src": img(frames), "cond_tgt": img(frames),
-        "camera": camera_from_pose(euler, trans), "kp_s": kp_s, "kp_d": kp_d,
+        "img": img(sources),
+        "ref_torso_img": img(sources),
+        "bg_img": img(sources),
+        "segmap": seg.to(torch.uint8),
+        "cond_cano": img(frames),
+        "cond_src": img(frames),
+        "cond_tgt": img(frames),
+        "camera": camera_from_pose(euler, trans),
+        "kp_s": kp_s,
+        "kp_d": kp_d,
     }
 
 
@@ -100,7 +107,9 @@ def test_tiny_shapes_with_a_shared_source(tiny_model: Real3DPortrait) -> None:
     # without intermediates only the six outputs are set
     with torch.no_grad():
         plain = tiny_model(cache, *(inp[k] for k in FRAME_KEYS))
-    assert sorted(_outputs(plain)) == sorted(["image", "image_raw", "image_depth", "opacity", "occlusion", "occlusion_2"])
+    assert sorted(_outputs(plain)) == sorted(
+        ["image", "image_raw", "image_depth", "opacity", "occlusion", "occlusion_2"]
+    )
     assert torch.equal(plain.image, out.image)
 
 
@@ -130,7 +139,9 @@ def test_sampling_modes(tiny_model: Real3DPortrait) -> None:
         cache = tiny_model.encode_source(*(inp[k] for k in SOURCE_KEYS))
         det = [tiny_model(cache, *frame, mode="deterministic", return_intermediates=True) for _ in range(2)]
         default = tiny_model(cache, *frame)
-        sto = [tiny_model(cache, *frame, mode="stochastic", generator=torch.Generator().manual_seed(s)) for s in (5, 5, 6)]
+        sto = [
+            tiny_model(cache, *frame, mode="stochastic", generator=torch.Generator().manual_seed(s)) for s in (5, 5, 6)
+        ]
     assert torch.equal(det[0].image, det[1].image) and torch.equal(det[0].image, default.image)
     # deterministic strata are midpoints: constant spacing along each ray
     steps = det[0].depths_coarse.diff(dim=-1)
@@ -210,8 +221,11 @@ def test_bfloat16_autocast_scopes(tiny_model: Real3DPortrait, scope: str) -> Non
     low_source = torch.bfloat16 if scope == "all" else torch.float32
     assert cache.cano_planes.dtype == cache.htbsr.bg_fused.dtype == low_source
     assert low.motion_planes.dtype == (torch.float32 if scope == "sr" else torch.bfloat16)
-    exact = {"sr": ("cano_planes", "motion_planes", "feature_image", "opacity", "depths_fine"),
-             "frame_convs": ("cano_planes",), "all": ()}[scope]
+    exact = {
+        "sr": ("cano_planes", "motion_planes", "feature_image", "opacity", "depths_fine"),
+        "frame_convs": ("cano_planes",),
+        "all": (),
+    }[scope]
     for name in exact:
         torch.testing.assert_close(getattr(low, name), getattr(ref, name), rtol=0, atol=1e-5, msg=name)
     for name in ("feature_image", "opacity"):
@@ -231,8 +245,12 @@ def test_run_time_settings_are_not_saved_and_old_configs_still_load() -> None:
     config = Real3DPortraitConfig.tiny()
     data = config_to_dict(config)
     assert not {"autocast_scope", "autocast_sr_only"} & set(data) and not {"mode", "chunk_rays"} & set(data["renderer"])
-    old = {**data, "autocast_sr_only": True, "autocast_scope": "sr",
-           "renderer": {**data["renderer"], "mode": "stochastic", "chunk_rays": 32}}
+    old = {
+        **data,
+        "autocast_sr_only": True,
+        "autocast_scope": "sr",
+        "renderer": {**data["renderer"], "mode": "stochastic", "chunk_rays": 32},
+    }
     assert config_from_dict(Real3DPortraitConfig, old) == config
     with pytest.raises(ValueError, match="autocast_scope"):
         Real3DPortrait(config, autocast_scope="half")

@@ -8,6 +8,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from real3d.errors import InputError
+from real3d.geometry import camera_from_pose
 from real3d.motion.cameras import (
     PoseSequence,
     driving_pose,
@@ -19,7 +20,6 @@ from real3d.motion.cameras import (
     static_pose,
     torso_keypoints,
 )
-from real3d.geometry import camera_from_pose
 
 
 def _poses(n: int, noise: float = 0.0, seed: int = 0) -> PoseSequence:

@@ -52,8 +52,9 @@ def test_length_and_track_shapes(speech, neutral):
     tr = d.track()
     assert len(tr) == len(d) and tr.fps == 25.0
     assert tr.expression.shape == (len(d), 478, 3)
-    np.testing.assert_allclose(tr.mouth_open, tr.expression[:, 14, 1] - tr.expression[:, 13, 1]
-                               + neutral[14, 1] - neutral[13, 1], atol=1e-5)
+    np.testing.assert_allclose(
+        tr.mouth_open, tr.expression[:, 14, 1] - tr.expression[:, 13, 1] + neutral[14, 1] - neutral[13, 1], atol=1e-5
+    )
 
 
 def test_mouth_closed_in_silence_open_on_vowels(driver100, speech):

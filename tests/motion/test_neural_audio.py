@@ -19,7 +19,6 @@ from real3d.models.hubert import Hubert, hubert_features
 from real3d.motion.neural_audio import a2m_expression, a2m_margin
 from real3d.state_dict import load_state_dict_strict
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: thread hand-offs dominate
 
 
@@ -66,8 +65,15 @@ def test_matches_a_direct_model_call_with_the_documented_batch():
     exp = a2m_expression(model, hub, f0, seed=3, chunk_seconds=None)
     noise = torch.randn(1, 4, 8, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        out = model(hub[None], f0[None], blink=torch.zeros(1, 64, 1, dtype=torch.long), mouth_amp=0.45,
-                    temperature=0.2, noise=noise, y_mask=torch.ones(1, 32))
+        out = model(
+            hub[None],
+            f0[None],
+            blink=torch.zeros(1, 64, 1, dtype=torch.long),
+            mouth_amp=0.45,
+            temperature=0.2,
+            noise=noise,
+            y_mask=torch.ones(1, 32),
+        )
     assert exp.shape == (32, 6)
     assert torch.allclose(exp, out.exp[0], atol=1e-6)
 

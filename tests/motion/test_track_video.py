@@ -31,7 +31,9 @@ def clip(tmp_path_factory):
 
 def test_landmarks_equal_sequential_tracking(clip):
     calls = []
-    got = track_video(clip, 25, 40, progress=lambda done, total: calls.append((done, total, threading.current_thread())))
+    got = track_video(
+        clip, 25, 40, progress=lambda done, total: calls.append((done, total, threading.current_thread()))
+    )
     with FaceAnalyzer() as analyzer:
         ref = [analyzer.track(f) for f in islice(iter_frames(clip, max_size=DRIVER_MAX_SIDE, fps=25), 40)]
     assert got.landmarks.shape == (40, 478, 3) and all(r is not None for r in ref)

@@ -121,8 +121,10 @@ def test_fan_around_pixel_centre_covered_once() -> None:
     # 12 triangles around a vertex sitting exactly on a pixel centre, spokes through pixel centres.
     h, w = 33, 33
     centre = np.array([16.5, 16.5])
-    ring = np.array([[8, 0], [8, 8], [0, 8], [-8, 8], [-8, 0], [-8, -8], [0, -8], [8, -8],
-                     [8, -3], [3, 8], [-8, 3], [-3, -8]], dtype=np.float64)
+    ring = np.array(
+        [[8, 0], [8, 8], [0, 8], [-8, 8], [-8, 0], [-8, -8], [0, -8], [8, -8], [8, -3], [3, 8], [-8, 3], [-3, -8]],
+        dtype=np.float64,
+    )
     ang = np.arctan2(ring[:, 1], ring[:, 0])
     ring = ring[np.argsort(ang)] + centre
     verts = np.concatenate([np.vstack([centre, ring]), np.zeros((13, 1))], axis=1)

@@ -34,10 +34,13 @@ def official(tmp_path_factory):
     a2m = Audio2Motion(Audio2MotionConfig.tiny()).eval()
     base = Real3DPortraitConfig.tiny()
     gen_cfg = with_released_hyperparameters(
-        replace(base, motion_adapter=replace(base.motion_adapter, embed_dims=(4, 8, 20, 32))))
+        replace(base, motion_adapter=replace(base.motion_adapter, embed_dims=(4, 8, 20, 32)))
+    )
     gen = Real3DPortrait(gen_cfg).eval()
-    return {"a2m": (a2m, save_official_format(a2m, root / "audio2secc_vae", step=7)),
-            "torso": (gen, save_official_format(gen, root / "secc2plane_torso"))}
+    return {
+        "a2m": (a2m, save_official_format(a2m, root / "audio2secc_vae", step=7)),
+        "torso": (gen, save_official_format(gen, root / "secc2plane_torso")),
+    }
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:

@@ -13,8 +13,8 @@ from torch import nn
 
 from real3d.config.audio2motion import tiny
 from real3d.errors import CheckpointError
-from real3d.state_dict import load_state_dict_strict
 from real3d.models.audio2motion import Audio2Motion
+from real3d.state_dict import load_state_dict_strict
 from real3d.weights import io
 
 

@@ -49,8 +49,10 @@ def test_malicious_pickle_is_refused_and_payload_never_runs(tmp_path, legacy):
 
 def test_resolution_picks_the_highest_step_numerically(tmp_path):
     for step in (1000, 99999, 400000):  # "99999" sorts after "400000" as text
-        _save_legacy({"global_step": step, "state_dict": {"model": {"w": torch.full((1,), float(step))}}},
-                     tmp_path / f"model_ckpt_steps_{step}.ckpt")
+        _save_legacy(
+            {"global_step": step, "state_dict": {"model": {"w": torch.full((1,), float(step))}}},
+            tmp_path / f"model_ckpt_steps_{step}.ckpt",
+        )
     (tmp_path / "other.ckpt").write_bytes(b"ignored")
     (tmp_path / "config.yaml").write_text("use_pitch: true\nhidden_size: 256\n")
     assert resolve_checkpoint_file(tmp_path).name == "model_ckpt_steps_400000.ckpt"
@@ -63,8 +65,10 @@ def test_resolution_picks_the_highest_step_numerically(tmp_path):
 
 
 def test_nested_layout_ignores_other_modules(tmp_path):
-    _save_legacy({"state_dict": {"model": {"a.weight": torch.ones(3)}, "syncnet": {"b": torch.zeros(1)}}},
-                 tmp_path / "model_ckpt_steps_5.ckpt")
+    _save_legacy(
+        {"state_dict": {"model": {"a.weight": torch.ones(3)}, "syncnet": {"b": torch.zeros(1)}}},
+        tmp_path / "model_ckpt_steps_5.ckpt",
+    )
     ck = load_official_checkpoint(tmp_path)
     assert list(ck.state_dict) == ["a.weight"] and ck.other_entries == ["syncnet"] and ck.hparams is None
 
@@ -79,8 +83,10 @@ def test_flat_layout(tmp_path):
 
 
 def test_numpy_scalars_in_metadata_are_allowed(tmp_path):
-    _save_legacy({"checkpoint_callback_best": np.float64(0.25), "global_step": 3,
-                  "state_dict": {"model": {"w": torch.ones(1)}}}, tmp_path / "model_ckpt_steps_3.ckpt")
+    _save_legacy(
+        {"checkpoint_callback_best": np.float64(0.25), "global_step": 3, "state_dict": {"model": {"w": torch.ones(1)}}},
+        tmp_path / "model_ckpt_steps_3.ckpt",
+    )
     assert load_official_checkpoint(tmp_path).global_step == 3
 
 

@@ -26,7 +26,9 @@ from real3d.weights.official_sizes import (
 def _tiny_official() -> Real3DPortraitConfig:
     """`tiny()` with MiT widths that split into the released head counts (1, 2, 5, 8)."""
     base = Real3DPortraitConfig.tiny()
-    return with_released_hyperparameters(replace(base, motion_adapter=replace(base.motion_adapter, embed_dims=(4, 8, 20, 32))))
+    return with_released_hyperparameters(
+        replace(base, motion_adapter=replace(base.motion_adapter, embed_dims=(4, 8, 20, 32)))
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,9 @@ def test_seed0_official_checkpoint_gives_the_official_config(torso_state_dict, o
     assert torso_config_from_official(torso_state_dict, None) == official  # shapes alone suffice
     # the writer's config.yaml entries are the released yaml's values
     written = official_torso_hparams(official)
-    assert {k: official_yaml[k] for k in written if k in official_yaml} == {k: v for k, v in written.items() if k in official_yaml}
+    assert {k: official_yaml[k] for k in written if k in official_yaml} == {
+        k: v for k, v in written.items() if k in official_yaml
+    }
     assert set(written) - set(official_yaml) == set()
 
 
@@ -98,7 +102,9 @@ def test_sizes_come_from_the_shapes_not_the_preset(tiny_model):
 
 def test_unsupported_switches_and_disagreeing_yaml_are_refused(tiny_model):
     sd, hp = tiny_model.state_dict(), official_hparams(tiny_model)
-    with pytest.raises(CheckpointError, match="selects {.triplane_feature_type.: .trigrid_v2.}, which real3d does not implement"):
+    with pytest.raises(
+        CheckpointError, match="selects {.triplane_feature_type.: .trigrid_v2.}, which real3d does not implement"
+    ):
         torso_config_from_official(sd, dict(hp, triplane_feature_type="trigrid_v2"))
     with pytest.raises(CheckpointError, match="does not implement"):
         torso_config_from_official(sd, dict(hp, img2plane_input_mode="rgb_alpha"))
@@ -151,8 +157,11 @@ def test_damaged_ckpt_names_the_file(tiny_model, tmp_path, damage):
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
     (bad_dir / "config.yaml").write_text(yaml.safe_dump(official_hparams(tiny_model)))
-    data = {"truncated": good[: len(good) // 2], "empty": b"",
-            "garbled_header": bytes(b ^ 0xFF for b in good[:40]) + good[40:]}[damage]
+    data = {
+        "truncated": good[: len(good) // 2],
+        "empty": b"",
+        "garbled_header": bytes(b ^ 0xFF for b in good[:40]) + good[40:],
+    }[damage]
     path = bad_dir / "model_ckpt_steps_100000.ckpt"
     path.write_bytes(data)
     with pytest.raises(CheckpointError, match="model_ckpt_steps_100000.ckpt") as info:

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from real3d.errors import CheckpointError, InputError
-from real3d.weights.convert import convert_main, convert_official
-from real3d.weights.convert import load_checkpoint
+from real3d.weights.convert import convert_main, convert_official, load_checkpoint
 from real3d.weights.parity import OFFICIAL_OUTPUT_NAMES, parity_main, run_parity
 
 OURS = {official: ours for ours, official in OFFICIAL_OUTPUT_NAMES.items()}
@@ -58,8 +57,12 @@ def test_fails_on_a_perturbed_fixture(tmp_path, a2m_ckpt_dir, a2m_fixture, key, 
 
 
 def test_exit_codes(tmp_path, a2m_ckpt_dir, a2m_npz, a2m_fixture, capsys):
-    assert parity_main(["--checkpoint", str(a2m_ckpt_dir), "--fixture", str(a2m_npz),
-                        "--output", str(tmp_path / "r.json")]) == 0
+    assert (
+        parity_main(
+            ["--checkpoint", str(a2m_ckpt_dir), "--fixture", str(a2m_npz), "--output", str(tmp_path / "r.json")]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["passed"] is True
     assert json.loads((tmp_path / "r.json").read_text())["passed"] is True
     arrays = dict(a2m_fixture)
@@ -86,8 +89,16 @@ def test_other_inputs_of_the_same_format(tmp_path, a2m_ckpt_dir):
     mouth_amp = torch.tensor([[0.3], [0.6]])
     with torch.no_grad():
         out = model(hubert, f0, mouth_amp=mouth_amp, temperature=0.5, noise=z)
-    arrays = {"hubert": hubert, "f0": f0, "z": z, "mouth_amp": mouth_amp, "temperature": torch.tensor(0.5),
-              "blink": torch.zeros(2, 32, 1, dtype=torch.long), "exp": out.exp, "cond": out.cond}
+    arrays = {
+        "hubert": hubert,
+        "f0": f0,
+        "z": z,
+        "mouth_amp": mouth_amp,
+        "temperature": torch.tensor(0.5),
+        "blink": torch.zeros(2, 32, 1, dtype=torch.long),
+        "exp": out.exp,
+        "cond": out.cond,
+    }
     path = _write_npz(tmp_path / "other.npz", {k: v.numpy() for k, v in arrays.items()})
     report = run_parity(a2m_ckpt_dir, path)
     assert report.passed and [t.name for t in report.tensors] == ["exp", "cond"]
@@ -108,8 +119,11 @@ def test_converted_checkpoint_passes_with_identical_weights(tmp_path, a2m_ckpt_d
 def test_convert_errors(tmp_path, capsys):
     assert convert_main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 4
     assert "does not exist" in capsys.readouterr().err
-    torch.save({"state_dict": {"model": {"x.weight": torch.ones(1)}}}, tmp_path / "model_ckpt_steps_1.ckpt",
-               _use_new_zipfile_serialization=False)
+    torch.save(
+        {"state_dict": {"model": {"x.weight": torch.ones(1)}}},
+        tmp_path / "model_ckpt_steps_1.ckpt",
+        _use_new_zipfile_serialization=False,
+    )
     with pytest.raises(Exception, match="not a known official"):
         convert_official(tmp_path, tmp_path / "out")
 
@@ -124,10 +138,25 @@ def test_torso_fixture_against_another_model_kind(tmp_path, a2m_ckpt_dir, capsys
 
 # --------------------------------------------------------------------------------------------- torso
 TORSO_GOLDEN = [
-    "image", "image_raw", "feature_image", "weights_img", "image_depth", "occlusion_2", "occlusion",
-    "torso_occlusion_2_pre", "sr_block0_rgb", "sr_head_torso_block_rgb", "sr_block1_in_rgb", "torso_rgb",
-    "torso_deformation", "debug_depths_coarse", "debug_depths_fine", "cano_planes", "secc_planes",
-    "torso_appearance_feats", "deformed_torso_hid",
+    "image",
+    "image_raw",
+    "feature_image",
+    "weights_img",
+    "image_depth",
+    "occlusion_2",
+    "occlusion",
+    "torso_occlusion_2_pre",
+    "sr_block0_rgb",
+    "sr_head_torso_block_rgb",
+    "sr_block1_in_rgb",
+    "torso_rgb",
+    "torso_deformation",
+    "debug_depths_coarse",
+    "debug_depths_fine",
+    "cano_planes",
+    "secc_planes",
+    "torso_appearance_feats",
+    "deformed_torso_hid",
 ]
 FLOAT16_GOLDEN = {"cano_planes", "secc_planes", "torso_appearance_feats", "deformed_torso_hid"}
 
@@ -154,8 +183,8 @@ def _tiny_torso_fixture(tmp_path):
     """A tiny Real3DPortrait checkpoint and a 2-frame, 2-source fixture of the torso format whose golden
     values come from that model (float16 storage for the plane/volume intermediates, as in the release)."""
     from real3d.config.real3d_portrait import Real3DPortraitConfig
-    from real3d.models.real3d_portrait import Real3DPortrait
     from real3d.geometry import camera_from_pose
+    from real3d.models.real3d_portrait import Real3DPortrait
     from real3d.weights.io import save_pretrained
 
     torch.manual_seed(1)
@@ -168,19 +197,32 @@ def _tiny_torso_fixture(tmp_path):
         return torch.rand(b, 3, s, s, generator=g) * 2 - 1
 
     seg = torch.zeros(b, 6, s, s, dtype=torch.uint8)
-    seg[:, 4, s // 2:] = 1
+    seg[:, 4, s // 2 :] = 1
     seg[:, 0, : s // 2] = 1
     kp_s = torch.rand(b, 68, 3, generator=g) * 1.6 - 0.8
     kp_s[..., 2] = 0
     kp_d = kp_s + 0.05
     kp_d[..., 2] = 0
     camera = camera_from_pose(torch.tensor([[0.05, -0.1, 0.02], [-0.05, 0.2, 0.0]]), torch.zeros(b, 3))
-    inputs = {"img": img(), "ref_torso_img": img(), "bg_img": img(), "segmap": seg, "cond_cano": img(),
-              "cond_src": img(), "cond_tgt": img(), "camera": camera, "kp_s": kp_s, "kp_d": kp_d}
+    inputs = {
+        "img": img(),
+        "ref_torso_img": img(),
+        "bg_img": img(),
+        "segmap": seg,
+        "cond_cano": img(),
+        "cond_src": img(),
+        "cond_tgt": img(),
+        "camera": camera,
+        "kp_s": kp_s,
+        "kp_d": kp_d,
+    }
     with torch.no_grad():
         cache = model.encode_source(inputs["img"], inputs["ref_torso_img"], inputs["bg_img"], seg.float())
-        out = model(cache, *(inputs[k] for k in ("cond_cano", "cond_src", "cond_tgt", "camera", "kp_s", "kp_d")),
-                    return_intermediates=True)
+        out = model(
+            cache,
+            *(inputs[k] for k in ("cond_cano", "cond_src", "cond_tgt", "camera", "kp_s", "kp_d")),
+            return_intermediates=True,
+        )
     rays = torch.arange(0, out.depths_coarse.shape[1], 5)
     arrays = {k: v.numpy() for k, v in inputs.items()}
     arrays["debug_ray_index"] = rays.numpy()
@@ -217,7 +259,9 @@ def test_torso_runner_takes_everything_from_the_file(tmp_path):
     assert fails("image", lambda x: x + 2e-4) == ["image"]  # max within 2e-3 but the mean is not
     assert fails("occlusion_2", shift_one) == ["occlusion_2"]
     # float16 rule: |a - ref| <= 2e-3 + 1e-3 |ref|
-    assert fails("secc_planes", lambda x: shift_one(x, np.float16(3e-3 + 2e-3 * abs(float(x.flat[11]))))) == ["secc_planes"]
+    assert fails("secc_planes", lambda x: shift_one(x, np.float16(3e-3 + 2e-3 * abs(float(x.flat[11]))))) == [
+        "secc_planes"
+    ]
     assert fails("debug_depths_coarse", lambda x: x[:, :-1]) == ["debug_depths_coarse"]  # shape
     assert fails("image", lambda x: x, extra_golden=np.zeros(3, np.float32)) == ["extra_golden"]
 

@@ -188,8 +188,9 @@ def speech_bands_db(
     return rms, levels
 
 
-def spectral_openness(articulation_db: np.ndarray, low_db: np.ndarray, live: np.ndarray,
-                      percentiles: tuple[float, float] = (10.0, 90.0)) -> np.ndarray:
+def spectral_openness(
+    articulation_db: np.ndarray, low_db: np.ndarray, live: np.ndarray, percentiles: tuple[float, float] = (10.0, 90.0)
+) -> np.ndarray:
     """[F] in [0,1]: how much of the sound lies in the 1-3 kHz band rather than under 800 Hz, normalised per
     speaker (0 at the `percentiles[0]`-th percentile of the live hops, 1 at the other), 0 where not `live`.
 

@@ -102,8 +102,9 @@ def formant_tracks(samples: np.ndarray, sample_rate: int = 16000, n_hops: int | 
         sel = (centres >= a / sample_rate) & (centres < b / sample_rate)
         t = centres[sel] - lo / sample_rate  # hop centres in the piece's own time
         snd = pm.Sound(x[lo:hi].astype(np.float64), sampling_frequency=float(sample_rate))
-        fm = snd.to_formant_burg(time_step=HOP_S, max_number_of_formants=5, maximum_formant=MAX_FORMANT_HZ,
-                                 window_length=0.025)
+        fm = snd.to_formant_burg(
+            time_step=HOP_S, max_number_of_formants=5, maximum_formant=MAX_FORMANT_HZ, window_length=0.025
+        )
         ft = np.asarray(fm.xs())
         if len(ft):
             for out, k in ((f1, 1), (f2, 2)):

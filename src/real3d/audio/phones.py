@@ -133,7 +133,9 @@ def recognize_phones(samples: np.ndarray, sample_rate: int = 16000, config: Phon
     (silence included). Empty audio gives an empty list."""
     cfg = config or PhoneConfig()
     if sample_rate != 16000:
-        raise InputError(f"phone recognition needs 16 kHz audio, got {sample_rate} Hz; resample first (load_audio does)")
+        raise InputError(
+            f"phone recognition needs 16 kHz audio, got {sample_rate} Hz; resample first (load_audio does)"
+        )
     x = np.asarray(samples, np.float32)
     if x.ndim != 1:
         raise InputError(f"expected mono samples [N], got shape {x.shape}; mix down to mono first")

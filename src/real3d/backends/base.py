@@ -13,8 +13,8 @@ after any frame (the web app's Stop button, live previews) and memory does not g
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Protocol, Sized, TypeVar
+from collections.abc import Iterator, Sized
+from typing import Protocol, TypeVar
 
 import numpy as np
 

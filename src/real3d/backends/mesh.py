@@ -272,12 +272,13 @@ class MeshRenderer:
             low_h = min(0.05 * scale, 0.2 * gap) if gap > 0.3 * scale else 0.0
             lteeth = np.zeros(sub, np.float32)
             if low_h > 0.5:
-                cv2.fillPoly(lteeth, [to_i(np.concatenate([lower, (lower - [0, low_h])[::-1]]))], 1.0, cv2.LINE_AA,
-                             shift=sh)
+                cv2.fillPoly(
+                    lteeth, [to_i(np.concatenate([lower, (lower - [0, low_h])[::-1]]))], 1.0, cv2.LINE_AA, shift=sh
+                )
             # the gaps between incisors, canines and premolars, and the lip's shadow on the enamel
             seams = np.ones(sub, np.float32)
             for b in (0.0, 0.2, 0.37, 0.52, 0.66):
-                for sgn in ((1.0,) if b == 0 else (1.0, -1.0)):
+                for sgn in (1.0,) if b == 0 else (1.0, -1.0):
                     seams -= 0.25 * np.exp(-(((u - sgn * b) * half_w) ** 2) / 0.8)
             enamel = (seams * (0.7 + 0.3 * np.clip((yy - top) / max(0.04 * scale, 1.0), 0.0, 1.0)))[..., None]
             colour = colour * (1 - lteeth[..., None]) + self._lower_teeth_rgb * enamel * across * lteeth[..., None]
@@ -286,8 +287,9 @@ class MeshRenderer:
         patch = out[y0:y1, x0:x1]
         patch[:] = colour * r + patch * (1 - r)
 
-    def _source_teeth(self, colour: np.ndarray, tgt: np.ndarray, jaw_rest: np.ndarray, origin: tuple[int, int],
-                      sub: tuple[int, int]) -> np.ndarray:
+    def _source_teeth(
+        self, colour: np.ndarray, tgt: np.ndarray, jaw_rest: np.ndarray, origin: tuple[int, int], sub: tuple[int, int]
+    ) -> np.ndarray:
         """The photo's own teeth over `colour` [h,w,3] (the patch at `origin`): the upper row by the similarity
         that takes the photo's upper inner lip to its posed rest position, the lower row by the one that takes
         the photo's lower inner lip to the frame's."""
@@ -295,8 +297,10 @@ class MeshRenderer:
         src_lo = self.src_lm[list(topo.INNER_LIP_LOWER), :2].astype(np.float32)
         shift = np.array([[0.0, 0.0, origin[0]], [0.0, 0.0, origin[1]]])
         size = (sub[1], sub[0])
-        for mask, src, dst in ((self.mouth.lower_teeth, src_lo, tgt[list(topo.INNER_LIP_LOWER), :2]),
-                               (self.mouth.upper_teeth, src_up, jaw_rest[:, :2])):
+        for mask, src, dst in (
+            (self.mouth.lower_teeth, src_lo, tgt[list(topo.INNER_LIP_LOWER), :2]),
+            (self.mouth.upper_teeth, src_up, jaw_rest[:, :2]),
+        ):
             m, _ = cv2.estimateAffinePartial2D(src, dst.astype(np.float32), method=cv2.LMEDS)
             if m is None:
                 continue
@@ -317,10 +321,10 @@ def close_eyes(q: np.ndarray, amount: float) -> np.ndarray:
     """Move the eyelids of canonical landmarks q [478,3] shut by `amount` in [0,1] (upper lid does most)."""
     q = q.copy()
     for up, lo in ((topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER), (topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER)):
-        u, l = list(up), list(lo)
-        meet = 0.75 * q[l] + 0.25 * q[u]  # the lids meet low on the eye, in 3-D
-        q[u] += amount * (meet - q[u])
-        q[l] += amount * (meet - q[l])
+        upper, lower = list(up), list(lo)
+        meet = 0.75 * q[lower] + 0.25 * q[upper]  # the lids meet low on the eye, in 3-D
+        q[upper] += amount * (meet - q[upper])
+        q[lower] += amount * (meet - q[lower])
     return q
 
 
@@ -401,8 +405,15 @@ class MeshBackend:
             if driving.still:
                 track = track.without_pose()
             return MotionStream(driving.limit(len(track)), [track])
-        driver = AudioDriver(driving.speech, canonical, fps=driving.fps, mouth_amp=driving.mouth_amp,
-                             blink=driving.blink, still=driving.still, seed=driving.seed)
+        driver = AudioDriver(
+            driving.speech,
+            canonical,
+            fps=driving.fps,
+            mouth_amp=driving.mouth_amp,
+            blink=driving.blink,
+            still=driving.still,
+            seed=driving.seed,
+        )
         stream = MotionStream(driving.limit(len(driver)), driver.chunks(AUDIO_CHUNK_FRAMES))
         return stream if pose is None else stream.with_pose_of(pose)
 

@@ -131,7 +131,8 @@ def _find_model_dir(root: Path, kind: Literal["generator", "a2m"]) -> Path:
                 return c
     raise CheckpointError(
         f"no {kind} checkpoint under {root}: expected the official release's "
-        f"{'secc2plane_torso_orig' if kind == 'generator' else 'audio2secc_vae'}/ (config.yaml + model_ckpt_steps_*.ckpt) "
+        f"{'secc2plane_torso_orig' if kind == 'generator' else 'audio2secc_vae'}/ "
+        "(config.yaml + model_ckpt_steps_*.ckpt) "
         f"or a folder made by `real3d convert-official`"
     )
 
@@ -179,8 +180,14 @@ class NeuralBackend:
 
     name = "neural"
 
-    def __init__(self, assets: NeuralAssets, config: NeuralConfig | None = None, need_audio: bool = True,
-                 generator_dir: str | Path | None = None, a2m_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        assets: NeuralAssets,
+        config: NeuralConfig | None = None,
+        need_audio: bool = True,
+        generator_dir: str | Path | None = None,
+        a2m_dir: str | Path | None = None,
+    ) -> None:
         self.config = config or NeuralConfig()
         self.device = torch.device(self.config.device)
         self.timings: dict[str, float] = {}
@@ -194,14 +201,17 @@ class NeuralBackend:
         self.a2m = None
         self.hubert = None
         if need_audio:
-            self.a2m = load_checkpoint(Path(a2m_dir) if a2m_dir is not None else _find_model_dir(assets.checkpoints, "a2m"))
+            self.a2m = load_checkpoint(
+                Path(a2m_dir) if a2m_dir is not None else _find_model_dir(assets.checkpoints, "a2m")
+            )
             self.hubert = load_hubert(assets.hubert).eval()
         files = BFMFiles.locate(assets.bfm)
         data = files.load_front()
         self.face = ParametricFace(data, files.mp468_index(data.n_vertices))
         left, right = files.eye_faces(data)
-        self.pncc = PNCCRenderer(data.faces, files.ncc_code(data), np.concatenate([left, right]),
-                                 image_size=self.resolution)
+        self.pncc = PNCCRenderer(
+            data.faces, files.ncc_code(data), np.concatenate([left, right]), image_size=self.resolution
+        )
         self.segmenter_model = assets.segmenter_model
         self.timings["load_models"] = time.perf_counter() - t
 
@@ -278,8 +288,9 @@ class NeuralBackend:
         t = time.perf_counter()
         f0 = official_f0(wav16k, feats.shape[0])
         with torch.inference_mode():
-            exp = a2m_expression(self.a2m, feats, f0, mouth_amp=mouth_amp, temperature=self.config.temperature,
-                                 seed=seed)
+            exp = a2m_expression(
+                self.a2m, feats, f0, mouth_amp=mouth_amp, temperature=self.config.temperature, seed=seed
+            )
         self.timings["a2m"] = time.perf_counter() - t
         return exp
 

@@ -9,8 +9,9 @@ length rules are the real ones) with a few channels, for unit tests. `config_fro
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from real3d.errors import CheckpointError
 
@@ -146,8 +147,11 @@ def config_from_hf(data: Mapping[str, Any]) -> HubertConfig:
             f"config.json is for model_type '{model_type}', not 'hubert'; pass a {HF_MODEL_ID} snapshot"
         )
     d = {**_HF_DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
-    for key, allowed in (("hidden_act", ("gelu",)), ("feat_extract_activation", ("gelu",)),
-                         ("feat_extract_norm", ("group", "layer"))):
+    for key, allowed in (
+        ("hidden_act", ("gelu",)),
+        ("feat_extract_activation", ("gelu",)),
+        ("feat_extract_norm", ("group", "layer")),
+    ):
         if d[key] not in allowed:
             raise CheckpointError(f"config.json has {key}={d[key]!r}; real3d's HuBERT supports {allowed}")
     for flag in ("conv_pos_batch_norm", "add_adapter", "use_weighted_layer_sum"):

@@ -7,8 +7,9 @@ tri-plane volume renderer and HTB-SR. Presets: `official()` (the released `secc2
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Mapping, get_args
+from typing import Any, Literal, get_args
 
 from real3d.config.htbsr import HTBSRConfig
 from real3d.config.img2plane import Img2PlaneConfig
@@ -38,6 +39,7 @@ class Real3DPortraitConfig:
     """Head-torso-background super-resolution (paper Sec. 3.3)."""
     perturb_init: float = 0.001
     """Initial value of the two training-only `lambda_pertube_*` scalars (stored in the checkpoint)."""
+
     def __post_init__(self) -> None:
         planes = {
             "img2plane.plane_channels": self.img2plane.plane_channels,

@@ -37,24 +37,37 @@ def configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", type=Path, default=Path("eval_out"), help="output folder (default eval_out)")
     p.add_argument("--cache", type=Path, default=None, help="generated-video cache (default OUT/cache)")
     p.add_argument("--protocols", default="same,cross,audio", help="comma list of same, cross, audio")
-    p.add_argument("--methods", default="mesh,static,gt,envelope",
-                   help="comma list of mesh, static, gt, envelope (audio cases with a reference clip)")
+    p.add_argument(
+        "--methods",
+        default="mesh,static,gt,envelope",
+        help="comma list of mesh, static, gt, envelope (audio cases with a reference clip)",
+    )
     p.add_argument("--max-frames", type=int, default=None, help="frames per case (default: whole clips)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument("--id-every", type=int, default=5, help="identity metrics on every n-th frame (default 5)")
     p.add_argument("--audio-fps", type=float, default=25.0, help="fps of audio-driven outputs without reference")
     p.add_argument("--framing", choices=["auto", "crop", "full"], default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--visible-watermark", action="store_true",
-                   help="keep the visible label in generated videos (off by default: it counts as pixel error)")
-    p.add_argument("--lpips", nargs=3, metavar=("alex|vgg", "BACKBONE", "HEADS"),
-                   help="enable LPIPS: torchvision backbone weights + lpips v0.1 head weights")
+    p.add_argument(
+        "--visible-watermark",
+        action="store_true",
+        help="keep the visible label in generated videos (off by default: it counts as pixel error)",
+    )
+    p.add_argument(
+        "--lpips",
+        nargs=3,
+        metavar=("alex|vgg", "BACKBONE", "HEADS"),
+        help="enable LPIPS: torchvision backbone weights + lpips v0.1 head weights",
+    )
     p.add_argument("--fid", metavar="INCEPTION", help="enable FID: pt_inception-2015-12-05 or torchvision weights")
     p.add_argument("--arcface", metavar="BACKBONE", help="enable ArcFace CSIM: insightface IResNet-50/100 backbone.pth")
     p.add_argument("--syncnet", metavar="FILE", help="enable LSE-C/LSE-D: syncnet_v2.model")
     p.add_argument("--bfm", metavar="DIR", help="enable AED/APD (3DMM fits): the BFM folder of the official release")
-    p.add_argument("--report-only", action="store_true",
-                   help="only rebuild OUT/summary.md, summary.json and cases.md from OUT/cases/*/*.json")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rebuild OUT/summary.md, summary.json and cases.md from OUT/cases/*/*.json",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -81,8 +94,9 @@ def _run_one(case: P.Case, method: str, cfg: P.EvalConfig):
     return P.evaluate_case(case, method, cfg, _WORKER_PLUGINS)  # type: ignore[arg-type]
 
 
-def run(cases: list[P.Case], cfg: P.EvalConfig, workers: int = 1, quiet: bool = False,
-        models: P.MetricModels | None = None) -> list[P.CaseResult]:
+def run(
+    cases: list[P.Case], cfg: P.EvalConfig, workers: int = 1, quiet: bool = False, models: P.MetricModels | None = None
+) -> list[P.CaseResult]:
     """Evaluate every case with every method; writes the per-case JSONs and the summary into cfg.out_dir.
 
     `models` (already loaded metric networks) is reused when running in this process (workers <= 1).
@@ -91,8 +105,12 @@ def run(cases: list[P.Case], cfg: P.EvalConfig, workers: int = 1, quiet: bool = 
 
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tasks = [(c, m) for c in cases for m in cfg.methods if not (m in ("gt", "envelope") and c.reference is None)
-             and not (m == "envelope" and c.protocol != "audio")]
+    tasks = [
+        (c, m)
+        for c in cases
+        for m in cfg.methods
+        if not (m in ("gt", "envelope") and c.reference is None) and not (m == "envelope" and c.protocol != "audio")
+    ]
     # render-heavy tasks first so parallel workers do not wait on the cache at the end
     tasks.sort(key=lambda t: t[1] != "mesh")
     results: list[P.CaseResult] = []
@@ -115,8 +133,9 @@ def run(cases: list[P.Case], cfg: P.EvalConfig, workers: int = 1, quiet: bool = 
     else:
         import multiprocessing as mp
 
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(cfg,)) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("spawn"), initializer=_init_worker, initargs=(cfg,)
+        ) as pool:
             futures = [pool.submit(_run_one, c, m, cfg) for c, m in tasks]
             for f in as_completed(futures):
                 done(f.result())
@@ -166,11 +185,22 @@ def run_command(args: argparse.Namespace) -> int:
         cases = P.cases_from_folders(args.clips, args.sources, args.audios, protocols)
     if not cases:
         raise InputError("no cases found for the chosen protocols (check the folders / manifest)")
-    cfg = P.EvalConfig(out_dir=args.out, cache_dir=args.cache, methods=methods, max_frames=args.max_frames,
-                       audio_fps=args.audio_fps, framing=args.framing, seed=args.seed, id_every=args.id_every,
-                       visible_watermark=args.visible_watermark,
-                       lpips=tuple(args.lpips) if args.lpips else None, fid=args.fid, arcface=args.arcface,
-                       syncnet=args.syncnet, bfm=args.bfm)
+    cfg = P.EvalConfig(
+        out_dir=args.out,
+        cache_dir=args.cache,
+        methods=methods,
+        max_frames=args.max_frames,
+        audio_fps=args.audio_fps,
+        framing=args.framing,
+        seed=args.seed,
+        id_every=args.id_every,
+        visible_watermark=args.visible_watermark,
+        lpips=tuple(args.lpips) if args.lpips else None,
+        fid=args.fid,
+        arcface=args.arcface,
+        syncnet=args.syncnet,
+        bfm=args.bfm,
+    )
     models = P.MetricModels(cfg)  # fail fast on a wrong weight file, before any rendering
     run(cases, cfg, workers=args.workers, quiet=args.quiet, models=models)
     print((Path(args.out) / "summary.md").read_text())

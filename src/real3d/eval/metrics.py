@@ -78,8 +78,15 @@ def _blur_valid(img: np.ndarray, g: np.ndarray) -> np.ndarray:
     return out[r : img.shape[0] - r, r : img.shape[1] - r]
 
 
-def ssim_map(a: np.ndarray, b: np.ndarray, data_range: float = 255.0, size: int = 11, sigma: float = 1.5,
-             k1: float = 0.01, k2: float = 0.03) -> np.ndarray:
+def ssim_map(
+    a: np.ndarray,
+    b: np.ndarray,
+    data_range: float = 255.0,
+    size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> np.ndarray:
     """SSIM index of every valid window of two single-channel images ([h,w] -> [h-size+1, w-size+1])."""
     x, y = _pair(a, b)
     if x.ndim != 2:
@@ -181,8 +188,9 @@ def lagged_correlation(x: np.ndarray, y: np.ndarray, max_lag: int = 2) -> tuple[
     return best
 
 
-def loudness_envelope(samples: np.ndarray, n_frames: int, fps: float, sample_rate: int = 16000,
-                      window_s: float = 0.04) -> np.ndarray:
+def loudness_envelope(
+    samples: np.ndarray, n_frames: int, fps: float, sample_rate: int = 16000, window_s: float = 0.04
+) -> np.ndarray:
     """[n_frames] RMS of mono samples in a `window_s` window centred on each frame time i/fps: the speech's raw
     loudness envelope, the `envelope` baseline's mouth curve (as the team's lip-sync suite computes its floor)."""
     x = np.asarray(samples, np.float64)
@@ -383,8 +391,9 @@ def _stack_landmarks(lms: list[np.ndarray | None]) -> np.ndarray | None:
     return fill_missing_landmarks(arr)
 
 
-def expression_pose_distance(face, gen: list[np.ndarray | None], ref: list[np.ndarray | None],
-                             size: tuple[int, int]) -> tuple[float, float]:
+def expression_pose_distance(
+    face, gen: list[np.ndarray | None], ref: list[np.ndarray | None], size: tuple[int, int]
+) -> tuple[float, float]:
     """The paper's AED and APD: 3DMM fits (official video-fit schedule) of both landmark tracks, then the mean
     L1 distance of the 64 expression coefficients (AED) and of the pose (Euler radians + translation; APD)
     per frame. `face` is a `real3d.face.bfm.ParametricFace`; landmarks in pixels of frames of `size` (h, w)."""

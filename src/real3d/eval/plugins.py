@@ -28,8 +28,13 @@ class LpipsMetric:
 
     EXPECTED = lpips.EXPECTED
 
-    def __init__(self, backbone_path: str | Path, heads_path: str | Path, backbone: lpips.Backbone = "alex",
-                 model: lpips.LPIPS | None = None) -> None:
+    def __init__(
+        self,
+        backbone_path: str | Path,
+        heads_path: str | Path,
+        backbone: lpips.Backbone = "alex",
+        model: lpips.LPIPS | None = None,
+    ) -> None:
         self.model = model if model is not None else lpips.load_lpips(backbone_path, heads_path, backbone)
 
     def __call__(self, gen: list[np.ndarray], ref: list[np.ndarray], batch: int = 8) -> list[float]:
@@ -81,8 +86,9 @@ class ArcFaceMetric:
             return np.zeros((0, self.model.config.embedding), np.float32)
         return iresnet.embed(self.model, np.stack(crops)).numpy()
 
-    def __call__(self, source: np.ndarray, source_lm: np.ndarray, frames: list[np.ndarray],
-                 landmarks: list[np.ndarray | None]) -> float:
+    def __call__(
+        self, source: np.ndarray, source_lm: np.ndarray, frames: list[np.ndarray], landmarks: list[np.ndarray | None]
+    ) -> float:
         ref = self.embeddings([source], [source_lm])
         emb = self.embeddings(frames, landmarks)
         if len(ref) == 0 or len(emb) == 0:
@@ -98,10 +104,12 @@ class SyncMetric:
     def __init__(self, path: str | Path | None = None, model: syncnet.SyncNet | None = None) -> None:
         self.model = model if model is not None else syncnet.load_syncnet(path)  # type: ignore[arg-type]
 
-    def __call__(self, frames: list[np.ndarray], landmarks: list[np.ndarray | None], fps: float,
-                 audio_16k: np.ndarray) -> syncnet.SyncScore:
-        idx = np.minimum((np.arange(int(len(frames) / fps * syncnet.FPS)) * fps / syncnet.FPS).round().astype(int),
-                         len(frames) - 1)
+    def __call__(
+        self, frames: list[np.ndarray], landmarks: list[np.ndarray | None], fps: float, audio_16k: np.ndarray
+    ) -> syncnet.SyncScore:
+        idx = np.minimum(
+            (np.arange(int(len(frames) / fps * syncnet.FPS)) * fps / syncnet.FPS).round().astype(int), len(frames) - 1
+        )
         crops, last = [], None
         for i in idx:
             lm = landmarks[i] if landmarks[i] is not None else last
@@ -111,6 +119,8 @@ class SyncMetric:
                 continue
             x0, y0, x1, y1 = syncnet.mouth_crop_box(lm)
             m = np.array([[224 / (x1 - x0), 0, -x0 * 224 / (x1 - x0)], [0, 224 / (y1 - y0), -y0 * 224 / (y1 - y0)]])
-            crops.append(cv2.warpAffine(frames[i], m, (224, 224), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+            crops.append(
+                cv2.warpAffine(frames[i], m, (224, 224), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            )
         v, a = syncnet.embed_windows(self.model, np.stack(crops), audio_16k)
         return syncnet.sync_scores(v, a)

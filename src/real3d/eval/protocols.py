@@ -146,8 +146,9 @@ def _files(folder: Path | None, suffixes: set[str]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file())
 
 
-def cases_from_folders(clips: Path | None, sources: Path | None, audios: Path | None,
-                       protocols: tuple[Protocol, ...] = PROTOCOLS) -> list[Case]:
+def cases_from_folders(
+    clips: Path | None, sources: Path | None, audios: Path | None, protocols: tuple[Protocol, ...] = PROTOCOLS
+) -> list[Case]:
     """same: every clip; cross: every photo x every clip; audio: every clip with sound (its own first frame
     and reference) and every audio file x every photo (no reference)."""
 
@@ -172,8 +173,9 @@ def cases_from_manifest(path: Path) -> list[Case]:
     if path.suffix.lower() == ".json":
         rows = json.loads(path.read_text())
         if not isinstance(rows, list):
-            raise InputError(f"{path}: a JSON manifest is a list of objects with "
-                             "protocol/source/driver/audio/reference")
+            raise InputError(
+                f"{path}: a JSON manifest is a list of objects with protocol/source/driver/audio/reference"
+            )
     elif path.suffix.lower() == ".csv":
         with path.open(newline="") as f:
             rows = list(csv.DictReader(f))
@@ -182,6 +184,7 @@ def cases_from_manifest(path: Path) -> list[Case]:
     base = path.parent
     out = []
     for i, row in enumerate(rows):
+
         def p(key: str) -> Path | None:
             v = str(row.get(key) or "").strip()
             if not v:
@@ -266,8 +269,12 @@ def generate(case: Case, fps: float, n_frames: int | None, cfg: EvalConfig) -> P
         quiet=True,
     )
     Pipeline()(opts)
-    out.with_suffix(".json").write_text(json.dumps({"case": _case_json(case), "fps": fps, "frames": n_frames,
-                                                     "framing": cfg.framing, "seed": cfg.seed}, indent=1))
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {"case": _case_json(case), "fps": fps, "frames": n_frames, "framing": cfg.framing, "seed": cfg.seed},
+            indent=1,
+        )
+    )
     return out
 
 
@@ -278,7 +285,6 @@ def _case_json(case: Case) -> dict[str, str | None]:
 def read_frames(path: Path, fps: float | None, limit: int | None) -> list[np.ndarray]:
     """RGB frames of a video (resampled to `fps` when given), at most `limit`."""
     from itertools import islice
-
 
     return list(islice(iter_frames(path, fps=fps), limit))
 
@@ -314,14 +320,14 @@ class MetricModels:
         self.dlib = M.DlibIdentity()  # its model files load on first use, once per process
         self.face = None
         if cfg.bfm:
-
             self.face = ParametricFace.from_dir(cfg.bfm)
 
 
-def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: MetricModels | None = None) -> CaseResult | None:
+def evaluate_case(
+    case: Case, method: Method, cfg: EvalConfig, plugins: MetricModels | None = None
+) -> CaseResult | None:
     """Metrics of `method` on `case`; None when the method does not apply (gt without a reference)."""
     import time
-
 
     t0 = time.perf_counter()
     if method == "gt" and case.reference is None:
@@ -330,8 +336,11 @@ def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: MetricMo
         return _envelope_case(case, cfg, t0)
     plugins = plugins or MetricModels(cfg)
     ref_path = case.reference
-    fps = probe_video(ref_path).fps if ref_path is not None else (
-        probe_video(case.driver).fps if case.driver is not None else cfg.audio_fps)
+    fps = (
+        probe_video(ref_path).fps
+        if ref_path is not None
+        else (probe_video(case.driver).fps if case.driver is not None else cfg.audio_fps)
+    )
     src = source_image(case.source)
     from_video = case.source.suffix.lower() in VIDEO_SUFFIXES
     ref = read_frames(ref_path, fps, cfg.max_frames) if ref_path is not None else None
@@ -346,7 +355,6 @@ def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: MetricMo
         if ref is not None:
             n = len(ref)
         else:  # audio without a reference video: as long as the speech (capped like the mesh output)
-
             n = max(1, int(round(len(load_audio(case.audio, 16000, True).samples) / 16000 * fps)))
             n = min(n, cfg.max_frames or n)
         gen = [still] * n
@@ -388,10 +396,10 @@ def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: MetricMo
     if plugins.arcface is not None:
         with_lm = track_landmarks([src])[0]
         every = cfg.id_every
-        m["CSIM_arcface"] = (plugins.arcface(src, with_lm, gen[::every], lg[::every]) if with_lm is not None
-                             else float("nan"))
+        m["CSIM_arcface"] = (
+            plugins.arcface(src, with_lm, gen[::every], lg[::every]) if with_lm is not None else float("nan")
+        )
     if plugins.sync is not None and (case.audio is not None or case.driver is not None):
-
         speech = case.audio or case.driver
         if has_audio(speech):
             s = plugins.sync(gen, lg, fps, load_audio(speech, 16000, True).samples)
@@ -403,8 +411,17 @@ def evaluate_case(case: Case, method: Method, cfg: EvalConfig, plugins: MetricMo
         np.save(fdir / f"{case.protocol}-{case.name}-{method}.npy", feats)
         real = ref if ref is not None else [src if from_video else framed_source(src, cfg.framing)]
         np.save(fdir / f"{case.protocol}-{case.name}-real.npy", plugins.fid.features(real))
-    return CaseResult(case.protocol, case.name, method, n, float(fps), m, _case_json(case),
-                      None if video is None else str(video), time.perf_counter() - t0)
+    return CaseResult(
+        case.protocol,
+        case.name,
+        method,
+        n,
+        float(fps),
+        m,
+        _case_json(case),
+        None if video is None else str(video),
+        time.perf_counter() - t0,
+    )
 
 
 def _envelope_case(case: Case, cfg: EvalConfig, t0: float) -> CaseResult | None:
@@ -420,8 +437,9 @@ def _envelope_case(case: Case, cfg: EvalConfig, t0: float) -> CaseResult | None:
     env = M.loudness_envelope(load_audio(case.audio, 16000, True).samples, len(ref), fps)
     m = {"mouth_corr": M.pearson(env, mo_r)}
     m["mouth_corr_best_lag"], m["mouth_best_lag"] = M.lagged_correlation(env, mo_r, 2)
-    return CaseResult(case.protocol, case.name, "envelope", len(ref), float(fps), m, _case_json(case), None,
-                      time.perf_counter() - t0)
+    return CaseResult(
+        case.protocol, case.name, "envelope", len(ref), float(fps), m, _case_json(case), None, time.perf_counter() - t0
+    )
 
 
 def _nanmean(x: np.ndarray) -> float:
@@ -430,17 +448,57 @@ def _nanmean(x: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------------------------------ summaries
-METRIC_ORDER = ("L1", "PSNR", "SSIM", "LPIPS", "AKD_px512", "AED", "APD", "pose_err_deg", "pose_rel_err_deg", "mouth_corr",
-                "mouth_corr_best_lag", "mouth_best_lag", "mouth_sd_ratio", "CSIM_dlib", "dlib_dist", "CSIM_arcface",
-                "LSE_D", "LSE_C", "FID",
-                "detect_rate", "jitter_px512", "mouth_open_std")
-HIGHER_BETTER = {"PSNR", "SSIM", "mouth_corr", "mouth_corr_best_lag", "CSIM_dlib", "CSIM_arcface", "LSE_C",
-                 "detect_rate"}
-DISPLAY = {"AKD_px512": "AKD@512px", "pose_err_deg": "pose err °", "pose_rel_err_deg": "rel. pose err °",
-           "mouth_corr": "mouth corr", "mouth_corr_best_lag": "mouth corr ±2f", "mouth_best_lag": "best lag (f)",
-           "mouth_sd_ratio": "mouth sd ratio", "CSIM_dlib": "CSIM-dlib",
-           "dlib_dist": "dlib dist", "CSIM_arcface": "CSIM-ArcFace", "LSE_D": "LSE-D", "LSE_C": "LSE-C",
-           "detect_rate": "face rate", "jitter_px512": "jitter@512px", "mouth_open_std": "mouth-open sd"}
+METRIC_ORDER = (
+    "L1",
+    "PSNR",
+    "SSIM",
+    "LPIPS",
+    "AKD_px512",
+    "AED",
+    "APD",
+    "pose_err_deg",
+    "pose_rel_err_deg",
+    "mouth_corr",
+    "mouth_corr_best_lag",
+    "mouth_best_lag",
+    "mouth_sd_ratio",
+    "CSIM_dlib",
+    "dlib_dist",
+    "CSIM_arcface",
+    "LSE_D",
+    "LSE_C",
+    "FID",
+    "detect_rate",
+    "jitter_px512",
+    "mouth_open_std",
+)
+HIGHER_BETTER = {
+    "PSNR",
+    "SSIM",
+    "mouth_corr",
+    "mouth_corr_best_lag",
+    "CSIM_dlib",
+    "CSIM_arcface",
+    "LSE_C",
+    "detect_rate",
+}
+DISPLAY = {
+    "AKD_px512": "AKD@512px",
+    "pose_err_deg": "pose err °",
+    "pose_rel_err_deg": "rel. pose err °",
+    "mouth_corr": "mouth corr",
+    "mouth_corr_best_lag": "mouth corr ±2f",
+    "mouth_best_lag": "best lag (f)",
+    "mouth_sd_ratio": "mouth sd ratio",
+    "CSIM_dlib": "CSIM-dlib",
+    "dlib_dist": "dlib dist",
+    "CSIM_arcface": "CSIM-ArcFace",
+    "LSE_D": "LSE-D",
+    "LSE_C": "LSE-C",
+    "detect_rate": "face rate",
+    "jitter_px512": "jitter@512px",
+    "mouth_open_std": "mouth-open sd",
+}
 """Column titles of the markdown table (JSON keys stay as they are)."""
 NO_DIRECTION = {"mouth_open_std", "mouth_best_lag", "mouth_sd_ratio"}
 """Descriptive columns (how much the mouth moves), neither better high nor low."""
@@ -482,12 +540,18 @@ def summarize(results: list[CaseResult], fid: dict[tuple[str, str], float] | Non
         if not rs:
             continue
         methods = [m for m in METHODS if any(r.method == m for r in rs)]
-        names = [k for k in METRIC_ORDER
-                 if any(k in r.metrics for r in rs) or (k == "FID" and any(p == proto for p, _ in fid))]
+        names = [
+            k
+            for k in METRIC_ORDER
+            if any(k in r.metrics for r in rs) or (k == "FID" and any(p == proto for p, _ in fid))
+        ]
         heads = [DISPLAY.get(n, n) + ("" if n in NO_DIRECTION else " ↑" if n in HIGHER_BETTER else " ↓") for n in names]
-        lines += [f"### {proto} ({len({r.case for r in rs})} cases)", "",
-                  "| method | frames | " + " | ".join(heads) + " |",
-                  "|---|---|" + "---|" * len(names)]
+        lines += [
+            f"### {proto} ({len({r.case for r in rs})} cases)",
+            "",
+            "| method | frames | " + " | ".join(heads) + " |",
+            "|---|---|" + "---|" * len(names),
+        ]
         for meth in methods:
             mr = [r for r in rs if r.method == meth]
             cells = []
@@ -516,8 +580,12 @@ def case_tables(results: list[CaseResult]) -> str:
         if not rs:
             continue
         names = [k for k in METRIC_ORDER if any(k in r.metrics for r in rs)]
-        lines += [f"#### {proto}, per case", "", "| case | method | frames | " + " | ".join(DISPLAY.get(n, n) for n in names)
-                  + " |", "|---|---|---|" + "---|" * len(names)]
+        lines += [
+            f"#### {proto}, per case",
+            "",
+            "| case | method | frames | " + " | ".join(DISPLAY.get(n, n) for n in names) + " |",
+            "|---|---|---|" + "---|" * len(names),
+        ]
         for r in rs:
             cells = [_fmt(r.metrics.get(n, float("nan"))) for n in names]
             lines.append(f"| {r.case} | {r.method} | {r.frames} | " + " | ".join(cells) + " |")

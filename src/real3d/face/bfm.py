@@ -58,19 +58,27 @@ FRONT_MAT = "BFM_model_front.mat"
 MP468_INDEX = "index_mp468_from_mesh35709.npy"
 NCC_CODE = "ncc_code.npy"
 EYE_FACES = ("bfm_left_eye_faces.npy", "bfm_right_eye_faces.npy")
-RAW_FILES = ("01_MorphableModel.mat", "Exp_Pca.bin", "std_exp.txt", "BFM_front_idx.mat", "BFM_exp_idx.mat",
-             "facemodel_info.mat")
+RAW_FILES = (
+    "01_MorphableModel.mat",
+    "Exp_Pca.bin",
+    "std_exp.txt",
+    "BFM_front_idx.mat",
+    "BFM_exp_idx.mat",
+    "facemodel_info.mat",
+)
 N_ID, N_EXP, N_TEX = 80, 64, 80
 
-_RELEASE = ("the official Real3D-Portrait release ships it in `deep_3drecon/BFM/` (README: download the BFM "
-            "folder and unzip it there)")
+_RELEASE = (
+    "the official Real3D-Portrait release ships it in `deep_3drecon/BFM/` (README: download the BFM "
+    "folder and unzip it there)"
+)
 WHERE = {
     FRONT_MAT: _RELEASE + "; it can also be built from the raw files " + ", ".join(RAW_FILES),
     MP468_INDEX: _RELEASE,
     "01_MorphableModel.mat": "the Basel Face Model 2009 (faces.dmi.unibas.ch, registration required); "
-                             "Deep3DFaceRecon_pytorch 'Prepare prerequisite models' describes the BFM folder",
+    "Deep3DFaceRecon_pytorch 'Prepare prerequisite models' describes the BFM folder",
     "Exp_Pca.bin": "the expression basis of Guo et al. (github.com/Juyong/3DFace); see Deep3DFaceRecon_pytorch "
-                   "'Prepare prerequisite models'",
+    "'Prepare prerequisite models'",
     "std_exp.txt": "microsoft/Deep3DFaceReconstruction `BFM/` (also in the Real3D-Portrait BFM download)",
     "BFM_front_idx.mat": "microsoft/Deep3DFaceReconstruction `BFM/` (also in the Real3D-Portrait BFM download)",
     "BFM_exp_idx.mat": "microsoft/Deep3DFaceReconstruction `BFM/` (also in the Real3D-Portrait BFM download)",
@@ -83,8 +91,10 @@ LM68_UPPER_LIP_MID, LM68_LOWER_LIP_MID = 51, 57
 
 
 def _missing(path: Path, what: str = "BFM file") -> DependencyError:
-    return DependencyError(f"{what} '{path.name}' not found in {path.parent}; {WHERE.get(path.name, _RELEASE)}. "
-                           f"Pass the folder with --bfm DIR.")
+    return DependencyError(
+        f"{what} '{path.name}' not found in {path.parent}; {WHERE.get(path.name, _RELEASE)}. "
+        f"Pass the folder with --bfm DIR."
+    )
 
 
 def _loadmat(path: Path) -> dict:
@@ -93,14 +103,16 @@ def _loadmat(path: Path) -> dict:
     try:
         return loadmat(str(path))
     except (OSError, ValueError) as e:
-        raise InputError(f"cannot read MATLAB file {path}: {e}; re-download it ({WHERE.get(path.name, _RELEASE)})") \
-            from e
+        raise InputError(
+            f"cannot read MATLAB file {path}: {e}; re-download it ({WHERE.get(path.name, _RELEASE)})"
+        ) from e
 
 
 def _field(mat: dict, name: str, path: Path) -> np.ndarray:
     if name not in mat:
-        raise InputError(f"{path} has no field '{name}'; it is not the official file "
-                         f"({WHERE.get(path.name, _RELEASE)})")
+        raise InputError(
+            f"{path} has no field '{name}'; it is not the official file ({WHERE.get(path.name, _RELEASE)})"
+        )
     return np.asarray(mat[name])
 
 
@@ -139,9 +151,17 @@ class BFMData:
 
     def to_mat_dict(self) -> dict[str, np.ndarray]:
         """Field dict in the layout `transferBFM09` saves."""
-        return {"meanshape": self.meanshape, "meantex": self.meantex, "idBase": self.id_base, "exBase": self.exp_base,
-                "texBase": self.tex_base, "tri": self.tri, "point_buf": self.point_buf,
-                "keypoints": self.keypoints.reshape(1, -1), **self.extra}
+        return {
+            "meanshape": self.meanshape,
+            "meantex": self.meantex,
+            "idBase": self.id_base,
+            "exBase": self.exp_base,
+            "texBase": self.tex_base,
+            "tri": self.tri,
+            "point_buf": self.point_buf,
+            "keypoints": self.keypoints.reshape(1, -1),
+            **self.extra,
+        }
 
     @classmethod
     def from_mat_dict(cls, mat: dict, path: Path) -> BFMData:
@@ -150,16 +170,25 @@ class BFMData:
         id_base = _field(mat, "idBase", path)
         exp_base = _field(mat, "exBase", path)
         if meanshape.size != 3 * n or id_base.shape != (3 * n, N_ID) or exp_base.shape != (3 * n, N_EXP):
-            raise InputError(f"{path}: expected meanshape [1,3N], idBase [3N,{N_ID}], exBase [3N,{N_EXP}], got "
-                             f"{meanshape.shape}, {id_base.shape}, {exp_base.shape}")
+            raise InputError(
+                f"{path}: expected meanshape [1,3N], idBase [3N,{N_ID}], exBase [3N,{N_EXP}], got "
+                f"{meanshape.shape}, {id_base.shape}, {exp_base.shape}"
+            )
         keypoints = _field(mat, "keypoints", path).reshape(-1)
         if keypoints.size != 68:
             raise InputError(f"{path}: 'keypoints' must hold 68 vertex ids, got {keypoints.size}")
         extra = {k: np.asarray(mat[k]) for k in ("frontmask2_idx", "tri_mask2", "skinmask") if k in mat}
-        return cls(meanshape=meanshape, id_base=id_base, exp_base=exp_base,
-                   meantex=_field(mat, "meantex", path).reshape(1, -1), tex_base=_field(mat, "texBase", path),
-                   tri=_field(mat, "tri", path), point_buf=_field(mat, "point_buf", path), keypoints=keypoints,
-                   extra=extra)
+        return cls(
+            meanshape=meanshape,
+            id_base=id_base,
+            exp_base=exp_base,
+            meantex=_field(mat, "meantex", path).reshape(1, -1),
+            tex_base=_field(mat, "texBase", path),
+            tri=_field(mat, "tri", path),
+            point_buf=_field(mat, "point_buf", path),
+            keypoints=keypoints,
+            extra=extra,
+        )
 
 
 def _read_exp_pca(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -171,8 +200,10 @@ def _read_exp_pca(path: Path) -> tuple[np.ndarray, np.ndarray]:
     k = int(np.frombuffer(raw[:4], dtype="<i4")[0])
     floats = (len(raw) - 4) // 4
     if k <= 0 or (len(raw) - 4) % 4 or floats % (3 * (k + 1)):
-        raise InputError(f"{path}: size {len(raw)} bytes does not fit K={k} components of 3V floats; "
-                         f"the file is corrupt ({WHERE['Exp_Pca.bin']})")
+        raise InputError(
+            f"{path}: size {len(raw)} bytes does not fit K={k} components of 3V floats; "
+            f"the file is corrupt ({WHERE['Exp_Pca.bin']})"
+        )
     n3 = floats // (k + 1)
     values = array("f")
     values.frombytes(raw[4:])
@@ -208,8 +239,10 @@ def convert_bfm09(bfm_dir: Path) -> BFMData:
     front_in_full = exp_in_full[front_in_exp]
     n_full, n_exp = shape_mu.size // 3, exp_pc.shape[0] // 3
     if front_in_full.max(initial=-1) >= n_full or exp_in_full.max(initial=-1) >= n_full or front_in_exp.max() >= n_exp:
-        raise InputError(f"the BFM index files do not match the models ({n_full} BFM09 vertices, {n_exp} "
-                         f"expression-model vertices); the files come from different releases")
+        raise InputError(
+            f"the BFM index files do not match the models ({n_full} BFM09 vertices, {n_exp} "
+            f"expression-model vertices); the files come from different releases"
+        )
 
     def take(base: np.ndarray, rows: np.ndarray) -> np.ndarray:  # [3V,K] -> [3n,K] on vertex ids
         k = base.shape[1]
@@ -221,11 +254,17 @@ def convert_bfm09(bfm_dir: Path) -> BFMData:
     p_info = bfm_dir / "facemodel_info.mat"
     info = _loadmat(p_info)
     extra = {k: _field(info, k, p_info) for k in ("frontmask2_idx", "skinmask", "tri_mask2")}
-    return BFMData(meanshape=take_mean(shape_mu / 1e5, front_in_full), id_base=take(id_base, front_in_full),
-                   exp_base=take(exp_base, front_in_exp), meantex=take_mean(tex_mu, front_in_full),
-                   tex_base=take(tex_base, front_in_full), tri=_field(info, "tri", p_info),
-                   point_buf=_field(info, "point_buf", p_info), keypoints=_field(info, "keypoints", p_info).reshape(-1),
-                   extra=extra)
+    return BFMData(
+        meanshape=take_mean(shape_mu / 1e5, front_in_full),
+        id_base=take(id_base, front_in_full),
+        exp_base=take(exp_base, front_in_exp),
+        meantex=take_mean(tex_mu, front_in_full),
+        tex_base=take(tex_base, front_in_full),
+        tri=_field(info, "tri", p_info),
+        point_buf=_field(info, "point_buf", p_info),
+        keypoints=_field(info, "keypoints", p_info).reshape(-1),
+        extra=extra,
+    )
 
 
 def write_front_mat(data: BFMData, path: Path) -> Path:
@@ -254,7 +293,8 @@ class BFMFiles:
                 raise DependencyError(
                     f"BFM folder {root} has neither '{FRONT_MAT}' nor all raw files to build it (missing: "
                     f"{', '.join(missing)}). {FRONT_MAT}: {WHERE[FRONT_MAT]}. "
-                    + " ".join(f"'{n}': {WHERE[n]}." for n in missing))
+                    + " ".join(f"'{n}': {WHERE[n]}." for n in missing)
+                )
         return cls(root)
 
     @property
@@ -376,8 +416,12 @@ class ParametricFace(nn.Module):
 
     KEYPOINT_SETS = ("lm68", "lm68_official", "mp468")
 
-    def __init__(self, data: BFMData, mp468_index: np.ndarray | None = None,
-                 config: ParametricFaceConfig = ParametricFaceConfig()) -> None:
+    def __init__(
+        self,
+        data: BFMData,
+        mp468_index: np.ndarray | None = None,
+        config: ParametricFaceConfig = ParametricFaceConfig(),
+    ) -> None:
         super().__init__()
         self.config = config
         n = data.n_vertices
@@ -390,8 +434,9 @@ class ParametricFace(nn.Module):
         self.register_buffer("faces", torch.from_numpy(data.faces))  # F x 3
         stored = data.keypoints.astype(np.int64)
         if stored.min() < 1 or stored.max() > n:
-            raise InputError(f"BFM keypoints must be 1-based vertex ids in [1,{n}], "
-                             f"got [{stored.min()},{stored.max()}]")
+            raise InputError(
+                f"BFM keypoints must be 1-based vertex ids in [1,{n}], got [{stored.min()},{stored.max()}]"
+            )
         self.keypoint_ids = {"lm68": stored - 1}
         if stored.max() < n:  # the quirk reads vertex `stored`; only impossible if a keypoint is the last vertex
             self.keypoint_ids["lm68_official"] = stored
@@ -406,8 +451,9 @@ class ParametricFace(nn.Module):
             self.register_buffer(f"{name}_exp_base", self.exp_base[t].clone())  # K x 3 x 64
 
     @classmethod
-    def from_dir(cls, bfm_dir: str | Path, config: ParametricFaceConfig = ParametricFaceConfig(),
-                 with_mediapipe: bool = True) -> ParametricFace:
+    def from_dir(
+        cls, bfm_dir: str | Path, config: ParametricFaceConfig = ParametricFaceConfig(), with_mediapipe: bool = True
+    ) -> ParametricFace:
         """Load from a BFM folder (front .mat or raw files; plus the mediapipe index when asked)."""
         files = BFMFiles.locate(bfm_dir)
         data = files.load_front()
@@ -433,8 +479,13 @@ class ParametricFace(nn.Module):
         """Canonical keypoints [B,K,3] of a keypoint set (`lm68`, `lm68_official`, `mp468`)."""
         if which not in self.keypoint_ids:
             raise InputError(f"keypoint set '{which}' is not available (have {sorted(self.keypoint_ids)})")
-        return self.linear_shape(getattr(self, f"{which}_mean"), getattr(self, f"{which}_id_base"),
-                           getattr(self, f"{which}_exp_base"), id_coeff, exp_coeff)
+        return self.linear_shape(
+            getattr(self, f"{which}_mean"),
+            getattr(self, f"{which}_id_base"),
+            getattr(self, f"{which}_exp_base"),
+            id_coeff,
+            exp_coeff,
+        )
 
     compute_rotation = staticmethod(compute_rotation)
 

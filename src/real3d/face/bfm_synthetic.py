@@ -66,7 +66,7 @@ def _grid(n: int) -> np.ndarray:
 def _surface(xy: np.ndarray) -> np.ndarray:
     x, y = xy[:, 0], xy[:, 1]
     z = DEPTH * np.sqrt(np.clip(1 - (x / (1.2 * A_X)) ** 2 - (y / (1.2 * B_Y)) ** 2, 0, None))
-    z = z + 0.22 * np.exp(-(x / 0.13) ** 2 - ((y + 0.02) / 0.28) ** 2)  # nose
+    z = z + 0.22 * np.exp(-((x / 0.13) ** 2) - ((y + 0.02) / 0.28) ** 2)  # nose
     return np.stack([x, y, z], 1)
 
 
@@ -107,7 +107,6 @@ def _mp468_layout() -> np.ndarray:
     loops on the lm68 layout's eyes and lips, nose tip and chin pinned; every other point is the average of
     its tessellation neighbours (a Tutte / harmonic embedding)."""
     from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
-
 
     n = 468
     pos: dict[int, np.ndarray] = {}
@@ -194,7 +193,7 @@ def _make_front(n_vertices: int, rng: np.random.Generator) -> tuple[BFMData, np.
 
     exps = []
     below = np.clip((-0.4 - y) / (B_Y - 0.4), 0, 1) ** 0.7 * (y < -0.4) + (y < -0.4) * 0.3
-    exps.append(np.stack([0 * x, -below * np.exp(-(x / 0.6) ** 2), -0.3 * below], 1) * 0.08)  # jaw open
+    exps.append(np.stack([0 * x, -below * np.exp(-((x / 0.6) ** 2)), -0.3 * below], 1) * 0.08)  # jaw open
     corners = _bump(v, np.array([-0.26, -0.4]), 0.1) + _bump(v, np.array([0.26, -0.4]), 0.1)
     exps.append(np.stack([np.sign(x) * corners, corners, 0 * x], 1) * 0.04)  # smile
     for cx in (-0.3, 0.3):  # eye closing: the upper lid moves down
@@ -219,12 +218,20 @@ def _make_front(n_vertices: int, rng: np.random.Generator) -> tuple[BFMData, np.
     in_mask[front_mask] = True
     tri_mask2 = faces[in_mask[faces].all(1)]
     data = BFMData(
-        meanshape=(v + OFFSET).reshape(1, -1).astype(np.float32), id_base=id_base, exp_base=exp_base,
-        meantex=meantex, tex_base=tex_base, tri=(faces + 1).astype(np.float64), point_buf=_point_buf(faces, n),
+        meanshape=(v + OFFSET).reshape(1, -1).astype(np.float32),
+        id_base=id_base,
+        exp_base=exp_base,
+        meantex=meantex,
+        tex_base=tex_base,
+        tri=(faces + 1).astype(np.float64),
+        point_buf=_point_buf(faces, n),
         keypoints=(lm68 + 1).astype(np.float64),
-        extra={"frontmask2_idx": (front_mask + 1).reshape(-1, 1).astype(np.float64),
-               "tri_mask2": (tri_mask2 + 1).astype(np.float64),
-               "skinmask": (r2 < 0.8).astype(np.float64).reshape(1, -1)})
+        extra={
+            "frontmask2_idx": (front_mask + 1).reshape(-1, 1).astype(np.float64),
+            "tri_mask2": (tri_mask2 + 1).astype(np.float64),
+            "skinmask": (r2 < 0.8).astype(np.float64).reshape(1, -1),
+        },
+    )
     return data, mp
 
 
@@ -258,13 +265,22 @@ def _write_raw(d: Path, data: BFMData, rng: np.random.Generator) -> None:
     tex_pc, tex_ev = split(data.tex_base.astype(np.float64), N_SHAPE_PC, front_in_full, n_full, 1.0)
     filler_mu = rng.normal(size=(3 * n_full, 1)) * 0.5 + np.tile(OFFSET, n_full)[:, None]
     shape_mu = scatter(data.meanshape.reshape(-1, 1).astype(np.float64), front_in_full, n_full, filler_mu) * 1e5
-    tex_mu = scatter(data.meantex.reshape(-1, 1).astype(np.float64), front_in_full, n_full,
-                     np.full((3 * n_full, 1), 180.0))
+    tex_mu = scatter(
+        data.meantex.reshape(-1, 1).astype(np.float64), front_in_full, n_full, np.full((3 * n_full, 1), 180.0)
+    )
     tl = front_in_full[data.faces] + 1
-    savemat(str(d / "01_MorphableModel.mat"), {
-        "shapeMU": shape_mu.astype(np.float32), "shapePC": shape_pc, "shapeEV": shape_ev.astype(np.float32)[:, None],
-        "texMU": tex_mu.astype(np.float32), "texPC": tex_pc, "texEV": tex_ev.astype(np.float32)[:, None],
-        "tl": tl.astype(np.float64)})
+    savemat(
+        str(d / "01_MorphableModel.mat"),
+        {
+            "shapeMU": shape_mu.astype(np.float32),
+            "shapePC": shape_pc,
+            "shapeEV": shape_ev.astype(np.float32)[:, None],
+            "texMU": tex_mu.astype(np.float32),
+            "texPC": tex_pc,
+            "texEV": tex_ev.astype(np.float32)[:, None],
+            "tl": tl.astype(np.float64),
+        },
+    )
 
     exp_pc, exp_ev = split(data.exp_base.astype(np.float64), N_EXP_PC, front_in_exp, n_exp, 1e5)
     exp_mu = (rng.normal(size=3 * n_exp) * 1e3).astype(np.float32)  # ignored by the official conversion
@@ -276,12 +292,21 @@ def _write_raw(d: Path, data: BFMData, rng: np.random.Generator) -> None:
 
     savemat(str(d / "BFM_front_idx.mat"), {"idx": (front_in_exp + 1).reshape(-1, 1).astype(np.float64)})
     savemat(str(d / "BFM_exp_idx.mat"), {"trimIndex": (exp_in_full + 1).reshape(-1, 1).astype(np.float64)})
-    savemat(str(d / "facemodel_info.mat"), {
-        "tri": data.tri, "point_buf": data.point_buf, "keypoints": data.keypoints.reshape(1, -1), **data.extra})
+    savemat(
+        str(d / "facemodel_info.mat"),
+        {"tri": data.tri, "point_buf": data.point_buf, "keypoints": data.keypoints.reshape(1, -1), **data.extra},
+    )
 
 
-def write_synthetic_bfm(directory: str | Path, n_vertices: int = 1200, seed: int = 0, front: bool = True,
-                        raw: bool = False, helpers: bool = True, mediapipe_index: bool = True) -> Path:
+def write_synthetic_bfm(
+    directory: str | Path,
+    n_vertices: int = 1200,
+    seed: int = 0,
+    front: bool = True,
+    raw: bool = False,
+    helpers: bool = True,
+    mediapipe_index: bool = True,
+) -> Path:
     """Write a synthetic BFM folder (see the module docstring) and return its path.
 
     front: write `BFM_model_front.mat`; raw: write the raw BFM09 files it is converted from; helpers: write

@@ -83,8 +83,9 @@ class LandmarkFitConfig:
 
 VIDEO_FIT = LandmarkFitConfig()
 """The official video fitter (`id_mode='global'`)."""
-IMAGE_FIT = LandmarkFitConfig(lambda_id=0.3, lambda_exp=0.05, lambda_lap=0.0, eye_weight=5.0,
-                              upper_eyelid_weight=5.0, lip_weight=2.0)
+IMAGE_FIT = LandmarkFitConfig(
+    lambda_id=0.3, lambda_exp=0.05, lambda_lap=0.0, eye_weight=5.0, upper_eyelid_weight=5.0, lip_weight=2.0
+)
 """The official image fitter."""
 
 
@@ -120,14 +121,17 @@ def landmark_weights(config: LandmarkFitConfig) -> torch.Tensor:
     return w
 
 
-def to_fit_frame(landmarks: np.ndarray | torch.Tensor, image_size: int | tuple[int, int],
-                 fit_size: float = 224.0) -> torch.Tensor:
+def to_fit_frame(
+    landmarks: np.ndarray | torch.Tensor, image_size: int | tuple[int, int], fit_size: float = 224.0
+) -> torch.Tensor:
     """[T,>=468,>=2] pixel landmarks (x right, y down) of a square frame -> [T,468,2] float32 in the 224 frame
     with y up (`y -> H - y`, then `/ (H / 224)`)."""
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
     if h != w or h <= 0:
-        raise InputError(f"landmark fitting needs a square frame (the official fitter asserts H == W); got {h}x{w}. "
-                         f"Crop or resize the frames to a square first")
+        raise InputError(
+            f"landmark fitting needs a square frame (the official fitter asserts H == W); got {h}x{w}. "
+            f"Crop or resize the frames to a square first"
+        )
     lm = torch.as_tensor(np.asarray(landmarks, dtype=np.float32))
     if lm.ndim != 3 or lm.shape[1] < 468 or lm.shape[2] < 2 or lm.shape[0] == 0:
         raise InputError(f"expected landmarks [T,>=468,>=2] (MediaPipe face mesh), got {tuple(lm.shape)}")
@@ -159,16 +163,19 @@ def fit_landmarks(face: ParametricFace, target: torch.Tensor, config: LandmarkFi
 
 def _fit(face: ParametricFace, target: torch.Tensor, config: LandmarkFitConfig) -> LandmarkFit:
     if "mp468" not in face.keypoint_ids:
-        raise InputError("the face model has no mediapipe keypoints; load it with the "
-                         "index_mp468_from_mesh35709.npy file (ParametricFace.from_dir(..., with_mediapipe=True))")
+        raise InputError(
+            "the face model has no mediapipe keypoints; load it with the "
+            "index_mp468_from_mesh35709.npy file (ParametricFace.from_dir(..., with_mediapipe=True))"
+        )
     if target.ndim != 3 or target.shape[1:] != (468, 2):
         raise InputError(f"target must be [T,468,2], got {tuple(target.shape)}")
     start = time.perf_counter()
     dev = torch.device(config.device)
     t = target.shape[0]
     target = target.to(dev, torch.float32)
-    mean, id_base, exp_base = (getattr(face, f"mp468_{k}").to(dev, torch.float32)
-                               for k in ("mean", "id_base", "exp_base"))  # [468,3], [468,3,80], [468,3,64]
+    mean, id_base, exp_base = (
+        getattr(face, f"mp468_{k}").to(dev, torch.float32) for k in ("mean", "id_base", "exp_base")
+    )  # [468,3], [468,3,80], [468,3,64]
     weights = landmark_weights(config).to(dev)[None, :, None]  # 1 x 468 x 1
 
     id_para = torch.zeros(1, N_ID, device=dev)
@@ -194,8 +201,7 @@ def _fit(face: ParametricFace, target: torch.Tensor, config: LandmarkFitConfig) 
     exp_para.requires_grad_(True)
     opt_idexp = torch.optim.Adam([id_para, exp_para], lr=config.lr)
     for _ in range(config.stage2_iters):
-        loss = (landmark_loss() + config.lambda_id * (id_para ** 2).mean()
-                + config.lambda_exp * (exp_para ** 2).mean())
+        loss = landmark_loss() + config.lambda_id * (id_para**2).mean() + config.lambda_exp * (exp_para**2).mean()
         if config.lambda_lap:
             lap = laplacian_loss(exp_para) + config.lap_pose_weight * (laplacian_loss(euler) + laplacian_loss(trans))
             loss = loss + config.lambda_lap * lap  # the shared id's Laplacian is identically 0
@@ -209,14 +215,24 @@ def _fit(face: ParametricFace, target: torch.Tensor, config: LandmarkFitConfig) 
         pts = face.linear_shape(mean, id_base, exp_base, id_para.expand(t, -1), exp_para)
         err = ((face.project(face.to_camera(pts, euler, trans)) - target) ** 2).sum(-1)  # T x 468
         rmse = float(err[:, weights[0, :, 0] > 0].mean().sqrt())
-    out = LandmarkFit(id=id_para.detach().cpu(), exp=exp_para.detach().cpu(), euler=euler.detach().cpu(),
-                      trans=trans.detach().cpu(), landmark_rmse=rmse, seconds=time.perf_counter() - start)
+    out = LandmarkFit(
+        id=id_para.detach().cpu(),
+        exp=exp_para.detach().cpu(),
+        euler=euler.detach().cpu(),
+        trans=trans.detach().cpu(),
+        landmark_rmse=rmse,
+        seconds=time.perf_counter() - start,
+    )
     log.info("3DMM landmark fit: %d frame(s), RMSE %.3f px @224, %.2f s", t, rmse, out.seconds)
     return out
 
 
-def fit_image(face: ParametricFace, landmarks: np.ndarray | torch.Tensor, image_size: int | tuple[int, int],
-              config: LandmarkFitConfig = IMAGE_FIT) -> LandmarkFit:
+def fit_image(
+    face: ParametricFace,
+    landmarks: np.ndarray | torch.Tensor,
+    image_size: int | tuple[int, int],
+    config: LandmarkFitConfig = IMAGE_FIT,
+) -> LandmarkFit:
     """Fit one image: landmarks [>=468,>=2] (or [1,>=468,>=2]) pixels, y down, of a square frame."""
     lm = np.asarray(landmarks, dtype=np.float32)
     if lm.ndim == 2:
@@ -226,7 +242,11 @@ def fit_image(face: ParametricFace, landmarks: np.ndarray | torch.Tensor, image_
     return fit_landmarks(face, to_fit_frame(lm, image_size), config)
 
 
-def fit_video(face: ParametricFace, landmarks: np.ndarray | torch.Tensor, image_size: int | tuple[int, int],
-              config: LandmarkFitConfig = VIDEO_FIT) -> LandmarkFit:
+def fit_video(
+    face: ParametricFace,
+    landmarks: np.ndarray | torch.Tensor,
+    image_size: int | tuple[int, int],
+    config: LandmarkFitConfig = VIDEO_FIT,
+) -> LandmarkFit:
     """Fit a video: landmarks [T,>=468,>=2] pixels, y down, of square frames; one shared identity."""
     return fit_landmarks(face, to_fit_frame(landmarks, image_size), config)

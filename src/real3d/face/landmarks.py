@@ -42,8 +42,10 @@ class Face:
 def _mesh_to_px(result, w: int, h: int) -> list[np.ndarray]:
     """[478,3] float32 pixels per face of a MediaPipe face-mesh result (scaled in float64, as Python floats are)."""
     scale = np.array([w, h, w], dtype=np.float64)
-    return [(np.array([(p.x, p.y, p.z) for p in f.landmark], dtype=np.float64) * scale).astype(np.float32)
-            for f in result.multi_face_landmarks or []]
+    return [
+        (np.array([(p.x, p.y, p.z) for p in f.landmark], dtype=np.float64) * scale).astype(np.float32)
+        for f in result.multi_face_landmarks or []
+    ]
 
 
 class FaceAnalyzer:
@@ -96,7 +98,11 @@ class FaceAnalyzer:
                 faces.append(Face(lm))
         if not faces:  # the detector can miss very large / cropped faces: ask the mesh on the whole frame
             scale = min(1.0, 1024 / max(h, w))
-            small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else image
+            small = (
+                cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+                if scale < 1
+                else image
+            )
             for lm in _mesh_to_px(self._static().process(small), small.shape[1], small.shape[0]):
                 lm = lm / np.float32(scale)
                 faces.append(Face(lm.astype(np.float32)))
@@ -129,7 +135,9 @@ class FaceAnalyzer:
             res = self._det().process(np.ascontiguousarray(crop))
             for d in res.detections or []:
                 b = d.location_data.relative_bounding_box
-                boxes.append((x0 + b.xmin * cw, y0 + b.ymin * ch, x0 + (b.xmin + b.width) * cw, y0 + (b.ymin + b.height) * ch))
+                boxes.append(
+                    (x0 + b.xmin * cw, y0 + b.ymin * ch, x0 + (b.xmin + b.width) * cw, y0 + (b.ymin + b.height) * ch)
+                )
         return boxes
 
     def _mesh_in_box(self, image: np.ndarray, box) -> np.ndarray | None:
@@ -141,8 +149,9 @@ class FaceAnalyzer:
         s = size / side
         # affine that maps the square crop around the face to a size x size image (border: replicate)
         m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], dtype=np.float64)
-        crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)
+        crop = cv2.warpAffine(
+            image, m, (size, size), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         found = _mesh_to_px(self._static().process(crop), size, size)
         if not found:
             return None
@@ -166,7 +175,7 @@ class FaceAnalyzer:
                 g.close()
         self._detector = self._mesh_static = self._mesh_video = None
 
-    def __enter__(self) -> "FaceAnalyzer":
+    def __enter__(self) -> FaceAnalyzer:
         return self
 
     def __exit__(self, *exc) -> None:

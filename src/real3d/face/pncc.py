@@ -134,7 +134,9 @@ class PNCCRenderer:
                 )
             keep[eye] = False
         if image_size <= 0 or chunk_size <= 0:
-            raise InputError(f"PNCCRenderer: image_size and chunk_size must be positive, got {image_size}, {chunk_size}")
+            raise InputError(
+                f"PNCCRenderer: image_size and chunk_size must be positive, got {image_size}, {chunk_size}"
+            )
         self.faces = faces_t[keep].contiguous()  # Fk x 3, kept faces; id 0 is the quirk face
         self.colors = colors  # N x 3
         self.image_size = image_size
@@ -175,7 +177,9 @@ class PNCCRenderer:
         screen = project_to_screen(v, self.image_size)  # B x N x 3
         near = ~(v[..., 2] > ZNEAR / 2)  # also NaN
         if near.any():
-            logger.warning("PNCCRenderer: %d vertices closer than %g; their faces are dropped", int(near.sum()), ZNEAR / 2)
+            logger.warning(
+                "PNCCRenderer: %d vertices closer than %g; their faces are dropped", int(near.sum()), ZNEAR / 2
+            )
             screen = screen.masked_fill(near.unsqueeze(-1), float("nan"))
         return screen
 
@@ -266,7 +270,12 @@ def zbuffer_torch(screen: torch.Tensor, faces: torch.Tensor, image_size: int, sm
     step_i, step_j = dx * _ONE, -dy * _ONE
     # Screen-linear depth plane of w = -1/z (nearer = smaller), clamped to the vertices' range.
     w = -1.0 / tri[..., 2]  # P x 3
-    e1, e2, dw1, dw2 = tri[:, 1, :2] - tri[:, 0, :2], tri[:, 2, :2] - tri[:, 0, :2], w[:, 1] - w[:, 0], w[:, 2] - w[:, 0]
+    e1, e2, dw1, dw2 = (
+        tri[:, 1, :2] - tri[:, 0, :2],
+        tri[:, 2, :2] - tri[:, 0, :2],
+        w[:, 1] - w[:, 0],
+        w[:, 2] - w[:, 0],
+    )
     det = e1[:, 0] * e2[:, 1] - e2[:, 0] * e1[:, 1]
     det = torch.where(det == 0, torch.ones_like(det), det)
     gx = (dw1 * e2[:, 1] - dw2 * e1[:, 1]) / det

@@ -63,7 +63,9 @@ def analyze_portrait(
         if face_index >= len(faces):
             raise InputError(f"--face {face_index} asked, but {name} has {len(faces)} face(s) (0 = largest)")
         if len(faces) > 1:
-            log.warning("%s has %d faces; using face %d (0 = largest; choose another with --face)", name, len(faces), face_index)
+            log.warning(
+                "%s has %d faces; using face %d (0 = largest; choose another with --face)", name, len(faces), face_index
+            )
         face = faces[face_index]
         crop = frame_face(face.bbox, photo.shape[:2], mode=framing)
         image = crop.apply(photo)

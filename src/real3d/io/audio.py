@@ -49,7 +49,7 @@ class Audio:
         """Samples as float32 (C, N), also for mono."""
         return self.samples[None, :] if self.samples.ndim == 1 else self.samples
 
-    def resample(self, sample_rate: int) -> "Audio":
+    def resample(self, sample_rate: int) -> Audio:
         """This audio at another sample rate (PyAV's resampler); channels are kept."""
         if sample_rate == self.sample_rate:
             return self
@@ -59,7 +59,9 @@ class Audio:
         chunks = []
         step = 1 << 15
         for start in range(0, planar.shape[1], step):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, start : start + step]), format="fltp", layout=layout)
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(planar[:, start : start + step]), format="fltp", layout=layout
+            )
             frame.sample_rate = self.sample_rate
             chunks += [f.to_ndarray() for f in resampler.resample(frame)]
         chunks += [f.to_ndarray() for f in resampler.resample(None)]
@@ -146,7 +148,7 @@ class AudioStream:
         self._array: np.ndarray | None = None  # set by `of`
 
     @classmethod
-    def of(cls, audio: Audio) -> "AudioStream":
+    def of(cls, audio: Audio) -> AudioStream:
         """A stream over already decoded samples (no file)."""
         self = cls.__new__(cls)
         self.path = None
@@ -165,7 +167,9 @@ class AudioStream:
             for f in self._resampler.resample(None):
                 yield f.to_ndarray()
         except av.error.FFmpegError as e:
-            raise InputError(f"cannot decode the audio of {self.path}: {e}; the file may be corrupt, re-export it") from e
+            raise InputError(
+                f"cannot decode the audio of {self.path}: {e}; the file may be corrupt, re-export it"
+            ) from e
         except ValueError as e:
             raise InputError(f"unsupported audio in {self.path}: {e}; convert it to a 16 kHz mono wav") from e
 
@@ -192,7 +196,7 @@ class AudioStream:
             self._container.close()
             self._container = None
 
-    def __enter__(self) -> "AudioStream":
+    def __enter__(self) -> AudioStream:
         return self
 
     def __exit__(self, *exc: object) -> None:

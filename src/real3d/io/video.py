@@ -9,10 +9,10 @@ each output frame time `k / fps_out`, the source frame with the nearest timestam
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import av
 import numpy as np

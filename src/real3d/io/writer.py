@@ -124,11 +124,13 @@ class VideoWriter:
 
     # -- lifecycle --------------------------------------------------------------------------------------
 
-    def __enter__(self) -> "VideoWriter":
+    def __enter__(self) -> VideoWriter:
         self.open()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -161,7 +163,9 @@ class VideoWriter:
         if not self.quiet:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.total, unit="frame", desc=f"writing {target.name}", file=sys.stderr, leave=False)
+            self._bar = tqdm(
+                total=self.total, unit="frame", desc=f"writing {target.name}", file=sys.stderr, leave=False
+            )
         if self.background:
             self._queue = queue.Queue(maxsize=self.queue_frames)
             self._worker = threading.Thread(target=self._work, name=f"real3d-encode-{target.name}", daemon=True)
@@ -197,7 +201,9 @@ class VideoWriter:
         if self._container is None:
             raise RuntimeError("VideoWriter is not open; use it as a context manager")
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 frame of shape {(self.height, self.width, 3)}, got {frame.dtype} {frame.shape}")
+            raise ValueError(
+                f"expected an RGB uint8 frame of shape {(self.height, self.width, 3)}, got {frame.dtype} {frame.shape}"
+            )
         if self._queue is None:
             self._encode(frame, self.frames_written)
         else:

@@ -157,9 +157,7 @@ def modulated_conv2d(
     if scale is not None:
         wmod = wmod * scale.reshape(sb, cout, 1, 1, 1)  # [Bs,Cout,Cin,kh,kw]
     if sb == 1:  # one weight for the whole batch: a plain convolution
-        return conv2d_resample(
-            x, wmod[0], resample_filter, up=up, padding=padding, flip_weight=flip_weight, bias=bias
-        )
+        return conv2d_resample(x, wmod[0], resample_filter, up=up, padding=padding, flip_weight=flip_weight, bias=bias)
     h, w = x.shape[2:]
     x = x.reshape(1, b * cin, h, w)  # [1,B*Cin,H,W]: batch folded into groups
     x = conv2d_resample(

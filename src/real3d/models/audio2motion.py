@@ -17,8 +17,9 @@ Data flow at inference (T50 = audio frames at 50 Hz, T = T50 // 2 frames at 25 H
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -152,15 +153,18 @@ class PriorFlow(nn.Module):
         layers: list[nn.Module] = []
         for _ in range(cfg.n_flows):
             layers.append(
-                MeanOnlyCoupling(cfg.latent_dim, cfg.flow_hidden_dim, cfg.flow_kernel_size, cfg.flow_layers,
-                                 cfg.cond_dim)
+                MeanOnlyCoupling(
+                    cfg.latent_dim, cfg.flow_hidden_dim, cfg.flow_kernel_size, cfg.flow_layers, cfg.cond_dim
+                )
             )
             layers.append(Flip())
         self.flows = nn.ModuleList(layers)
 
-    def forward(self, z: torch.Tensor, mask: torch.Tensor | None, g: torch.Tensor, reverse: bool = False) -> torch.Tensor:
+    def forward(
+        self, z: torch.Tensor, mask: torch.Tensor | None, g: torch.Tensor, reverse: bool = False
+    ) -> torch.Tensor:
         """z: [B,L,T'] (posterior side when reverse=False), g: [B,C,T'] -> [B,L,T']."""
-        for flow in (reversed(self.flows) if reverse else self.flows):
+        for flow in reversed(self.flows) if reverse else self.flows:
             z = flow(z) if isinstance(flow, Flip) else flow(z, mask, g, reverse)
         return z
 
@@ -264,13 +268,17 @@ class Audio2Motion(nn.Module):
             self.eye_amp_embed = nn.Parameter(torch.randn(c))
         self.blink_embed = nn.Embedding(2, c)
         self.mel_encoder = nn.Sequential(
-            nn.Conv1d(config.audio_dim, c, 3, padding=1, bias=False), nn.BatchNorm1d(c), nn.GELU(),
+            nn.Conv1d(config.audio_dim, c, 3, padding=1, bias=False),
+            nn.BatchNorm1d(c),
+            nn.GELU(),
             nn.Conv1d(c, c, 3, padding=1, bias=False),
         )
         self.pitch_embed = nn.Embedding(config.pitch_bins, c)
         nn.init.normal_(self.pitch_embed.weight, std=c**-0.5)
         self.pitch_encoder = nn.Sequential(
-            nn.Conv1d(c, c, 3, padding=1, bias=False), nn.BatchNorm1d(c), nn.GELU(),
+            nn.Conv1d(c, c, 3, padding=1, bias=False),
+            nn.BatchNorm1d(c),
+            nn.GELU(),
             nn.Conv1d(c, c, 3, padding=1, bias=False),
         )
         n_cond = 3 + int(config.use_mouth_amp_embed) + int(config.use_eye_amp_embed)
@@ -395,7 +403,7 @@ class Audio2Motion(nn.Module):
         through the prior flow (official FVAE training path). noise: [B,L,T/s] for the reparameterisation."""
         b, t, _ = exp.shape
         self._check_length(t)
-        mask = (torch.ones(b, t, dtype=exp.dtype, device=exp.device) if y_mask is None else y_mask.to(exp))
+        mask = torch.ones(b, t, dtype=exp.dtype, device=exp.device) if y_mask is None else y_mask.to(exp)
         mask = mask[:, None, :]  # [B,1,T]
         g = rearrange(cond, "b t c -> b c t")
         g_sqz = self.vae.g_pre_net(g)
@@ -433,7 +441,9 @@ def remap_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[st
     return out
 
 
-def config_from_official(state_dict: Mapping[str, torch.Tensor], hparams: Mapping[str, Any] | None = None) -> Audio2MotionConfig:
+def config_from_official(
+    state_dict: Mapping[str, torch.Tensor], hparams: Mapping[str, Any] | None = None
+) -> Audio2MotionConfig:
     """Read the sizes of an official A2M checkpoint from its (remapped) tensor shapes, cross-checked with
     the flags of its `config.yaml` (`hparams`) when given."""
     sd = state_dict

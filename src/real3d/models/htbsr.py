@@ -54,8 +54,10 @@ class HTBSRSource:
         if self.bg.shape[0] == batch:
             return self
         if self.bg.shape[0] != 1:
-            raise InputError(f"the source cache has batch {self.bg.shape[0]} but the frames have batch {batch}; "
-                             "encode one source per frame batch or a single (batch 1) source")
+            raise InputError(
+                f"the source cache has batch {self.bg.shape[0]} but the frames have batch {batch}; "
+                "encode one source per frame batch or a single (batch 1) source"
+            )
         return HTBSRSource(
             self.torso.expand(batch),
             self.bg.expand(batch, *self.bg.shape[1:]),
@@ -124,7 +126,9 @@ def alpha_concat(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, compleme
     ca, cb = a.shape[1], b.shape[1]
     alpha, b = alpha.to(a.dtype), b.to(a.dtype)
     out = torch.empty(
-        (a.shape[0], ca + cb + int(complement), *a.shape[2:]), dtype=a.dtype, device=a.device,
+        (a.shape[0], ca + cb + int(complement), *a.shape[2:]),
+        dtype=a.dtype,
+        device=a.device,
         memory_format=torch.channels_last,
     )  # [B,Ca+Cb(+1),H,W]
     torch.mul(a, alpha, out=out[:, :ca])
@@ -167,7 +171,9 @@ class HTBSR(nn.Module):
     def _resize(self, x: torch.Tensor, size: int, antialias: bool | None = None) -> torch.Tensor:
         aa = self.config.antialias if antialias is None else antialias
         if aa and x.dtype in (torch.bfloat16, torch.float16):  # no reduced-precision antialias kernel on CPU
-            return F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True).to(x.dtype)
+            return F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True).to(
+                x.dtype
+            )
         return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=aa)
 
     def encode_source(self, ref_torso_img: torch.Tensor, bg_img: torch.Tensor, segmap: torch.Tensor) -> HTBSRSource:
@@ -280,8 +286,12 @@ class HTBSR(nn.Module):
             w_hidden = torch.einsum("ocyx,ci->oiyx", w_torso, encoder.weight[:, :, 0, 0].to(dt))  # [C0,hid,3,3]
             w_rest = torch.einsum("ocyx,c->oyx", w_torso, encoder.bias.to(dt)).unsqueeze(1)  # [C0,1,3,3]
             weight = torch.cat([w_x, w_hidden, w_rest], 1).contiguous(memory_format=torch.channels_last)
-        y = F.conv2d(alpha_concat(x, torso_hidden, head_alpha, complement=True), weight.to(first.weight.dtype),
-                     first.bias, padding=first.padding)
+        y = F.conv2d(
+            alpha_concat(x, torso_hidden, head_alpha, complement=True),
+            weight.to(first.weight.dtype),
+            first.bias,
+            padding=first.padding,
+        )
         return self.fuse_head_torso_convs[1:](y)
 
     def _fuse_fg_bg(self, x: torch.Tensor, bg_fused: torch.Tensor, person: torch.Tensor) -> torch.Tensor:

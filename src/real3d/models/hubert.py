@@ -23,9 +23,10 @@ import dataclasses
 import json
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,8 +55,7 @@ class ConvLayer(nn.Module):
     """One feature-extractor layer: Conv1d, optional norm (LayerNorm over channels or GroupNorm with one
     group per channel), GELU. HF names: `conv`, `layer_norm`."""
 
-    def __init__(self, in_dim: int, out_dim: int, kernel: int, stride: int, bias: bool,
-                 norm: str | None) -> None:
+    def __init__(self, in_dim: int, out_dim: int, kernel: int, stride: int, bias: bool, norm: str | None) -> None:
         super().__init__()
         self.conv = nn.Conv1d(in_dim, out_dim, kernel, stride=stride, bias=bias)
         self.norm_kind = norm
@@ -165,8 +165,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [B,T,H] -> [B,T,H] (no padding mask: every frame is valid)."""
-        q, k, v = (rearrange(p(x), "b t (n d) -> b n t d", n=self.num_heads)
-                   for p in (self.q_proj, self.k_proj, self.v_proj))
+        q, k, v = (
+            rearrange(p(x), "b t (n d) -> b n t d", n=self.num_heads) for p in (self.q_proj, self.k_proj, self.v_proj)
+        )
         y = F.scaled_dot_product_attention(q, k, v)  # [B,n,T,d], softmax(q k^T / sqrt(d)) v
         return self.out_proj(rearrange(y, "b n t d -> b t (n d)"))
 
@@ -406,8 +407,9 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def load_hubert(directory: str | Path, *, dtype: torch.dtype = torch.float32,
-                device: str | torch.device = "cpu") -> Hubert:
+def load_hubert(
+    directory: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> Hubert:
     """A `Hubert` in eval mode from a local Hugging Face snapshot folder (`config.json` plus
     `model.safetensors` or `pytorch_model.bin`; a hub-cache `models--facebook--...` folder also works).
 

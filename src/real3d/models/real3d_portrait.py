@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -118,8 +119,9 @@ class Real3DPortraitOutput:
     """[B,3,256,256] RGB after the background blend."""
 
 
-def _renderer_with(decoder: TriplaneDecoder, config: VolumeRendererConfig, mode: SamplingMode,
-                   chunk_rays: int) -> VolumeRenderer:
+def _renderer_with(
+    decoder: TriplaneDecoder, config: VolumeRendererConfig, mode: SamplingMode, chunk_rays: int
+) -> VolumeRenderer:
     """A `VolumeRenderer` whose decoder is `decoder` (shared; the renderer owns no weights of its own)."""
     renderer = VolumeRenderer(config, mode=mode, chunk_rays=chunk_rays)
     renderer.decoder = decoder
@@ -131,8 +133,13 @@ class Real3DPortrait(nn.Module):
 
     model_type = "real3d_portrait"
 
-    def __init__(self, config: Real3DPortraitConfig | None = None, *, autocast_scope: AutocastScope = "frame_convs",
-                 chunk_rays: int = DEFAULT_CHUNK_RAYS) -> None:
+    def __init__(
+        self,
+        config: Real3DPortraitConfig | None = None,
+        *,
+        autocast_scope: AutocastScope = "frame_convs",
+        chunk_rays: int = DEFAULT_CHUNK_RAYS,
+    ) -> None:
         """`config` is the architecture (saved with the weights); `autocast_scope` (what runs in reduced precision
         under `torch.autocast`, see `AutocastScope`) and `chunk_rays` are run-time settings of this instance."""
         super().__init__()
@@ -205,10 +212,17 @@ class Real3DPortrait(nn.Module):
         """
         b = cond_tgt.shape[0]
         if cache.batch not in (1, b):
-            raise InputError(f"the source cache has batch {cache.batch} but {b} frames were given; "
-                             "use a batch-1 cache (shared by all frames) or one source per frame")
-        for name, t in (("cond_cano", cond_cano), ("cond_src", cond_src), ("camera", camera),
-                        ("kp_s", kp_s), ("kp_d", kp_d)):
+            raise InputError(
+                f"the source cache has batch {cache.batch} but {b} frames were given; "
+                "use a batch-1 cache (shared by all frames) or one source per frame"
+            )
+        for name, t in (
+            ("cond_cano", cond_cano),
+            ("cond_src", cond_src),
+            ("camera", camera),
+            ("kp_s", kp_s),
+            ("kp_d", kp_d),
+        ):
             if t.shape[0] != b:
                 raise InputError(f"{name} has batch {t.shape[0]} but cond_tgt has batch {b}")
         if mode not in self._renderers:
@@ -232,8 +246,16 @@ class Real3DPortrait(nn.Module):
             out.feature_image = feat
             out.depths_coarse = rendered.depths_coarse
             out.depths_fine = rendered.depths_fine
-            for name in ("sr_block0_rgb", "torso_appearance_feats", "torso_deformation", "torso_occlusion_2_pre",
-                         "torso_rgb", "deformed_torso_hid", "sr_head_torso_block_rgb", "sr_block1_in_rgb"):
+            for name in (
+                "sr_block0_rgb",
+                "torso_appearance_feats",
+                "torso_deformation",
+                "torso_occlusion_2_pre",
+                "torso_rgb",
+                "deformed_torso_hid",
+                "sr_head_torso_block_rgb",
+                "sr_block1_in_rgb",
+            ):
                 setattr(out, name, getattr(sr, name))
         return out
 

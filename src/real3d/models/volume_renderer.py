@@ -261,8 +261,9 @@ def sample_triplanes_mean(
     """
     b, k, c, h, w = planes_shape
     if k != 3 or points.shape[0] != b or points.shape[-1] != 3:
-        raise ValueError(f"need planes [B,3,C,H,W] and points [B,P,3], got {tuple(planes_shape)} and "
-                         f"{tuple(points.shape)}")
+        raise ValueError(
+            f"need planes [B,3,C,H,W] and points [B,P,3], got {tuple(planes_shape)} and {tuple(points.shape)}"
+        )
     lo, hi = PLANE_PAD
     hp, wp = h + lo + hi, w + lo + hi
     scaled = (2 / box_warp) * points
@@ -276,11 +277,12 @@ def sample_triplanes_mean(
     i32 = torch.int32
     first = (torch.arange(b * k, dtype=i32, device=points.device) * (hp * wp)).reshape(b, 1, k)  # padded plane starts
     corner = first + (y0.to(i32) + lo) * wp + (x0.to(i32) + lo)  # BxPx3 row of the top-left texel
-    rows = (corner.unsqueeze(-1) + torch.tensor([0, 1, wp, wp + 1], dtype=i32, device=points.device))  # BxPx3x4
+    rows = corner.unsqueeze(-1) + torch.tensor([0, 1, wp, wp + 1], dtype=i32, device=points.device)  # BxPx3x4
     wy0, wy1 = (1 - fy) * (1 / k), fy * (1 / k)
     weights = torch.stack([wy0 * (1 - fx), wy0 * fx, wy1 * (1 - fx), wy1 * fx], -1)  # BxPx3x4, same corner order
-    feats = F.embedding_bag(rows.reshape(-1, 4 * k), table, mode="sum",
-                            per_sample_weights=weights.reshape(-1, 4 * k).to(table.dtype))  # (BP)xC
+    feats = F.embedding_bag(
+        rows.reshape(-1, 4 * k), table, mode="sum", per_sample_weights=weights.reshape(-1, 4 * k).to(table.dtype)
+    )  # (BP)xC
     return feats.reshape(b, -1, c)
 
 
@@ -391,9 +393,7 @@ def expected_depth(weights: torch.Tensor, depths: torch.Tensor) -> torch.Tensor:
     return torch.nan_to_num(torch.sum(weights * depths_mid, -1) / weights.sum(-1), nan=math.inf)
 
 
-def composite_unsorted(
-    weights: torch.Tensor, order: torch.Tensor, colors: tuple[torch.Tensor, ...]
-) -> torch.Tensor:
+def composite_unsorted(weights: torch.Tensor, order: torch.Tensor, colors: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """sum_i w_i (c_i + c_{i+1}) / 2 over the depth-sorted samples, without sorting the colours.
 
     Each sample's colour enters with the mean weight u of its two neighbouring intervals (u_t =
@@ -470,8 +470,12 @@ class VolumeRenderer(nn.Module):
     `mode` (the volume sampling, see `SamplingMode`) and `chunk_rays` (rays per decoder pass) are run-time
     settings of this instance, not part of the saved config."""
 
-    def __init__(self, config: VolumeRendererConfig | None = None, mode: SamplingMode = "deterministic",
-                 chunk_rays: int = DEFAULT_CHUNK_RAYS) -> None:
+    def __init__(
+        self,
+        config: VolumeRendererConfig | None = None,
+        mode: SamplingMode = "deterministic",
+        chunk_rays: int = DEFAULT_CHUNK_RAYS,
+    ) -> None:
         super().__init__()
         if mode not in ("deterministic", "stochastic"):
             raise ValueError(f"mode must be 'deterministic' or 'stochastic', got {mode!r}")

@@ -48,7 +48,8 @@ class PoseSequence:
     def __post_init__(self) -> None:
         if self.euler.ndim != 2 or self.euler.shape[1] != 3 or self.trans.shape != self.euler.shape:
             raise InputError(
-                f"PoseSequence: euler and trans must both be [T,3], got {tuple(self.euler.shape)}, {tuple(self.trans.shape)}"
+                f"PoseSequence: euler and trans must both be [T,3], got {tuple(self.euler.shape)}, "
+                f"{tuple(self.trans.shape)}"
             )
 
     def __len__(self) -> int:

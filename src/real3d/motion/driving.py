@@ -84,8 +84,9 @@ def read_speech(path: str | Path) -> np.ndarray:
     return load_audio(path, sample_rate=SPEECH_RATE, mono=True).samples
 
 
-def track_video(path: str | Path, fps: float, max_frames: int | None = None,
-                progress: FrameProgress | None = None) -> TrackedVideo:
+def track_video(
+    path: str | Path, fps: float, max_frames: int | None = None, progress: FrameProgress | None = None
+) -> TrackedVideo:
     """Landmarks of a driving video at `fps` (at most `max_frames` frames), with a fresh tracker so no
     tracking state carries over from another image or video. The next frames are decoded in a background
     thread while the current one is tracked (`prefetch`); `progress` is called from the caller's thread."""

@@ -150,8 +150,14 @@ class AudioDriver:
         formants = formant_tracks(self.samples, SAMPLE_RATE, len(rms_db))
         speaker = speaker_scale(formants, live)
         params_hop = visemes_from_phones(
-            phones, rms_db, self.mouth_amp, self.viseme_config, articulation_db=band_db,
-            openness=spectral_openness(band_db, low_db, live), vowels=vowel_cues(formants, live), speaker=speaker,
+            phones,
+            rms_db,
+            self.mouth_amp,
+            self.viseme_config,
+            articulation_db=band_db,
+            openness=spectral_openness(band_db, low_db, live),
+            vowels=vowel_cues(formants, live),
+            speaker=speaker,
         )
         params = sample_at_frames(params_hop, n, self.fps, offset_s=self.viseme_config.visual_lead_s)
         mouth_open = inner_lip_gap(self.rest, params, self.rig)

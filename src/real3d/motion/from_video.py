@@ -111,13 +111,16 @@ def region_scales(drv_neutral: np.ndarray, src_neutral: np.ndarray, limits: tupl
 def enforce_no_crossing(q: np.ndarray) -> np.ndarray:
     """Upper inner lip / eyelid points may meet their lower partners but never pass them ([...,478,3])."""
     q = q.copy()
-    for up, lo in ((topo.INNER_LIP_UPPER, topo.INNER_LIP_LOWER), (topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER),
-                   (topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER)):
-        u, l = np.asarray(up), np.asarray(lo)
-        cross = q[..., u, 1] > q[..., l, 1]
-        mid = 0.5 * (q[..., u, 1] + q[..., l, 1])
-        q[..., u, 1] = np.where(cross, mid, q[..., u, 1])
-        q[..., l, 1] = np.where(cross, mid, q[..., l, 1])
+    for up, lo in (
+        (topo.INNER_LIP_UPPER, topo.INNER_LIP_LOWER),
+        (topo.RIGHT_EYE_UPPER, topo.RIGHT_EYE_LOWER),
+        (topo.LEFT_EYE_UPPER, topo.LEFT_EYE_LOWER),
+    ):
+        upper, lower = np.asarray(up), np.asarray(lo)
+        cross = q[..., upper, 1] > q[..., lower, 1]
+        mid = 0.5 * (q[..., upper, 1] + q[..., lower, 1])
+        q[..., upper, 1] = np.where(cross, mid, q[..., upper, 1])
+        q[..., lower, 1] = np.where(cross, mid, q[..., lower, 1])
     return q
 
 

@@ -100,8 +100,7 @@ def a2m_expression(
         noise = noise[None] if noise.ndim == 2 else noise  # [1,L,T/s]
         if tuple(noise.shape) != (1, cfg.latent_dim, n_latent):
             raise InputError(
-                f"noise has shape {tuple(noise.shape)}, expected ({cfg.latent_dim}, {n_latent}) for "
-                f"{t50} audio frames"
+                f"noise has shape {tuple(noise.shape)}, expected ({cfg.latent_dim}, {n_latent}) for {t50} audio frames"
             )
     body = n_latent if chunk_seconds is None else max(1, int(round(chunk_seconds * MOTION_FPS / s)))
     margin = a2m_margin(cfg)

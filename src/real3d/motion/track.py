@@ -65,7 +65,7 @@ class MotionTrack:
         return len(self) / self.fps
 
     @classmethod
-    def still(cls, n_frames: int, fps: float) -> "MotionTrack":
+    def still(cls, n_frames: int, fps: float) -> MotionTrack:
         """A track that holds the source exactly as it is."""
         z3 = np.zeros((n_frames, 3), np.float32)
         return cls(
@@ -77,7 +77,7 @@ class MotionTrack:
             mouth_open=np.zeros(n_frames, np.float32),
         )
 
-    def slice(self, start: int, stop: int) -> "MotionTrack":
+    def slice(self, start: int, stop: int) -> MotionTrack:
         """Frames [start, stop) as a new track."""
         sl = slice(start, stop)
         return replace(
@@ -89,13 +89,13 @@ class MotionTrack:
             mouth_open=self.mouth_open[sl],
         )
 
-    def with_pose_of(self, other: "MotionTrack") -> "MotionTrack":
+    def with_pose_of(self, other: MotionTrack) -> MotionTrack:
         """This track's expression with `other`'s head pose; `other` is ping-ponged when shorter
         (the official `mirror_index` behaviour)."""
         idx = ping_pong_indices(len(self), len(other))
         return replace(self, rotation=other.rotation[idx].copy(), translation=other.translation[idx].copy())
 
-    def without_pose(self) -> "MotionTrack":
+    def without_pose(self) -> MotionTrack:
         """The same expression with the head held at the source pose (`--still`)."""
         return replace(self, rotation=np.zeros_like(self.rotation), translation=np.zeros_like(self.translation))
 

@@ -77,9 +77,7 @@ def _check_inputs(verts: np.ndarray, faces: np.ndarray, height: int, width: int)
     if len(faces) >= 2**31:
         raise InputError(f"rasterize: at most 2**31 - 1 faces are supported, got {len(faces)}")
     if faces.size and (faces.min() < 0 or faces.max() >= len(verts)):
-        raise InputError(
-            f"rasterize: face indices must lie in [0, {len(verts)}), got [{faces.min()}, {faces.max()}]"
-        )
+        raise InputError(f"rasterize: face indices must lie in [0, {len(verts)}), got [{faces.min()}, {faces.max()}]")
 
 
 def _to_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -248,9 +246,9 @@ def _setup_faces(
     gy = (ex1 * ez2 - ex2 * ez1) / det
     gc = fz[:, 0] + gx * (0.5 - fx[:, 0]) + gy * (0.5 - fy[:, 0])
     # Pixel (i, j) is at (j + 0.5, i + 0.5): store the first vertex as (x0 - 0.5, y0 - 0.5).
-    bary_coef = np.stack(
-        [fx[:, 0] - 0.5, fy[:, 0] - 0.5, ey2 / det, -ex2 / det, -ey1 / det, ex1 / det], axis=1
-    ).astype(np.float32)  # Kx6
+    bary_coef = np.stack([fx[:, 0] - 0.5, fy[:, 0] - 0.5, ey2 / det, -ex2 / det, -ey1 / det, ex1 / det], axis=1).astype(
+        np.float32
+    )  # Kx6
 
     return _FaceSetup(
         face_idx=face_idx.astype(np.int32),
@@ -370,9 +368,7 @@ def _put_rows(dst: np.ndarray, idx: np.ndarray, rows: np.ndarray) -> None:
     _row_view(dst)[idx] = _row_view(np.ascontiguousarray(rows, dtype=dst.dtype))
 
 
-def sample_texture(
-    texture: np.ndarray, uv_px: np.ndarray, fragments: Fragments
-) -> tuple[np.ndarray, np.ndarray]:
+def sample_texture(texture: np.ndarray, uv_px: np.ndarray, fragments: Fragments) -> tuple[np.ndarray, np.ndarray]:
     """Texture the rasterized mesh: bilinear lookup (cv2.remap) of interpolated texture coordinates.
 
     texture: [Ht,Wt,C] uint8 (C = 3 usually). uv_px: [V,2] texture coordinates in texture pixels,

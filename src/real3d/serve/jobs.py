@@ -111,7 +111,7 @@ class Job:
     """Process id of the worker of the latest start (diagnostics; the worker dies with the server)."""
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Job":
+    def from_dict(cls, d: dict[str, Any]) -> Job:
         names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in names})
 

@@ -149,7 +149,7 @@ class PairDataset(Dataset):
     """Training pairs: item i = source frame i of the concatenated training frames, target drawn per epoch."""
 
     def __init__(self, index: RecordIndex, cfg: DataConfig, size: int) -> None:
-        self.index, self.cfg = index, cfg
+        self.index, self.config = index, cfg
         self.reader = FrameReader(index, size)
         self.train, _ = _split(index, cfg)
         if not self.train:
@@ -173,8 +173,8 @@ class PairDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         clip, n, src = self.locate(i)
-        rng = random.Random(hash((self.cfg.seed, self.epoch, i)) & 0xFFFFFFFF)
-        tgt = draw_target(rng, n, src, self.cfg.min_gap)
+        rng = random.Random(hash((self.config.seed, self.epoch, i)) & 0xFFFFFFFF)
+        tgt = draw_target(rng, n, src, self.config.min_gap)
         item = self.reader.clip_items(clip)
         item.update(self.reader.frame(clip, src, "src"))
         item.update(self.reader.frame(clip, tgt, "tgt"))

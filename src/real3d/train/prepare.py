@@ -49,13 +49,11 @@ from real3d.face.parsing import MulticlassSegmenter, approximate_parsing, inpain
 from real3d.face.segmentation import PersonSegmenter
 from real3d.geometry import camera_from_pose
 from real3d.io.audio import has_audio, load_audio
-from real3d.io.video import iter_frames
+from real3d.io.video import VIDEO_SUFFIXES, iter_frames
 from real3d.models.hubert import hubert_features, load_hubert
 from real3d.train import records as rec
 
 log = logging.getLogger(__name__)
-
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
 
 @dataclass
@@ -419,7 +417,9 @@ def prepare(inputs: list[str | Path], out: str | Path, cfg: PrepareConfig) -> Pr
     root.mkdir(parents=True, exist_ok=True)
     videos = list_videos(inputs)
     if not videos:
-        raise InputError(f"no videos found in {', '.join(map(str, inputs))} (looked for {', '.join(VIDEO_SUFFIXES)})")
+        raise InputError(
+            f"no videos found in {', '.join(map(str, inputs))} (looked for {', '.join(sorted(VIDEO_SUFFIXES))})"
+        )
     names = clip_names(videos)
     i, n = cfg.shard
     todo = [(v, nm) for k, (v, nm) in enumerate(zip(videos, names)) if k % n == i]

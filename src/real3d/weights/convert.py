@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,7 +61,9 @@ def _build_a2m(ckpt: OfficialCheckpoint) -> tuple[nn.Module, Any]:
 
 
 def _detect_torso(sd: Mapping[str, torch.Tensor], hparams: Mapping[str, Any] | None) -> bool:
-    return any(k.startswith("cano_img2plane_backbone.") for k in sd) and any(k.startswith("superresolution.") for k in sd)
+    return any(k.startswith("cano_img2plane_backbone.") for k in sd) and any(
+        k.startswith("superresolution.") for k in sd
+    )
 
 
 def _build_torso(ckpt: OfficialCheckpoint) -> tuple[nn.Module, Any]:
@@ -148,10 +151,8 @@ def save_official_format(model: nn.Module, directory: str | Path, step: int | No
     released values of what checkpoints do not record (`official_sizes.with_released_hyperparameters`)."""
     import yaml
 
-
     hparams = official_hparams(model)
     if model_type_of(model) == "real3d_portrait":
-
         diff = unrecorded_differences(model.config)
         if diff:
             raise CheckpointError(

@@ -18,9 +18,10 @@ import logging
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -54,16 +55,22 @@ class ModelEntry:
 
 # model_type -> (config class, model class). One line per model.
 MODEL_REGISTRY: dict[str, ModelEntry] = {
-    "audio2motion": ModelEntry("real3d.config.audio2motion:Audio2MotionConfig", "real3d.models.audio2motion:Audio2Motion"),
+    "audio2motion": ModelEntry(
+        "real3d.config.audio2motion:Audio2MotionConfig", "real3d.models.audio2motion:Audio2Motion"
+    ),
     "htbsr": ModelEntry("real3d.config.htbsr:HTBSRConfig", "real3d.models.htbsr:HTBSR"),
     "hubert": ModelEntry("real3d.config.hubert:HubertConfig", "real3d.models.hubert:Hubert"),
     "img2plane": ModelEntry("real3d.config.img2plane:Img2PlaneConfig", "real3d.models.img2plane:Img2Plane"),
-    "motion_adapter": ModelEntry("real3d.config.motion_adapter:MotionAdapterConfig", "real3d.models.motion_adapter:MotionAdapter"),
+    "motion_adapter": ModelEntry(
+        "real3d.config.motion_adapter:MotionAdapterConfig", "real3d.models.motion_adapter:MotionAdapter"
+    ),
     "real3d_portrait": ModelEntry(
         "real3d.config.real3d_portrait:Real3DPortraitConfig", "real3d.models.real3d_portrait:Real3DPortrait"
     ),
     "torso_warp": ModelEntry("real3d.config.htbsr:TorsoWarpConfig", "real3d.models.torso_warp:TorsoWarp"),
-    "volume_renderer": ModelEntry("real3d.config.volume_renderer:VolumeRendererConfig", "real3d.models.volume_renderer:VolumeRenderer"),
+    "volume_renderer": ModelEntry(
+        "real3d.config.volume_renderer:VolumeRendererConfig", "real3d.models.volume_renderer:VolumeRenderer"
+    ),
 }
 
 

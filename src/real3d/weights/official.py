@@ -60,7 +60,9 @@ def resolve_checkpoint_file(path: str | Path) -> Path:
     return max(steps)[1]
 
 
-def extract_model_state_dict(ckpt: Any, path: Path, model_name: str = "model") -> tuple[dict[str, torch.Tensor], list[str]]:
+def extract_model_state_dict(
+    ckpt: Any, path: Path, model_name: str = "model"
+) -> tuple[dict[str, torch.Tensor], list[str]]:
     """`ckpt['state_dict'][model_name]`, or the `model_name.`-prefixed keys of a flat state dict.
     Returns the tensors and the names of the ignored entries."""
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
@@ -70,7 +72,7 @@ def extract_model_state_dict(ckpt: Any, path: Path, model_name: str = "model") -
     sd = ckpt["state_dict"]
     prefix = model_name + "."
     if any("." in str(k) for k in sd):  # flat layout: {'model.vae.x': tensor, 'disc.y': tensor}
-        out = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        out = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
         others = sorted({str(k).split(".")[0] for k in sd if not str(k).startswith(prefix)})
     else:
         sub = sd.get(model_name)
@@ -93,7 +95,9 @@ def read_config_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"cannot parse {path} as plain YAML ({err}); use the config.yaml of the release") from None
+        raise CheckpointError(
+            f"cannot parse {path} as plain YAML ({err}); use the config.yaml of the release"
+        ) from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} is not a mapping of hyper-parameters")
     return data

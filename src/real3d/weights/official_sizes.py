@@ -164,7 +164,9 @@ def _motion_adapter(s: _Shapes) -> MotionAdapterConfig:
         )
     pncc_in = s.dim(p + "prenet.weight", 1)
     if pncc_in % 3:
-        raise CheckpointError(f"the motion adapter prenet reads {pncc_in} channels; expected 3 PNCC maps (cano, src, tgt)")
+        raise CheckpointError(
+            f"the motion adapter prenet reads {pncc_in} channels; expected 3 PNCC maps (cano, src, tgt)"
+        )
     cnn_out = s.count(_esc(p + "to_plane_cnn.") + r"(\d+)\.weight")
     if cnn_out != 4:
         raise CheckpointError(f"the motion adapter's to_plane_cnn has {cnn_out} convolutions; the released one has 4")
@@ -358,7 +360,9 @@ def with_released_hyperparameters(config: Real3DPortraitConfig) -> Real3DPortrai
     for path, value in RELEASED_UNRECORDED.items():
         out = _replace_path(out, path, value)
     uneven = [(d, h) for d, h in zip(out.motion_adapter.embed_dims, out.motion_adapter.num_heads) if d % h]
-    uneven += [(out.img2plane.vit_dim, out.img2plane.vit_heads)] if out.img2plane.vit_dim % out.img2plane.vit_heads else []
+    uneven += (
+        [(out.img2plane.vit_dim, out.img2plane.vit_heads)] if out.img2plane.vit_dim % out.img2plane.vit_heads else []
+    )
     if uneven:
         raise ValueError(f"(width, heads) pairs {uneven} do not split evenly; choose widths divisible by the heads")
     return out

@@ -17,9 +17,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -122,30 +122,63 @@ def _run_a2m(model: nn.Module, arrays: dict[str, np.ndarray], device: torch.devi
     temperature = float(arrays["temperature"]) if "temperature" in arrays else 1.0
     with torch.no_grad():
         out = model(
-            t("hubert"), t("f0"), blink=t("blink"), mouth_amp=t("mouth_amp"), eye_amp=t("eye_amp"),
-            y_mask=t("y_mask"), temperature=temperature, noise=t("z"),
+            t("hubert"),
+            t("f0"),
+            blink=t("blink"),
+            mouth_amp=t("mouth_amp"),
+            eye_amp=t("eye_amp"),
+            y_mask=t("y_mask"),
+            temperature=temperature,
+            noise=t("z"),
         )
     return {"exp": out.exp, "cond": out.cond, "g_sqz": out.g_sqz, "z_decoder_in": out.z_decoder_in}
 
 
 # --------------------------------------------------------------------------------------------- torso
 TORSO_TOLERANCES = {
-    "image": 2e-3, "image_raw": 2e-3, "feature_image": 3e-3, "weights_img": 1e-3, "image_depth": 1e-3,
-    "occlusion_2": 1e-4, "occlusion": 1e-4, "torso_occlusion_2_pre": 1e-4,
-    "sr_block0_rgb": 2e-3, "sr_head_torso_block_rgb": 2e-3, "sr_block1_in_rgb": 2e-3,
-    "torso_rgb": 5e-4, "torso_deformation": 5e-4,
-    "debug_depths_coarse": 2e-4, "debug_depths_fine": 2e-4,
-    "cano_planes": 2e-3, "secc_planes": 2e-3, "torso_appearance_feats": 2e-3, "deformed_torso_hid": 2e-3,
+    "image": 2e-3,
+    "image_raw": 2e-3,
+    "feature_image": 3e-3,
+    "weights_img": 1e-3,
+    "image_depth": 1e-3,
+    "occlusion_2": 1e-4,
+    "occlusion": 1e-4,
+    "torso_occlusion_2_pre": 1e-4,
+    "sr_block0_rgb": 2e-3,
+    "sr_head_torso_block_rgb": 2e-3,
+    "sr_block1_in_rgb": 2e-3,
+    "torso_rgb": 5e-4,
+    "torso_deformation": 5e-4,
+    "debug_depths_coarse": 2e-4,
+    "debug_depths_fine": 2e-4,
+    "cano_planes": 2e-3,
+    "secc_planes": 2e-3,
+    "torso_appearance_feats": 2e-3,
+    "deformed_torso_hid": 2e-3,
 }
 """Fixture README §6 (max abs; `torso_occlusion_2_pre`, not listed there, gets the occlusion bound)."""
 TORSO_MEAN_TOLERANCES = {"image": 1e-4}
 """Fixture README §6: `image` also needs mean abs <= 1e-4."""
 FLOAT16_REL_TOLERANCE = 1e-3
 """Fixture README §6: a golden tensor stored as float16 passes when |a - ref| <= tol + 1e-3 |ref|."""
-TORSO_INPUTS = frozenset({
-    "img", "cond_cano", "cond_src", "cond_tgt", "ref_torso_img", "bg_img", "segmap", "kp_s", "kp_d", "camera",
-    "euler", "trans", "seed", "debug_ray_index",
-})
+TORSO_INPUTS = frozenset(
+    {
+        "img",
+        "cond_cano",
+        "cond_src",
+        "cond_tgt",
+        "ref_torso_img",
+        "bg_img",
+        "segmap",
+        "kp_s",
+        "kp_d",
+        "camera",
+        "euler",
+        "trans",
+        "seed",
+        "debug_ray_index",
+    }
+)
 """Keys of a torso fixture that are inputs or metadata, not golden tensors."""
 
 
@@ -157,7 +190,9 @@ def _run_torso(model: nn.Module, arrays: dict[str, np.ndarray], device: torch.de
     """The official first-frame call (fixture README §4) through `Real3DPortrait` in deterministic mode."""
 
     if not isinstance(model, Real3DPortrait):
-        raise CheckpointError(f"the fixture is a secc2plane_torso fixture but the checkpoint holds a {type(model).__name__}")
+        raise CheckpointError(
+            f"the fixture is a secc2plane_torso fixture but the checkpoint holds a {type(model).__name__}"
+        )
     missing = sorted({"ref_torso_img", "bg_img", "segmap", "kp_s", "kp_d"} - arrays.keys())
     if missing:
         raise InputError(f"the torso fixture lacks the inputs {missing}")
@@ -167,10 +202,22 @@ def _run_torso(model: nn.Module, arrays: dict[str, np.ndarray], device: torch.de
 
     with torch.no_grad():
         cache = model.encode_source(t("img"), t("ref_torso_img"), t("bg_img"), t("segmap").float())
-        out = model(cache, t("cond_cano"), t("cond_src"), t("cond_tgt"), t("camera"), t("kp_s"), t("kp_d"),
-                    mode="deterministic", return_intermediates=True)
-    outputs = {OFFICIAL_OUTPUT_NAMES.get(f.name, f.name): getattr(out, f.name) for f in fields(out)
-               if getattr(out, f.name) is not None}
+        out = model(
+            cache,
+            t("cond_cano"),
+            t("cond_src"),
+            t("cond_tgt"),
+            t("camera"),
+            t("kp_s"),
+            t("kp_d"),
+            mode="deterministic",
+            return_intermediates=True,
+        )
+    outputs = {
+        OFFICIAL_OUTPUT_NAMES.get(f.name, f.name): getattr(out, f.name)
+        for f in fields(out)
+        if getattr(out, f.name) is not None
+    }
     rays = t("debug_ray_index") if "debug_ray_index" in arrays else None
     for name, depths in (("debug_depths_coarse", out.depths_coarse), ("debug_depths_fine", out.depths_fine)):
         if rays is not None and depths is not None and name in arrays:
@@ -192,7 +239,9 @@ class FixtureFormat:
     """Keys that are inputs/metadata; every other key of the file is a golden tensor and is compared."""
 
 
-A2M_INPUTS = frozenset({"hubert", "f0", "blink", "x_mask", "y_mask", "mouth_amp", "eye_amp", "temperature", "z", "seed"})
+A2M_INPUTS = frozenset(
+    {"hubert", "f0", "blink", "x_mask", "y_mask", "mouth_amp", "eye_amp", "temperature", "z", "seed"}
+)
 """Keys of an A2M fixture that are inputs (the prior noise `z` included) or metadata."""
 
 FIXTURE_FORMATS: dict[str, FixtureFormat] = {
@@ -200,8 +249,12 @@ FIXTURE_FORMATS: dict[str, FixtureFormat] = {
         "audio2secc_vae", frozenset({"hubert", "f0", "z", "exp"}), _run_a2m, A2M_TOLERANCES, inputs=A2M_INPUTS
     ),
     "secc2plane_torso": FixtureFormat(
-        "secc2plane_torso", frozenset({"img", "camera", "cond_cano", "cond_src", "cond_tgt", "image"}), _run_torso,
-        TORSO_TOLERANCES, TORSO_MEAN_TOLERANCES, TORSO_INPUTS,
+        "secc2plane_torso",
+        frozenset({"img", "camera", "cond_cano", "cond_src", "cond_tgt", "image"}),
+        _run_torso,
+        TORSO_TOLERANCES,
+        TORSO_MEAN_TOLERANCES,
+        TORSO_INPUTS,
     ),
 }
 
@@ -239,8 +292,9 @@ def run_parity(checkpoint_dir: str | Path, fixture_npz: str | Path, device: str 
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     report = ParityReport(fmt.name, str(fixture_npz), str(checkpoint_dir), str(dev), seconds)
     golden = [k for k in arrays if k not in fmt.inputs]
-    for name in sorted(golden, key=lambda k: (k not in fmt.tolerances, list(fmt.tolerances).index(k)
-                                              if k in fmt.tolerances else 0, k)):
+    for name in sorted(
+        golden, key=lambda k: (k not in fmt.tolerances, list(fmt.tolerances).index(k) if k in fmt.tolerances else 0, k)
+    ):
         ref = arrays[name]
         if name not in fmt.tolerances or name not in outputs:
             why = "no tolerance rule for this key" if name not in fmt.tolerances else "the model does not produce it"
@@ -256,8 +310,12 @@ def run_parity(checkpoint_dir: str | Path, fixture_npz: str | Path, device: str 
 
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add `real3d dev parity`'s arguments to `parser` and make `run_command` its handler."""
-    parser.add_argument("--checkpoint", required=True, type=Path,
-                        help="official checkpoint directory/.ckpt (made with the fixture's seed) or a real3d directory")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="official checkpoint directory/.ckpt (made with the fixture's seed) or a real3d directory",
+    )
     parser.add_argument("--fixture", required=True, type=Path, help="golden-tensor .npz (e.g. a2m_seed0.npz)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (TF32 is disabled)")
     parser.add_argument("--output", type=Path, help="also write the JSON report to this file")
@@ -278,11 +336,14 @@ def run_command(args: argparse.Namespace) -> int:
 
 def parity_main(argv: Sequence[str] | None = None) -> int:
     """`real3d dev parity --checkpoint DIR --fixture F.npz` as a function; returns the exit code."""
-    parser = configure(argparse.ArgumentParser(
-        prog="real3d dev parity", description="Compare our models with golden tensors of the official implementation."))
+    parser = configure(
+        argparse.ArgumentParser(
+            prog="real3d dev parity",
+            description="Compare our models with golden tensors of the official implementation.",
+        )
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--"]:  # `real3d dev parity -- --checkpoint ...`
         argv = argv[1:]
     args = parser.parse_args(argv)
     return report_errors(args.func, args)
-

@@ -28,7 +28,9 @@ def read_state_dict(path: str | Path, expected: str) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch/safetensors raise many types for a corrupt or unsafe file
-        raise CheckpointError(f"cannot read {p} as a weight file ({type(e).__name__}: {e}); this metric expects {expected}") from e
+        raise CheckpointError(
+            f"cannot read {p} as a weight file ({type(e).__name__}: {e}); this metric expects {expected}"
+        ) from e
     for key in ("state_dict", "model", "net"):
         if isinstance(sd, Mapping) and key in sd and isinstance(sd[key], Mapping):
             sd = sd[key]
@@ -37,8 +39,13 @@ def read_state_dict(path: str | Path, expected: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
 
-def load_strict(module: nn.Module, sd: Mapping[str, torch.Tensor], source: str, expected: str,
-                remap: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> nn.Module:
+def load_strict(
+    module: nn.Module,
+    sd: Mapping[str, torch.Tensor],
+    source: str,
+    expected: str,
+    remap: Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+) -> nn.Module:
     """Load `sd` (after `remap`) into `module`; missing/unexpected keys or shape mismatches raise CheckpointError."""
     sd = dict(remap(sd) if remap is not None else sd)
     own = module.state_dict()

@@ -27,8 +27,10 @@ from real3d.errors import CheckpointError
 from real3d.eval.nets.checkpoint import load_strict, read_state_dict
 
 Variant = Literal["fid", "torchvision"]
-EXPECTED = ("pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID Inception, fc 1008) or torchvision's "
-            "inception_v3_google-0cc3c7bd.pth (fc 1000)")
+EXPECTED = (
+    "pt_inception-2015-12-05-6726825d.pth (pytorch-fid's FID Inception, fc 1008) or torchvision's "
+    "inception_v3_google-0cc3c7bd.pth (fc 1000)"
+)
 FEATURE_DIM = 2048
 
 
@@ -201,8 +203,19 @@ class InceptionV3(nn.Module):
         h = F.max_pool2d(h, 3, 2)
         h = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(h))
         h = F.max_pool2d(h, 3, 2)  # b x 192 x 35 x 35
-        for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
-                     "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c"):
+        for name in (
+            "Mixed_5b",
+            "Mixed_5c",
+            "Mixed_5d",
+            "Mixed_6a",
+            "Mixed_6b",
+            "Mixed_6c",
+            "Mixed_6d",
+            "Mixed_6e",
+            "Mixed_7a",
+            "Mixed_7b",
+            "Mixed_7c",
+        ):
             h = getattr(self, name)(h)
         return h.mean(dim=(2, 3))  # b x 2048 x 8 x 8 -> b x 2048
 
@@ -217,8 +230,9 @@ def load_inception(path: str | Path) -> InceptionV3:
     sd = remap_torchvision(read_state_dict(path, EXPECTED))
     fc = sd.get("fc.weight")
     if fc is None or fc.ndim != 2 or fc.shape[1] != FEATURE_DIM or fc.shape[0] not in (1000, 1008):
-        raise CheckpointError(f"{path} is not an Inception-v3 checkpoint (no fc.weight of [1000|1008, 2048]); "
-                              f"FID expects {EXPECTED}")
+        raise CheckpointError(
+            f"{path} is not an Inception-v3 checkpoint (no fc.weight of [1000|1008, 2048]); FID expects {EXPECTED}"
+        )
     model = InceptionV3("fid" if fc.shape[0] == 1008 else "torchvision")
     return load_strict(model, sd, str(path), EXPECTED)  # type: ignore[return-value]
 

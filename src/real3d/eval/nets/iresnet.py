@@ -45,15 +45,15 @@ class IResNetConfig:
     """Square input side (the head's FC expects input_size / 16 squared positions)."""
 
     @classmethod
-    def r50(cls) -> "IResNetConfig":
+    def r50(cls) -> IResNetConfig:
         return cls(layers=(3, 4, 14, 3))
 
     @classmethod
-    def r100(cls) -> "IResNetConfig":
+    def r100(cls) -> IResNetConfig:
         return cls(layers=(3, 13, 30, 3))
 
     @classmethod
-    def tiny(cls) -> "IResNetConfig":
+    def tiny(cls) -> IResNetConfig:
         """For tests: one block per stage, 8-64 channels, 32x32 input."""
         return cls(layers=(1, 1, 1, 1), widths=(8, 16, 32, 64), embedding=16, input_size=32)
 

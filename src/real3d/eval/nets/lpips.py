@@ -27,8 +27,20 @@ Backbone = Literal["alex", "vgg"]
 
 # (conv out channels or "M" for max-pool) of torchvision's `features`, and the index after which each LPIPS
 # stage ends (exclusive slice ends into the Sequential: conv, relu, [pool] ...).
-_ALEX = [(3, 64, 11, 4, 2), "R", "P", (64, 192, 5, 1, 2), "R", "P", (192, 384, 3, 1, 1), "R",
-         (384, 256, 3, 1, 1), "R", (256, 256, 3, 1, 1), "R"]
+_ALEX = [
+    (3, 64, 11, 4, 2),
+    "R",
+    "P",
+    (64, 192, 5, 1, 2),
+    "R",
+    "P",
+    (192, 384, 3, 1, 1),
+    "R",
+    (384, 256, 3, 1, 1),
+    "R",
+    (256, 256, 3, 1, 1),
+    "R",
+]
 _ALEX_CUTS = (2, 5, 8, 10, 12)
 _ALEX_CH = (64, 192, 384, 256, 256)
 _VGG_CFG = [64, 64, "P", 128, 128, "P", 256, 256, 256, "P", 512, 512, 512, "P", 512, 512, 512]

@@ -3,7 +3,8 @@ lip-sync scores of Wav2Lip (Prajwal et al., ACM MM 2020, Sec. 4.1) used by the p
 
 Two streams embed 0.2 s of speech and of mouth motion into a shared 1024-d space:
   * audio: 13 MFCC x 20 frames (100 Hz) -> 2-D CNN -> FC;
-  * lips: 5 RGB face crops (25 fps, 224x224, BGR order, values 0..255 as the reference tool feeds them) -> 3-D CNN -> FC.
+  * lips: 5 RGB face crops (25 fps, 224x224, BGR order, values 0..255 as the reference tool feeds them)
+    -> 3-D CNN -> FC.
 For every video frame the Euclidean distance to the audio embeddings at offsets -15..15 frames is computed;
 averaged over frames, the smallest mean distance is LSE-D and (median - smallest) is LSE-C (confidence).
 
@@ -46,20 +47,26 @@ class SyncNet(nn.Module):
     def __init__(self, embedding: int = 1024) -> None:
         super().__init__()
         self.netcnnaud = nn.Sequential(
-            *_conv_bn(1, 64, 3, 1, 1), nn.MaxPool2d(1, 1),
-            *_conv_bn(64, 192, 3, 1, 1), nn.MaxPool2d(3, (1, 2)),
+            *_conv_bn(1, 64, 3, 1, 1),
+            nn.MaxPool2d(1, 1),
+            *_conv_bn(64, 192, 3, 1, 1),
+            nn.MaxPool2d(3, (1, 2)),
             *_conv_bn(192, 384, 3, 1, 1),
             *_conv_bn(384, 256, 3, 1, 1),
-            *_conv_bn(256, 256, 3, 1, 1), nn.MaxPool2d(3, 2),
+            *_conv_bn(256, 256, 3, 1, 1),
+            nn.MaxPool2d(3, 2),
             *_conv_bn(256, 512, (5, 4), 1, 0),
         )  # b x 512 x 1 x 1
         self.netfcaud = nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, embedding))
         self.netcnnlip = nn.Sequential(
-            *_conv3_bn(3, 96, (5, 7, 7), (1, 2, 2), 0), nn.MaxPool3d((1, 3, 3), (1, 2, 2)),
-            *_conv3_bn(96, 256, (1, 5, 5), (1, 2, 2), (0, 1, 1)), nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)),
+            *_conv3_bn(3, 96, (5, 7, 7), (1, 2, 2), 0),
+            nn.MaxPool3d((1, 3, 3), (1, 2, 2)),
+            *_conv3_bn(96, 256, (1, 5, 5), (1, 2, 2), (0, 1, 1)),
+            nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)),
             *_conv3_bn(256, 256, (1, 3, 3), 1, (0, 1, 1)),
             *_conv3_bn(256, 256, (1, 3, 3), 1, (0, 1, 1)),
-            *_conv3_bn(256, 256, (1, 3, 3), 1, (0, 1, 1)), nn.MaxPool3d((1, 3, 3), (1, 2, 2)),
+            *_conv3_bn(256, 256, (1, 3, 3), 1, (0, 1, 1)),
+            nn.MaxPool3d((1, 3, 3), (1, 2, 2)),
             *_conv3_bn(256, 512, (1, 6, 6), 1, 0),
         )  # b x 512 x 1 x 1 x 1
         self.netfclip = nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, embedding))
@@ -143,16 +150,22 @@ def sync_scores(video_emb: torch.Tensor, audio_emb: torch.Tensor, vshift: int = 
     t = min(len(video_emb), len(audio_emb))
     v, a = video_emb[:t].double(), audio_emb[:t].double()
     padded = torch.nn.functional.pad(a, (0, 0, vshift, vshift))  # (t + 2 vshift) x d, zero rows outside
-    dists = torch.stack([
-        torch.nn.functional.pairwise_distance(v[i : i + 1].expand(2 * vshift + 1, -1), padded[i : i + 2 * vshift + 1])
-        for i in range(t)
-    ])  # t x (2 vshift + 1)
+    dists = torch.stack(
+        [
+            torch.nn.functional.pairwise_distance(
+                v[i : i + 1].expand(2 * vshift + 1, -1), padded[i : i + 2 * vshift + 1]
+            )
+            for i in range(t)
+        ]
+    )  # t x (2 vshift + 1)
     mean = dists.mean(0)
     best = int(torch.argmin(mean))
     return SyncScore(lse_d=float(mean[best]), lse_c=float(mean.median() - mean[best]), offset=vshift - best)
 
 
-def embed_windows(model: SyncNet, crops: np.ndarray, audio: np.ndarray, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def embed_windows(
+    model: SyncNet, crops: np.ndarray, audio: np.ndarray, batch: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
     """[t,224,224,3] RGB uint8 face crops at 25 fps + 16 kHz mono audio -> ([w,d] lip, [w,d] audio) embeddings."""
     cc = mfcc(audio).T.astype(np.float32)  # 13 x frames
     n = min(len(crops), cc.shape[1] // 4) - WINDOW

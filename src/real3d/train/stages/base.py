@@ -111,7 +111,7 @@ class ImageStage(nn.Module):
         kit: FaceKit,
     ) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.config = cfg
         self.generator = generator
         self.discriminator = discriminator
         self.perceptual = perceptual
@@ -139,13 +139,13 @@ class ImageStage(nn.Module):
     def groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable generator groups (restricted by `cfg.trainable`); every other generator parameter frozen."""
         groups = self.group_modules()
-        if self.cfg.trainable:
-            unknown = set(self.cfg.trainable) - set(groups)
+        if self.config.trainable:
+            unknown = set(self.config.trainable) - set(groups)
             if unknown:
                 raise InputError(
                     f"trainable={sorted(unknown)} are not groups of {self.name}; choose from {sorted(groups)}"
                 )
-            groups = {k: v for k, v in groups.items() if k in self.cfg.trainable}
+            groups = {k: v for k, v in groups.items() if k in self.config.trainable}
         keep = {id(p) for ps in groups.values() for p in ps}
         for p in self.generator.parameters():
             p.requires_grad_(id(p) in keep)
@@ -162,7 +162,7 @@ class ImageStage(nn.Module):
                 m.eval()
 
     def d_lr(self, step: int) -> float:
-        o = self.cfg.optim
+        o = self.config.optim
         c = o.r1_every / (o.r1_every + 1)
         base = o.lr_d * c * o.decay ** (step // o.decay_every)
         return max(o.lr_floor, base) * warmup_factor(step, o.warmup)
@@ -172,7 +172,7 @@ class ImageStage(nn.Module):
 
     def autocast(self) -> contextlib.AbstractContextManager:
         dev = self.device().type
-        if self.cfg.precision == "bf16":
+        if self.config.precision == "bf16":
             return torch.autocast(dev, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -187,7 +187,7 @@ class ImageStage(nn.Module):
         return Conditioning(*(t.to(dev) for t in (cano, src, tgt, kp_s, kp_d)))
 
     def dilation(self) -> int:
-        return max(1, round(self.cfg.losses.mask_dilation * self.size))
+        return max(1, round(self.config.losses.mask_dilation * self.size))
 
     def reconstruction(
         self,
@@ -199,7 +199,7 @@ class ImageStage(nn.Module):
         tag: str,
     ) -> torch.Tensor:
         """Masked L1 + perceptual at the output size + the lip-box terms."""
-        w = self.cfg.losses
+        w = self.config.losses
         image = image.float()
         total = w.l1 * L.masked_l1(image, target, weight)
         logs[f"{tag}l1"] = float(total.detach())
@@ -227,16 +227,16 @@ class ImageStage(nn.Module):
         step: int,
         logs: dict[str, float],
     ) -> torch.Tensor:
-        if self.discriminator is None or step < self.cfg.schedule.start_adv or self.cfg.losses.adversarial <= 0:
+        if self.discriminator is None or step < self.config.schedule.start_adv or self.config.losses.adversarial <= 0:
             return image.new_zeros(())
         self.discriminator.requires_grad_(False)
         g = L.generator_adversarial(self.discriminator(image.float().clamp(-1, 1), raw.float().clamp(-1, 1), camera))
         self.discriminator.requires_grad_(True)
         logs["g_adv"] = float(g.detach())
-        return self.cfg.losses.adversarial * g
+        return self.config.losses.adversarial * g
 
     def d_active(self, step: int) -> bool:
-        return self.discriminator is not None and step >= self.cfg.schedule.d_start
+        return self.discriminator is not None and step >= self.config.schedule.d_start
 
     def real_pairs(self, batch: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
@@ -246,7 +246,7 @@ class ImageStage(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """softplus(D(fake)) + softplus(-D(real)) over the stage's real pairs, plus lazy R1 every r1_every steps."""
         assert self.discriminator is not None
-        d, o = self.discriminator, self.cfg.optim
+        d, o = self.discriminator, self.config.optim
         f_img, f_raw, f_cam = fake
         logits_fake = d(
             f_img.detach().float().clamp(-1, 1),

@@ -39,7 +39,7 @@ class Stage2(ImageStage):
         }
 
     def lr(self, group: str, step: int) -> float:
-        o, s = self.cfg.optim, self.cfg.schedule
+        o, s = self.config.optim, self.config.schedule
         decayed = o.lr_g * o.decay ** (step // o.decay_every)
         warm = warmup_factor(step, o.warmup)
         if group == "i2p":
@@ -91,7 +91,7 @@ class Stage2(ImageStage):
         logs: dict[str, float],
         tag: str,
     ) -> torch.Tensor:
-        w = self.cfg.losses
+        w = self.config.losses
         dil = L.dilate(head_mask, self.dilation())
         weight = L.head_weight(dil, w.inside_weight, w.outside_weight)
         total = self.reconstruction(out.image, target, weight, lip_box, logs, tag)
@@ -118,7 +118,7 @@ class Stage2(ImageStage):
 
     def _regularisers(self, batch: dict[str, torch.Tensor], cond: Conditioning, logs: dict[str, float]) -> torch.Tensor:
         """PNCC-perturbation and blink terms on the motion adapter's planes, with adaptive weights."""
-        w, g = self.cfg.losses, self.generator
+        w, g = self.config.losses, self.generator
         total = cond.tgt.new_zeros(())
         use_src = random.random() < w.ref_prob
         exp = batch["src_exp"] if use_src else batch["tgt_exp"]
@@ -148,7 +148,7 @@ class Stage2(ImageStage):
         return total
 
     def generator_loss(self, batch: dict[str, torch.Tensor], step: int) -> StepOutput:
-        w, dev = self.cfg.losses, self.device()
+        w, dev = self.config.losses, self.device()
         cond = self.condition(batch)
         tgt_head = batch["tgt_head"].to(dev)
         cam = batch["tgt_cam"].to(dev)

@@ -27,7 +27,7 @@ class Stage3(ImageStage):
         return {"superresolution": list(self.generator.superresolution.parameters())}
 
     def lr(self, group: str, step: int) -> float:
-        o = self.cfg.optim
+        o = self.config.optim
         return max(o.lr_floor, o.lr_g * o.decay ** (step // o.decay_every)) * warmup_factor(step, o.warmup)
 
     def _forward(
@@ -51,7 +51,7 @@ class Stage3(ImageStage):
         return sr, rendered, SourceCache(cano, src)
 
     def _terms(self, sr, target, torso_mask, lip_box, logs, tag):
-        w = self.cfg.losses
+        w = self.config.losses
         weight = L.head_weight(L.dilate(torso_mask, self.dilation()), w.inside_weight, w.outside_weight)
         total = self.reconstruction(sr.image, target, weight, lip_box, logs, tag)
         if w.occlusion_entropy > 0:
@@ -61,7 +61,7 @@ class Stage3(ImageStage):
         return total
 
     def generator_loss(self, batch: dict[str, torch.Tensor], step: int) -> StepOutput:
-        w, dev = self.cfg.losses, self.device()
+        w, dev = self.config.losses, self.device()
         cond = self.condition(batch)
         cam = batch["tgt_cam"].to(dev)
         logs: dict[str, float] = {}
