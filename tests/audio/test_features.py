@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from real3d.audio.features import DB_FLOOR, band_level_db, hop_features, modulation_depth, speech_levels_db
+from real3d.audio.features import DB_FLOOR, band_level_db, modulation_depth, speech_levels_db
 from real3d.errors import InputError
 
 SR = 16000
@@ -18,7 +18,7 @@ def tone(hz: float, seconds: float, amp: float = 0.5) -> np.ndarray:
 def test_band_level_is_calibrated_to_the_rms_level_and_ignores_other_bands():
     x = tone(2000.0, 1.0)
     band = band_level_db(x)
-    rms, _, _ = hop_features(x)
+    rms, _ = speech_levels_db(x)
     assert band.shape == rms.shape
     mid = slice(10, -10)
     np.testing.assert_allclose(band[mid], 10 * np.log10(0.5**2 / 2), atol=0.05)  # -9.03 dB: all power in band
@@ -31,12 +31,14 @@ def test_band_level_is_calibrated_to_the_rms_level_and_ignores_other_bands():
 
 
 def test_speech_levels_in_one_pass_equal_the_separate_features():
-    """The audio driver's one-pass levels are exactly hop_features' loudness and band_level_db."""
+    """The audio driver's one-pass levels: the broadband RMS level (calibrated, DB_FLOOR in digital silence) and
+    exactly `band_level_db`."""
     x = np.random.default_rng(1).standard_normal(2 * SR + 77).astype(np.float32) * 0.1
     x[SR // 2 : SR] = 0.0  # a silent stretch
     rms, band = speech_levels_db(x)
-    np.testing.assert_array_equal(rms, hop_features(x)[0])
     np.testing.assert_array_equal(band, band_level_db(x))
+    np.testing.assert_allclose(np.median(rms[120:]), -20.0, atol=0.3)  # white noise of sd 0.1: -20 dB
+    assert np.all(rms[60:90] == DB_FLOOR)  # hops wholly inside the silence
 
 
 def test_band_level_in_blocks_equals_one_pass():

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from real3d.audio.features import hop_features, speech_level
+from real3d.audio.features import speech_level, speech_levels_db
 from real3d.audio.phones import SILENCE
 from real3d.errors import InputError
 from real3d.io.audio import load_audio
@@ -79,7 +79,7 @@ def test_mouth_closed_at_bilabials_and_stop_closures(driver100, speech):
         mid = int(round(0.5 * (p.start + p.end) * 100))
         assert a.mouth_open[mid] == 0.0, p
     # acoustic stop closures inside the speech (near-silent 10 ms hops between loud ones) close the lips
-    rms, _, _ = hop_features(speech)
+    rms, _ = speech_levels_db(speech)
     rel = rms - speech_level(rms)
     loud = np.flatnonzero(rel > -20)
     gaps = [h for h in range(loud[0], loud[-1]) if rel[h] < -50]
@@ -240,7 +240,7 @@ def test_silence_closes_the_mouth_within_120ms_even_for_an_open_source(source, s
     d = AudioDriver(speech, q, fps=100.0, still=True, blink="none")
     tr = d.track()
     gaps = np.array([mouth_gap(q + e) for e in tr.expression])
-    rms, _, _ = hop_features(speech)
+    rms, _ = speech_levels_db(speech)
     rel = rms - speech_level(rms)
     loud = np.flatnonzero(rel > -45.0)
     start, end = loud[0], loud[-1] + 1  # hops of the first and last sound above the silence threshold

@@ -1,6 +1,6 @@
-"""Frame-level speech features for weights-free motion: loudness, voicing, high-frequency ratio, the
-level of the 1-3 kHz band (the band whose envelope follows the mouth opening best) and the syllabic
-modulation depth that tells speech from steady sound.
+"""Frame-level speech features for weights-free motion: loudness, the level of the 1-3 kHz band (the band whose
+envelope follows the mouth opening best), spectral balance and the syllabic modulation depth that tells speech from
+steady sound.
 
 Everything is plain numpy. Features are computed on 10 ms hops with a 32 ms Hann window and then
 averaged into video frames, so frame `i` summarizes the audio in [i/fps, (i+1)/fps).
@@ -10,7 +10,6 @@ Long inputs are processed in blocks, so memory stays proportional to the number 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,27 +21,6 @@ WIN_S = 0.032
 """Analysis window length in seconds."""
 DB_FLOOR = -100.0
 """Loudness of digital silence (dB relative to full scale)."""
-
-
-@dataclass(frozen=True)
-class AudioFeatures:
-    """Per-video-frame speech features."""
-
-    fps: float
-    """Frame rate of every array below."""
-    loudness_db: np.ndarray
-    """[T] float32 RMS level in dB re full scale (DB_FLOOR for digital silence)."""
-    voicing: np.ndarray
-    """[T] float32 in [0,1]: peak of the normalized autocorrelation in the 60-400 Hz pitch range."""
-    hf_ratio: np.ndarray
-    """[T] float32 in [0,1]: share of the energy above 3 kHz (high for s/sh/f, low for vowels)."""
-
-    def __len__(self) -> int:
-        return len(self.loudness_db)
-
-    def speech_level(self) -> float:
-        """Reference level of the speech (dB): the 90th percentile of the non-silent frames."""
-        return speech_level(self.loudness_db)
 
 
 def speech_level(loudness_db: np.ndarray) -> float:
@@ -102,31 +80,6 @@ def _windowed_power(frames: np.ndarray, window: np.ndarray) -> tuple[np.ndarray,
     return wf, (wf**2).mean(1) / wnorm**2
 
 
-def hop_features(samples: np.ndarray, sample_rate: int = 16000, block_s: float = 10.0) -> tuple[np.ndarray, ...]:
-    """Features at 100 Hz: (rms_db [F], voicing [F], hf_ratio [F]); hop h covers [h*10 ms, h*10 ms + 32 ms),
-    centred on the audio by shifting the window back by half a window minus half a hop."""
-    n_hops, win, blocks = _hop_blocks(samples, sample_rate, block_s)
-    window = np.hanning(win).astype(np.float32)
-    nfft = 1 << int(np.ceil(np.log2(win)))
-    freqs = np.fft.rfftfreq(nfft, 1.0 / sample_rate)
-    hf = freqs >= 3000.0
-    lag_lo, lag_hi = int(sample_rate / 400), int(sample_rate / 60)
-    nfft_ac = 1 << int(np.ceil(np.log2(2 * win)))
-    rms, voi, hfr = (np.empty(n_hops, np.float32) for _ in range(3))
-    for h0, h1, frames in blocks:  # F x win
-        wf, power = _windowed_power(frames, window)
-        rms[h0:h1] = _power_db(power)
-        spec = np.abs(np.fft.rfft(wf, nfft, axis=1)) ** 2  # F x nfft/2+1
-        total = spec.sum(1) + 1e-12
-        hfr[h0:h1] = spec[:, hf].sum(1) / total
-        ac = np.fft.irfft(np.abs(np.fft.rfft(wf, nfft_ac, axis=1)) ** 2, nfft_ac, axis=1)[:, : lag_hi + 1]
-        # normalize by the window's own autocorrelation so a periodic signal scores ~1 at any lag
-        wac = np.correlate(window, window, "full")[win - 1 : win + lag_hi]
-        ac = ac / np.maximum(ac[:, :1], 1e-12) / (wac / wac[0])[None, :]
-        voi[h0:h1] = np.clip(ac[:, lag_lo : lag_hi + 1].max(1), 0.0, 1.0) * (power > 1e-8)
-    return rms, voi, hfr
-
-
 ARTICULATION_BAND_HZ = (1000.0, 3000.0)
 """Band whose energy envelope correlates best with the area of the mouth opening (the F2-F3 region;
 Chandrasekaran et al. 2009, "The natural statistics of audiovisual speech")."""
@@ -139,7 +92,8 @@ def band_level_db(
     block_s: float = 10.0,
 ) -> np.ndarray:
     """[F] level (dB re full scale, DB_FLOOR where there is no energy) of `band_hz` at 100 Hz, on the same
-    hops and windows as `hop_features`; processed in blocks, so memory does not grow with the length."""
+    hops and windows as the broadband level of `speech_levels_db`; processed in blocks, so memory does not grow
+    with the length."""
     return speech_levels_db(samples, sample_rate, band_hz, block_s)[1]
 
 
@@ -149,8 +103,8 @@ def speech_levels_db(
     band_hz: tuple[float, float] = ARTICULATION_BAND_HZ,
     block_s: float = 10.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(broadband level [F], `band_hz` level [F]) in dB at 100 Hz in one pass over the audio: the loudness
-    `hop_features` gives and `band_level_db`, without `hop_features`' voicing and spectral-ratio work."""
+    """(broadband level [F], `band_hz` level [F]) in dB at 100 Hz in one pass over the audio; hop h covers
+    [h*10 ms, h*10 ms + 32 ms), centred on the audio (the window shifted back by half a window minus half a hop)."""
     rms, bands = speech_bands_db(samples, sample_rate, (band_hz,), block_s)
     return rms, bands[0]
 
@@ -167,7 +121,7 @@ def speech_bands_db(
     block_s: float = 10.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(broadband level [F], band levels [k,F]) in dB re full scale (DB_FLOOR where there is no energy) at
-    100 Hz, on the hops and windows of `hop_features`, one FFT per hop for all bands; processed in blocks, so
+    100 Hz, on 10 ms hops with 32 ms Hann windows, one FFT per hop for all bands; processed in blocks, so
     memory does not grow with the length."""
     for lo_hz, hi_hz in bands_hz:
         if not 0.0 <= lo_hz < hi_hz <= sample_rate / 2:
@@ -262,17 +216,3 @@ def hops_to_frames(values: np.ndarray, n_frames: int, fps: float, reduce: str = 
         return np.asarray([v[a:b].max() for a, b in zip(lo, hi)], np.float32)
     csum = np.concatenate([[0.0], np.cumsum(v)])
     return ((csum[hi] - csum[lo]) / (hi - lo)).astype(np.float32)
-
-
-def audio_features(samples: np.ndarray, n_frames: int, fps: float = 25.0, sample_rate: int = 16000) -> AudioFeatures:
-    """Loudness (energy-averaged dB), voicing and high-frequency ratio per video frame."""
-    rms, voi, hfr = hop_features(samples, sample_rate)
-    power = np.power(10.0, rms.astype(np.float64) / 10.0) * (rms > DB_FLOOR)
-    p_frames = hops_to_frames(power, n_frames, fps).astype(np.float64)
-    loud = _power_db(p_frames).astype(np.float32)
-    return AudioFeatures(
-        fps=fps,
-        loudness_db=loud,
-        voicing=hops_to_frames(voi, n_frames, fps),
-        hf_ratio=hops_to_frames(hfr, n_frames, fps),
-    )
