@@ -48,8 +48,8 @@ def make_driver(path: Path, seconds: float) -> None:
     r = MeshRenderer(analyze_portrait(data.astronaut()))
     tr = MotionTrack.still(n, 25)
     t = np.arange(n) / 25
-    tr.rotation[:, 1] = 0.25 * np.sin(2 * np.pi * t / 4)
-    tr.rotation[:, 0] = 0.1 * np.sin(2 * np.pi * t / 3)
+    tr.euler[:, 1] = 0.25 * np.sin(2 * np.pi * t / 4)
+    tr.euler[:, 0] = 0.1 * np.sin(2 * np.pi * t / 3)
     tr.blink[:] = np.clip(1 - np.abs(t % 3 - 1.5) / 0.1, 0, 1)
     with VideoWriter(path, fps=25, quiet=True) as w:
         for i in range(n):
@@ -115,7 +115,7 @@ def main() -> None:
         r = MeshRenderer(portrait)
         n = 100
         tr = MotionTrack.still(n, 25)
-        tr.rotation[:, 1] = np.linspace(-0.3, 0.3, n)
+        tr.euler[:, 1] = np.linspace(-0.3, 0.3, n)
         tr.blink[::10] = 1.0
         r.render(tr, 0)
         wall, cpu, main, frames = timed(lambda: [r.render(tr, i) for i in range(n)])

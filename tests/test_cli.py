@@ -31,7 +31,7 @@ def media(tmp_path_factory):
     Image.fromarray(data.astronaut()).save(src)
     r = MeshRenderer(analyze_portrait(data.astronaut()))
     tr = MotionTrack.still(N_FRAMES, 25)
-    tr.rotation[:, 1] = np.linspace(0, 0.3, N_FRAMES)
+    tr.euler[:, 1] = np.linspace(0, 0.3, N_FRAMES)
     t = np.arange(int(16000 * N_FRAMES / 25)) / 16000
     tone = Audio((0.2 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 16000)
     drv = d / "driver clip.mp4"

@@ -30,7 +30,7 @@ def media(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     renderer = MeshRenderer(analyze_portrait(data.astronaut()))
     track = MotionTrack.still(N_DRIVER, 25)
-    track.rotation[:, 1] = np.linspace(0, 0.3, N_DRIVER)
+    track.euler[:, 1] = np.linspace(0, 0.3, N_DRIVER)
     drv = root / "driver.mp4"
     with VideoWriter(drv, fps=25, quiet=True) as w:
         for i in range(N_DRIVER):

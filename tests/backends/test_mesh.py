@@ -27,8 +27,8 @@ def test_still_track_reproduces_the_source(renderer):
 
 def test_pose_applied_then_removed_round_trip(renderer):
     tr = _track(3)
-    tr.rotation[1] = (0.1, 0.35, -0.05)
-    tr.translation[1] = (0.2, -0.1, 0.1)
+    tr.euler[1] = (0.1, 0.35, -0.05)
+    tr.trans[1] = (0.2, -0.1, 0.1)
     a = renderer.render(tr, 0)
     b = renderer.render(tr, 1)
     c = renderer.render(tr, 2)
@@ -44,8 +44,8 @@ def test_pose_applied_then_removed_round_trip(renderer):
 
 def test_background_stays_still_far_from_the_person(renderer):
     tr = _track(2)
-    tr.rotation[1] = (0.0, 0.3, 0.0)
-    tr.translation[1] = (0.3, 0.0, 0.0)
+    tr.euler[1] = (0.0, 0.3, 0.0)
+    tr.trans[1] = (0.3, 0.0, 0.0)
     out = renderer.render(tr, 1).astype(float)
     bg = renderer.p.person_mask < 0.01
     far = bg & (np.arange(512)[None, :] > 470)  # right edge strip of background
@@ -128,7 +128,7 @@ def test_head_moving_down_reveals_background_not_replicated_edge(renderer):
     mask[:40, 150:350] = 1.0
     r = MeshRenderer(replace(p, image=image, person_mask=mask))
     tr = _track(2)
-    tr.translation[1] = (0.0, 0.6, 0.0)  # head down by 0.6 eye distances
+    tr.trans[1] = (0.0, 0.6, 0.0)  # head down by 0.6 eye distances
     out = r.render(tr, 1).astype(float)
     top = out[:8, 220:280]
     assert np.abs(top - r.background[:8, 220:280]).mean() < 5

@@ -113,7 +113,7 @@ def assets(tmp_path_factory):
     drv = root / "driver.mp4"
     r = MeshRenderer(portrait)
     tr = MotionTrack.still(10, 25)
-    tr.rotation[:, 1] = np.linspace(0, 0.2, 10)
+    tr.euler[:, 1] = np.linspace(0, 0.2, 10)
     with VideoWriter(drv, quiet=True) as w:
         for i in range(10):
             w.write(r.render(tr, i))

@@ -109,19 +109,19 @@ def test_chunks_equal_whole_track_and_blink_does_not_move_head(speech, neutral):
     whole = d.track()
     parts = list(d.chunks(size=16))
     assert [len(p) for p in parts][:-1] == [16] * (len(parts) - 1) and sum(map(len, parts)) == len(d)
-    for name in ("rotation", "translation", "expression", "blink", "mouth_open"):
+    for name in ("euler", "trans", "expression", "blink", "mouth_open"):
         np.testing.assert_array_equal(np.concatenate([getattr(p, name) for p in parts]), getattr(whole, name))
     # offsets are the rig's deformation of the closed rest face, plus closing the photo's mouth
     expected = mouth_offsets(d.rest, d.analysis().mouth_params, d.rig) + (d.rest - neutral)
     np.testing.assert_allclose(whole.expression, expected, atol=1e-6)
     none = AudioDriver(speech, neutral, blink="none", seed=1).track()
     assert np.all(none.blink == 0)
-    np.testing.assert_array_equal(none.rotation, whole.rotation)
+    np.testing.assert_array_equal(none.euler, whole.euler)
     np.testing.assert_array_equal(none.expression, whole.expression)
     # idle head motion: small, smooth, deterministic; --still removes it
-    deg = np.rad2deg(whole.rotation)
+    deg = np.rad2deg(whole.euler)
     assert 0.05 < np.abs(deg).max() < 5.0 and np.abs(np.diff(deg, axis=0)).max() < 0.5
-    assert np.all(AudioDriver(speech, neutral, still=True).track().rotation == 0)
+    assert np.all(AudioDriver(speech, neutral, still=True).track().euler == 0)
 
 
 def test_silent_audio_gives_closed_mouth_with_blinks(neutral):
@@ -130,7 +130,7 @@ def test_silent_audio_gives_closed_mouth_with_blinks(neutral):
     assert len(tr) == 150
     assert np.all(tr.mouth_open == 0.0)
     assert tr.blink.max() == pytest.approx(1.0)
-    assert np.abs(np.rad2deg(tr.rotation)).max() < 5.0
+    assert np.abs(np.rad2deg(tr.euler)).max() < 5.0
     periodic = AudioDriver(np.zeros(16000 * 6, np.float32), neutral, blink="periodic").track()
     assert periodic.blink[0] == 0.0 and periodic.blink[5] > 0.5 and periodic.blink[125 + 5] > 0.5
 

@@ -41,12 +41,12 @@ def test_pose_is_recovered_and_expression_is_zero(face):
     src = head_frame(face).to_canonical(face)
     tr = track_from_landmarks(lms, src, 25, NO_SMOOTH)
     for i, (euler, shift, scale) in enumerate(poses):
-        np.testing.assert_allclose(tr.rotation[i], euler, atol=1e-4)
-        assert tr.translation[i, 2] == pytest.approx(np.log(scale), abs=1e-5)
+        np.testing.assert_allclose(tr.euler[i], euler, atol=1e-4)
+        assert tr.trans[i, 2] == pytest.approx(np.log(scale), abs=1e-5)
     assert np.abs(tr.expression).max() < 1e-4
     # rotation about the rigid centroid: its image shift is the only translation
     iod = np.linalg.norm(face[263] - face[33])
-    np.testing.assert_allclose(tr.translation[1, :2], np.array([12, -7]) / iod, atol=1e-4)
+    np.testing.assert_allclose(tr.trans[1, :2], np.array([12, -7]) / iod, atol=1e-4)
 
 
 def test_expression_is_separated_from_pose(face):
@@ -54,7 +54,7 @@ def test_expression_is_separated_from_pose(face):
     opened = _mouth_open(face, f, 0.3)
     lms = np.stack([face, _posed(opened, (0.05, 0.4, 0.0), (3, 4, 0), 1.2)])
     tr = track_from_landmarks(lms, f.to_canonical(face), 25, NO_SMOOTH)
-    np.testing.assert_allclose(tr.rotation[1], (0.05, 0.4, 0.0), atol=2e-3)
+    np.testing.assert_allclose(tr.euler[1], (0.05, 0.4, 0.0), atol=2e-3)
     assert tr.expression[1, topo.LOWER_LIP_MID, 1] == pytest.approx(0.3, abs=0.01)
     assert abs(tr.expression[1, topo.NOSE_TIP]).max() < 0.01
     assert tr.mouth_open[1] > tr.mouth_open[0] + 0.25

@@ -8,7 +8,7 @@ from real3d.motion.track import MotionStream, MotionTrack, ping_pong_indices
 
 def _track(n: int, start: float = 0.0) -> MotionTrack:
     t = MotionTrack.still(n, 25)
-    t.rotation[:, 1] = start + np.arange(n)
+    t.euler[:, 1] = start + np.arange(n)
     t.mouth_open[:] = np.arange(n)
     return t
 
@@ -18,9 +18,9 @@ def test_still_track_and_shape_checks():
     assert len(t) == 4 and t.duration == pytest.approx(4 / 30)
     assert not t.expression.any() and t.expression.shape == (4, 478, 3)
     with pytest.raises(ValueError, match="blink has shape"):
-        MotionTrack(25, t.rotation, t.translation, t.expression, np.zeros(3), t.mouth_open)
+        MotionTrack(25, t.euler, t.trans, t.expression, np.zeros(3), t.mouth_open)
     with pytest.raises(ValueError, match="fps must be positive"):
-        MotionTrack(0, t.rotation, t.translation, t.expression, t.blink, t.mouth_open)
+        MotionTrack(0, t.euler, t.trans, t.expression, t.blink, t.mouth_open)
 
 
 def test_slice_pose_swap_and_still():
@@ -28,8 +28,8 @@ def test_slice_pose_swap_and_still():
     s = t.slice(2, 5)
     assert len(s) == 3 and list(s.mouth_open) == [2, 3, 4]
     posed = t.with_pose_of(_track(3, start=10))
-    assert list(posed.rotation[:, 1]) == [10, 11, 12, 11, 10, 11] and list(posed.mouth_open) == list(range(6))
-    assert not t.without_pose().rotation.any() and t.without_pose().mouth_open[5] == 5
+    assert list(posed.euler[:, 1]) == [10, 11, 12, 11, 10, 11] and list(posed.mouth_open) == list(range(6))
+    assert not t.without_pose().euler.any() and t.without_pose().mouth_open[5] == 5
 
 
 def test_ping_pong_indices():
@@ -45,5 +45,5 @@ def test_stream_cuts_to_its_length_and_takes_a_pose_across_chunks():
     got = list(stream)
     assert [len(c) for c in got] == [4, 4, 2] and len(stream) == 10
     posed = MotionStream(10, iter([_track(4), _track(4, start=4), _track(4, start=8)])).with_pose_of(_track(3, 20))
-    yaw = np.concatenate([c.rotation[:, 1] for c in posed])
+    yaw = np.concatenate([c.euler[:, 1] for c in posed])
     assert list(yaw) == [20, 21, 22, 21, 20, 21, 22, 21, 20, 21]  # ping-pong continues over chunk borders

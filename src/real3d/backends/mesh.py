@@ -148,9 +148,9 @@ class MeshRenderer:
     def pose(self, track: MotionTrack, i: int):
         """(transform q -> image px) for frame i of the track."""
         fr = self.p.frame
-        r_rel = euler_to_matrix(track.rotation[i].astype(np.float64))
+        r_rel = euler_to_matrix(track.euler[i].astype(np.float64))
         rot = r_rel @ fr.rotation
-        dx, dy, dz = track.translation[i].astype(np.float64)
+        dx, dy, dz = track.trans[i].astype(np.float64)
         scale = fr.scale * np.exp(dz)
         center = fr.center + fr.scale * np.array([dx, dy, 0.0])
         return rot, scale, center

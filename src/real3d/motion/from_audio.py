@@ -62,9 +62,9 @@ class AudioAnalysis:
     """[T] inner-lip gap / outer-eye-corner distance."""
     blink: np.ndarray
     """[T] eyelid closure in [0,1]."""
-    rotation: np.ndarray
-    """[T,3] head rotation (pitch, yaw, roll) radians."""
-    translation: np.ndarray
+    euler: np.ndarray
+    """[T,3] head rotation as Euler angles (pitch, yaw, roll), radians."""
+    trans: np.ndarray
     """[T,3] head translation (x, y canonical units; z log-scale)."""
     loudness_db: np.ndarray
     """[T] frame loudness (dB re full scale)."""
@@ -178,8 +178,8 @@ class AudioDriver:
         sl = slice(start, stop)
         return MotionTrack(
             fps=self.fps,
-            rotation=a.rotation[sl].copy(),
-            translation=a.translation[sl].copy(),
+            euler=a.euler[sl].copy(),
+            trans=a.trans[sl].copy(),
             expression=mouth_offsets(self.rest, a.mouth_params[sl], self.rig) + self._rest_offset,
             blink=a.blink[sl].copy(),
             mouth_open=a.mouth_open[sl].copy(),

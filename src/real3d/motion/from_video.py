@@ -166,8 +166,8 @@ def track_from_landmarks(
     gap = target[:, topo.LOWER_LIP_MID, 1] - target[:, topo.UPPER_LIP_MID, 1]
     return MotionTrack(
         fps=float(fps),
-        rotation=rot.astype(np.float32),
-        translation=trans.astype(np.float32),
+        euler=rot.astype(np.float32),
+        trans=trans.astype(np.float32),
         expression=expression,
         blink=np.zeros(n, np.float32),
         mouth_open=np.maximum(gap, 0).astype(np.float32),

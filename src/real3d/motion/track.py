@@ -5,8 +5,8 @@ x to the viewer's right, y down, z away from the camera, origin at the centroid 
 landmarks, unit = distance between the outer eye corners (MediaPipe 33 and 263). See
 `real3d.face.canonical` for the transform between image landmarks and this frame.
 
-Pose is *relative*: rotation and translation of the driver's head with respect to its first frame,
-applied by the backend on top of the source portrait's own pose.
+Pose is *relative*: rotation (Euler angles, `euler`) and translation (`trans`) of the driver's head with respect
+to its first frame, applied by the backend on top of the source portrait's own pose.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ class MotionTrack:
 
     fps: float
     """Frames per second of the track (the output video's rate)."""
-    rotation: np.ndarray
-    """[T,3] float32 head rotation (pitch, yaw, roll) in radians, relative to the source pose.
+    euler: np.ndarray
+    """[T,3] float32 head rotation as Euler angles (pitch, yaw, roll) in radians, relative to the source pose.
     Rotation matrix R = Rz(roll) @ Ry(yaw) @ Rx(pitch), acting on canonical (x right, y down, z away)."""
-    translation: np.ndarray
+    trans: np.ndarray
     """[T,3] float32: x, y shift of the head in canonical units (inter-ocular distances), and z as
     the log of the scale change (> 0 = closer to the camera)."""
     expression: np.ndarray
@@ -42,10 +42,10 @@ class MotionTrack:
     """Free-form provenance (driver path, options); never read by renderers."""
 
     def __post_init__(self) -> None:
-        t = len(self.rotation)
+        t = len(self.euler)
         checks = {
-            "rotation": (self.rotation, (t, 3)),
-            "translation": (self.translation, (t, 3)),
+            "euler": (self.euler, (t, 3)),
+            "trans": (self.trans, (t, 3)),
             "expression": (self.expression, (t, N_LANDMARKS, 3)),
             "blink": (self.blink, (t,)),
             "mouth_open": (self.mouth_open, (t,)),
@@ -57,7 +57,7 @@ class MotionTrack:
             raise ValueError(f"MotionTrack.fps must be positive, got {self.fps}")
 
     def __len__(self) -> int:
-        return len(self.rotation)
+        return len(self.euler)
 
     @property
     def duration(self) -> float:
@@ -70,8 +70,8 @@ class MotionTrack:
         z3 = np.zeros((n_frames, 3), np.float32)
         return cls(
             fps=fps,
-            rotation=z3,
-            translation=z3.copy(),
+            euler=z3,
+            trans=z3.copy(),
             expression=np.zeros((n_frames, N_LANDMARKS, 3), np.float32),
             blink=np.zeros(n_frames, np.float32),
             mouth_open=np.zeros(n_frames, np.float32),
@@ -82,8 +82,8 @@ class MotionTrack:
         sl = slice(start, stop)
         return replace(
             self,
-            rotation=self.rotation[sl],
-            translation=self.translation[sl],
+            euler=self.euler[sl],
+            trans=self.trans[sl],
             expression=self.expression[sl],
             blink=self.blink[sl],
             mouth_open=self.mouth_open[sl],
@@ -93,11 +93,11 @@ class MotionTrack:
         """This track's expression with `other`'s head pose; `other` is ping-ponged when shorter
         (the official `mirror_index` behaviour)."""
         idx = ping_pong_indices(len(self), len(other))
-        return replace(self, rotation=other.rotation[idx].copy(), translation=other.translation[idx].copy())
+        return replace(self, euler=other.euler[idx].copy(), trans=other.trans[idx].copy())
 
     def without_pose(self) -> MotionTrack:
         """The same expression with the head held at the source pose (`--still`)."""
-        return replace(self, rotation=np.zeros_like(self.rotation), translation=np.zeros_like(self.translation))
+        return replace(self, euler=np.zeros_like(self.euler), trans=np.zeros_like(self.trans))
 
 
 class MotionStream:
@@ -127,7 +127,7 @@ class MotionStream:
             for c in self._chunks:
                 idx = ping_pong_indices(start + len(c), len(pose))[start:]
                 start += len(c)
-                yield replace(c, rotation=pose.rotation[idx].copy(), translation=pose.translation[idx].copy())
+                yield replace(c, euler=pose.euler[idx].copy(), trans=pose.trans[idx].copy())
 
         return MotionStream(self.n_frames, posed())
 
