@@ -11,6 +11,7 @@ user config file `~/.config/real3d/config.toml` (or $REAL3D_CONFIG), e.g.
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,3 +97,12 @@ class NeuralAssets:
             hubert=resolve("hubert", hubert, required=need_hubert),
             segmenter_model=resolve("segmenter_model", segmenter_model, required=False),
         )
+
+
+def add_asset_arguments(group: argparse._ActionsContainer, device_default: str | None) -> None:
+    """The command-line flags naming the user's weights and the torch device (`real3d animate`, `serve`, `batch`)."""
+    group.add_argument("--checkpoints", help="official (or converted) checkpoints folder [$REAL3D_CHECKPOINTS]")
+    group.add_argument("--bfm", help="BFM 2009 folder (deep_3drecon/BFM of the release) [$REAL3D_BFM]")
+    group.add_argument("--hubert", help="local facebook/hubert-large-ls960-ft snapshot [$REAL3D_HUBERT]")
+    group.add_argument("--segmenter-model", dest="segmenter_model", help="selfie_multiclass_256x256.tflite (optional)")
+    group.add_argument("--device", default=device_default, help="torch device for the neural backend, e.g. cuda")

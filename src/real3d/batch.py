@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from real3d.assets import add_asset_arguments
 from real3d.cpu_memory import keep_freed_memory
 from real3d.errors import InputError, Real3DError
 from real3d.pipeline import Pipeline
@@ -377,11 +378,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="re-render rows whose outputs are up to date")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-row progress lines")
     n = p.add_argument_group("neural backend (rows with the option backend=neural)")
-    n.add_argument("--checkpoints", help="official (or converted) checkpoints folder [$REAL3D_CHECKPOINTS]")
-    n.add_argument("--bfm", help="BFM folder [$REAL3D_BFM]")
-    n.add_argument("--hubert", help="local hubert-large-ls960-ft snapshot [$REAL3D_HUBERT]")
-    n.add_argument("--segmenter-model", dest="segmenter_model", help="selfie_multiclass_256x256.tflite (optional)")
-    n.add_argument("--device", default=None, help="torch device for the neural backend, e.g. cuda")
+    add_asset_arguments(n, device_default=None)
     p.set_defaults(func=_cmd_batch)
 
 

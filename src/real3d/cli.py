@@ -16,6 +16,7 @@ from skimage import data
 
 from real3d import batch as batch_cli
 from real3d._stderr import filtered_stderr
+from real3d.assets import add_asset_arguments
 from real3d.cpu_memory import keep_freed_memory
 from real3d.errors import DependencyError, InputError, report_errors
 from real3d.eval import cli as eval_cli
@@ -93,7 +94,7 @@ def _animate_parser(sub) -> None:
     n.add_argument(
         "--backend", choices=["mesh", "neural"], default="mesh", help="mesh (default, weights-free) or neural"
     )
-    n.add_argument("--checkpoints", help="folder with the official (or converted) checkpoints [$REAL3D_CHECKPOINTS]")
+    add_asset_arguments(n, device_default="cpu")
     n.add_argument(
         "--generator-ckpt",
         "--torso-ckpt",
@@ -102,9 +103,6 @@ def _animate_parser(sub) -> None:
         help="the generator checkpoint folder itself (official: secc2plane_torso_orig)",
     )
     n.add_argument("--a2m-ckpt", "--a2m_ckpt", dest="a2m_ckpt", help="the audio-to-motion checkpoint folder itself")
-    n.add_argument("--bfm", help="BFM 2009 folder (deep_3drecon/BFM of the release) [$REAL3D_BFM]")
-    n.add_argument("--hubert", help="local facebook/hubert-large-ls960-ft snapshot [$REAL3D_HUBERT]")
-    n.add_argument("--segmenter-model", dest="segmenter_model", help="selfie_multiclass_256x256.tflite (optional)")
     n.add_argument("--temperature", type=float, default=0.2, help="A2M sampling temperature (default 0.2)")
     n.add_argument(
         "--sampling",
@@ -121,7 +119,6 @@ def _animate_parser(sub) -> None:
         help="debug adds PNCC, raw render and depth panels",
     )
     n.add_argument("--batch-size", type=int, default=4, help="frames per network call")
-    n.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     n.add_argument(
         "--dtype",
         choices=["auto", "float32", "bfloat16", "float16"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from real3d.assets import add_asset_arguments
 from real3d.errors import InputError
 from real3d.serve.server import ServeConfig, serve
 
@@ -33,11 +34,7 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--no-page", action="store_true", help="serve the REST API only")
     n = p.add_argument_group("neural backend (offered on the page and the API when these are configured)")
-    n.add_argument("--checkpoints", help="official (or converted) checkpoints folder [$REAL3D_CHECKPOINTS]")
-    n.add_argument("--bfm", help="BFM folder [$REAL3D_BFM]")
-    n.add_argument("--hubert", help="local hubert-large-ls960-ft snapshot [$REAL3D_HUBERT]")
-    n.add_argument("--segmenter-model", dest="segmenter_model", help="selfie_multiclass_256x256.tflite (optional)")
-    n.add_argument("--device", default=None, help="torch device for the neural backend, e.g. cuda")
+    add_asset_arguments(n, device_default=None)
     p.set_defaults(func=_cmd_serve)
 
 
