@@ -17,7 +17,8 @@ from real3d.backends.mesh import MeshBackend, MeshRenderer
 from real3d.errors import Cancelled, InputError
 from real3d.face.portrait import analyze_portrait
 from real3d.io.writer import VideoWriter
-from real3d.motion.driving import Driving, read_speech, track_video
+from real3d.motion.driving import Driving, DrivingVideo, read_speech
+from real3d.motion.from_video import track_from_landmarks
 from real3d.motion.track import MotionTrack
 from real3d.pipeline import AnimateOptions, Pipeline, Progress
 
@@ -49,13 +50,15 @@ def _frames(path: Path) -> np.ndarray:
 
 
 class RecordingBackend:
-    """A `Backend` that renders grey frames whose level is the frame index, and remembers what it was given."""
+    """A `Backend` that renders grey frames whose level is the frame index, and remembers what it was given.
+    Like the neural backend, it tracks a driving video whole before rendering."""
 
     name = "fake"
 
     def __init__(self) -> None:
         self.timings = {"fake": 1.0}
         self.driving: Driving | None = None
+        self.tracked = None
         self.rendered = 0
 
     def prepare(self, portrait):
@@ -63,7 +66,11 @@ class RecordingBackend:
 
     def motion(self, source, driving: Driving):
         self.driving = driving
-        n = len(driving.video) if driving.video is not None else int(len(driving.speech) / 16000 * driving.fps)
+        if driving.video is not None:
+            self.tracked = driving.video.track()
+            n = len(self.tracked)
+        else:
+            n = int(len(driving.speech) / 16000 * driving.fps)
         return list(range(driving.limit(n)))
 
     def frames(self, source, motion):
@@ -87,12 +94,14 @@ def _opts(tmp_path, **kw) -> AnimateOptions:
     return AnimateOptions(source=data.astronaut(), quiet=True, visible_watermark=False, invisible_watermark=False, **kw)
 
 
-def test_video_driver_reaches_the_backend_as_tracked_landmarks(media, tmp_path, fake):
+def test_video_driver_reaches_the_backend_to_be_tracked(media, tmp_path, fake):
     res = Pipeline()(_opts(tmp_path, video=media["drv"]))
     d = fake.driving
     assert d.speech is None and d.pose is None and not d.still
-    assert d.video.landmarks.shape == (N_DRIVER, 478, 3) and d.video.size == (512, 512)
-    assert np.isfinite(d.video.landmarks).all()
+    assert d.video.path == media["drv"] and d.video.n_frames == N_DRIVER
+    tracked = fake.tracked
+    assert tracked.landmarks.shape == (N_DRIVER, 478, 3) and tracked.size == (512, 512)
+    assert np.isfinite(tracked.landmarks).all()
     frames = _frames(res.output)
     assert res.frames == len(frames) == N_DRIVER and frames.shape[1:] == (64, 48, 3)
     np.testing.assert_allclose(frames[:, 32, 24, 0], 10 * np.arange(N_DRIVER), atol=3)  # in order, none lost
@@ -120,7 +129,7 @@ def test_audio_driver_and_options_reach_the_backend(media, tmp_path, fake):
 
 def test_max_seconds_limits_tracking_and_frames(media, tmp_path, fake):
     res = Pipeline()(_opts(tmp_path, video=media["drv"], max_seconds=0.2))
-    assert len(fake.driving.video) == 5 and res.frames == fake.rendered == 5
+    assert fake.driving.video.n_frames == len(fake.tracked) == 5 and res.frames == fake.rendered == 5
 
 
 def test_progress_reports_every_stage_and_frame(media, tmp_path, fake):
@@ -200,8 +209,8 @@ def test_mesh_backend_motion_follows_the_driver_length(media):
     source = backend.prepare(analyze_portrait(data.astronaut()))
     speech = read_speech(media["wav"])
     assert len(backend.motion(source, Driving(fps=25, speech=speech))) == round(len(speech) / 16000 * 25)
-    tracked = track_video(media["drv"], 25)
-    assert len(backend.motion(source, Driving(fps=25, video=tracked, max_frames=4))) == 4
+    video = DrivingVideo.open(media["drv"], 25)
+    assert len(backend.motion(source, Driving(fps=25, video=video, max_frames=4))) == 4
     assert backend.frame_size(source) == (512, 512)
 
 
@@ -235,3 +244,15 @@ def test_official_names_map_to_options(tmp_path):
         AnimateOptions.from_official(source="p.png", output="o.mp4", colour="red")
     with pytest.raises(InputError, match="head_ckpt"):
         AnimateOptions.from_official(source="p.png", output="o.mp4", head_ckpt="head/")
+
+
+def test_mesh_backend_renders_a_streamed_driver_like_the_whole_track(media):
+    """The mesh backend tracks the driving video while it renders: the frames equal those of the whole track."""
+    backend = MeshBackend()
+    source = backend.prepare(analyze_portrait(data.astronaut()))
+    video = DrivingVideo.open(media["drv"], 25)
+    streamed = list(backend.frames(source, backend.motion(source, Driving(fps=25, video=video))))
+    whole = track_from_landmarks(video.track().landmarks, source.p.canonical, 25)
+    assert len(streamed) == len(whole) == N_DRIVER
+    for i, frame in enumerate(streamed):
+        np.testing.assert_array_equal(frame, source.render(whole, i))

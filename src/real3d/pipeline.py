@@ -32,7 +32,7 @@ from real3d.io.audio import has_audio
 from real3d.io.video import VIDEO_SUFFIXES, first_frame
 from real3d.io.writer import VideoWriter, check_writable
 from real3d.motion.blink import BlinkMode
-from real3d.motion.driving import Driving, read_speech, track_video
+from real3d.motion.driving import Driving, DrivingVideo, read_speech, track_video
 from real3d.provenance import apply_marks
 
 log = logging.getLogger(__name__)
@@ -350,32 +350,52 @@ def _source_image(source: Path | str | np.ndarray) -> Path | str | np.ndarray:
 
 
 def read_driving(opts: AnimateOptions, progress: Callable[[int, int], None] | None = None) -> Driving:
-    """Read the driver `opts` names: speech samples, or the landmarks of the driving video, and of the pose
-    video; `progress(done, total)` is called per tracked video frame."""
+    """Read the driver `opts` names: speech samples, or the driving video (opened; the backend tracks it), and
+    the landmarks of the pose video; `progress(done, total)` is called per tracked video frame (the mesh backend
+    tracks a driving video while it renders and reports render progress instead)."""
     limit = opts.max_frames()
-
-    def tracked(path: Path | str, what: str):
-        bar = tqdm(desc=f"tracking {what}", unit="frame", disable=opts.quiet, leave=False)
-
-        def step(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-            if progress is not None:
-                progress(done, total)
-
+    pose = None
+    if opts.pose_video is not None:
+        step = _TrackingBar("pose video", opts.quiet, progress)
         try:
-            return track_video(path, opts.fps, limit, step)
+            pose = track_video(opts.pose_video, opts.fps, limit, step)
         finally:
-            bar.close()
-
+            step.close()
+    video = None
+    if opts.video is not None:
+        video = DrivingVideo.open(opts.video, opts.fps, limit, _TrackingBar("driver", opts.quiet, progress))
     return Driving(
         fps=opts.fps,
         speech=read_speech(opts.audio) if opts.audio is not None else None,
-        video=tracked(opts.video, "driver") if opts.video is not None else None,
-        pose=tracked(opts.pose_video, "pose video") if opts.pose_video is not None else None,
+        video=video,
+        pose=pose,
         still=opts.still,
         max_frames=limit,
         mouth_amp=opts.mouth_amp,
         blink=opts.blink,
         seed=opts.seed,
     )
+
+
+class _TrackingBar:
+    """Per-frame tracking progress: a terminal bar (unless quiet) and the caller's callback. The bar closes
+    when the last frame is reported (or on `close`)."""
+
+    def __init__(self, what: str, quiet: bool, progress: Callable[[int, int], None] | None) -> None:
+        self.what, self.quiet, self.progress = what, quiet, progress
+        self.bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(desc=f"tracking {self.what}", unit="frame", disable=self.quiet, leave=False)
+        self.bar.total = total
+        self.bar.update(done - self.bar.n)
+        if self.progress is not None:
+            self.progress(done, total)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

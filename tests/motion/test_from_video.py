@@ -3,10 +3,18 @@
 import numpy as np
 import pytest
 
+from real3d.errors import NoFaceError
 from real3d.face import topology as topo
 from real3d.face.canonical import head_frame
 from real3d.geometry import euler_to_matrix
-from real3d.motion.from_video import RetargetConfig, enforce_no_crossing, track_from_landmarks
+from real3d.motion.from_video import (
+    RetargetConfig,
+    enforce_no_crossing,
+    fill_missing_landmarks,
+    stream_track_from_landmarks,
+    track_from_landmarks,
+)
+from real3d.motion.track import concatenate_tracks
 
 NO_SMOOTH = RetargetConfig(expression_window=1, pose_window=1)
 
@@ -126,3 +134,48 @@ def test_driver_closing_its_mouth_closes_an_open_source(face):
     assert gap_drv[1] < 1e-6 and mouth_gap(src_open) > 0.14
     assert gap_out[1] < 1e-5  # (float32 offsets) the photo's open mouth is not kept when the driver closes
     assert gap_out[0] == pytest.approx(gap_drv[0], rel=0.3) and gap_out[2] > gap_out[0] + 0.1
+
+
+def _noisy_track(face, n, seed):
+    """n frames of the face turning and talking, with tracker noise."""
+    f = head_frame(face)
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 25
+    talking = [_mouth_open(face, f, 0.1 + 0.1 * np.sin(7 * ti)) for ti in t]
+    turns = [(0.1 * np.sin(ti), 0.3 * np.sin(2 * ti), 0) for ti in t]
+    return np.stack([_posed(lm, e, (0, 0, 0), 1) + rng.normal(0, 0.3, face.shape) for lm, e in zip(talking, turns)])
+
+
+def _assert_same_track(a, b):
+    assert len(a) == len(b)
+    for name in ("euler", "trans", "expression", "blink", "mouth_open"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@pytest.mark.parametrize("n", [1, 4, 6, 9, 10, 13, 14, 40])
+def test_streamed_retargeting_equals_the_whole_track(face, n):
+    """Chunked retargeting (as the mesh backend does while it renders) gives bit-identical frames, also for
+    tracks shorter than the smoothing windows."""
+    lms = _noisy_track(face, n, seed=n)
+    src = head_frame(face).to_canonical(face)
+    whole = track_from_landmarks(lms, src, 25)
+    for size in (1, 3, 8, n):
+        parts = list(stream_track_from_landmarks((lms[i : i + size] for i in range(0, n, size)), src, 25))
+        assert sum(len(p) for p in parts) == n
+        if n >= 40 and size < 9:  # frames come out while the input still streams in, a few frames behind it
+            assert len(parts) > 2
+        _assert_same_track(concatenate_tracks(parts), whole)
+
+
+def test_streamed_retargeting_fills_faceless_frames_like_the_whole_track(face):
+    lms = _noisy_track(face, 50, seed=1).astype(np.float32)
+    for gap in (slice(0, 3), slice(10, 14), slice(20, 21), slice(22, 30), slice(46, 50)):
+        lms[gap] = np.nan
+    src = head_frame(face).to_canonical(face)
+    # the whole track is built from landmarks filled (in float64) and stored as float32, as TrackedVideo holds them
+    whole = track_from_landmarks(fill_missing_landmarks(lms.astype(np.float64)).astype(np.float32), src, 25)
+    for size in (1, 4, 9, 50):
+        parts = stream_track_from_landmarks((lms[i : i + size] for i in range(0, 50, size)), src, 25)
+        _assert_same_track(concatenate_tracks(list(parts)), whole)
+    with pytest.raises(NoFaceError, match="no face was found"):
+        list(stream_track_from_landmarks([np.full((5, 478, 3), np.nan, np.float32)], src, 25))

@@ -53,3 +53,36 @@ def test_decoder_error_reaches_the_caller(clip, monkeypatch):
     monkeypatch.setattr(driving, "iter_frames", broken)
     with pytest.raises(InputError, match="after 3 frames"):
         track_video(clip, 25)
+
+
+def test_stream_gives_the_same_landmarks_in_chunks_from_a_background_thread(clip):
+    video = driving.DrivingVideo.open(clip, 25, 30)
+    assert video.n_frames == 30
+    seen = []
+
+    def chunks():
+        for c in video.stream(chunk=7):
+            seen.append(len(c))
+            yield c
+
+    got = np.concatenate(list(chunks()))
+    assert seen == [7, 7, 7, 7, 2]
+    np.testing.assert_array_equal(got, track_video(clip, 25, 30).landmarks)
+
+
+def test_stopping_a_stream_early_stops_its_tracker(clip):
+    before = {t.name for t in threading.enumerate()}
+    stream = driving.DrivingVideo.open(clip, 25).stream(chunk=4)
+    assert next(stream).shape == (4, 478, 3)
+    stream.close()
+    assert not {t.name for t in threading.enumerate()} - before  # the tracker and decoder threads are gone
+
+
+def test_stream_passes_the_decoder_error_to_the_caller(clip, monkeypatch):
+    def broken(*args, **kwargs):
+        yield from islice(iter_frames(clip), 3)
+        raise InputError("cannot decode drift.mp4 (after 3 frames): the file may be truncated")
+
+    monkeypatch.setattr(driving, "iter_frames", broken)
+    with pytest.raises(InputError, match="after 3 frames"):
+        list(driving.DrivingVideo.open(clip, 25).stream())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -31,7 +32,7 @@ from real3d.face.portrait import Portrait
 from real3d.geometry import euler_to_matrix
 from real3d.motion.driving import Driving, TrackedVideo
 from real3d.motion.from_audio import AudioDriver
-from real3d.motion.from_video import track_from_landmarks
+from real3d.motion.from_video import stream_track_from_landmarks, track_from_landmarks
 from real3d.motion.track import MotionStream, MotionTrack
 from real3d.render.rasterize import rasterize, sample_texture
 
@@ -101,6 +102,7 @@ class MeshRenderer:
         self._field_shape = fy.shape
         field_pts = np.stack([fx.ravel(), fy.ravel()], 1).astype(np.float64)
         self._W = _barycentric_matrix(ctrl, field_pts)
+        self._invert = _FieldInverter(self._field_shape, fs, (h, w))
 
         # --- per-node head weight and canonical position on a head ellipsoid
         self._node_q, self._node_wh = self._lift_nodes(self.nodes)
@@ -190,11 +192,13 @@ class MeshRenderer:
         d_torso = self.config.torso_follow * (center - fr.center)[:2]
         d_ctrl[N_MESH:] = self._node_wh[:, None] * d_head + (1 - self._node_wh[:, None]) * d_torso
         fwd = (self._W @ d_ctrl).reshape(*self._field_shape, 2).astype(np.float32)
-        map_x, map_y = _invert_field(fwd, self.config.field_step, (h, w))
+        map_x, map_y = self._invert(fwd)
         warped = cv2.remap(self.p.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.remap(self.person, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         a3 = alpha[..., None]
-        out = warped.astype(np.float32) * a3 + self.background * (1 - a3)
+        out = warped.astype(np.float32)
+        out *= a3
+        out += self.background * (1 - a3)  # = warped * alpha + background * (1 - alpha), in place
 
         # mouth interior under the face layer
         jaw_rest = center + scale * (self.canon[list(topo.INNER_LIP_UPPER)] @ rot.T)
@@ -213,7 +217,9 @@ class MeshRenderer:
             fa = np.minimum(fa, mask)[..., None]
             sub = out[y0:y1, x0:x1]
             sub += (face.astype(np.float32) - sub) * fa
-        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        out += 0.5
+        np.clip(out, 0, 255, out=out)
+        return out.astype(np.uint8)
 
     def _draw_mouth(self, out: np.ndarray, tgt: np.ndarray, jaw_rest: np.ndarray, scale: float) -> None:
         """Cavity, tongue and teeth inside the target inner-lip contour (drawn under the face layer).
@@ -353,27 +359,34 @@ def _barycentric_matrix(ctrl: np.ndarray, pts: np.ndarray) -> sparse.csr_matrix:
     return sparse.csr_matrix((vals, (rows, cols)), shape=(len(pts), len(ctrl)))
 
 
-def _invert_field(fwd: np.ndarray, step: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Backward sampling maps (cv2.remap convention) from a forward displacement field.
+class _FieldInverter:
+    """Backward sampling maps (cv2.remap convention) from forward displacement fields on one node grid.
 
-    fwd: [Gh,Gw,2] displacement (px) of source points at grid nodes (x = j*step, y = i*step).
-    Solves x + D(x) = y for every output pixel y by fixed-point iteration on the grid.
-    """
-    gh, gw = fwd.shape[:2]
-    gy, gx = np.mgrid[0:gh, 0:gw].astype(np.float32)
-    ys, xs = gy * step, gx * step
-    bx, by = xs - fwd[..., 0], ys - fwd[..., 1]
-    for _ in range(4):
-        d = cv2.remap(fwd, bx / step, by / step, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        bx, by = xs - d[..., 0], ys - d[..., 1]
-    h, w = size
-    # upsample node maps to pixels: node (i,j) sits at pixel coordinate (j*step, i*step); pixel centres are +0.5
-    px = (np.arange(w, dtype=np.float32) + 0.5) / step
-    py = (np.arange(h, dtype=np.float32) + 0.5) / step
-    mx, my = np.meshgrid(px, py)
-    map_x = cv2.remap(bx, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) - 0.5
-    map_y = cv2.remap(by, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) - 0.5
-    return map_x, map_y
+    A field is [Gh,Gw,2] displacements (px) of source points at grid nodes (x = j*step, y = i*step); the
+    inverse solves x + D(x) = y for every output pixel y by fixed-point iteration on the grid, then upsamples
+    the node maps to pixels. The grids, which depend only on the sizes, are built once."""
+
+    def __init__(self, field_shape: tuple[int, int], step: int, size: tuple[int, int]) -> None:
+        self.step = step
+        gy, gx = np.mgrid[0 : field_shape[0], 0 : field_shape[1]].astype(np.float32)
+        self._xs, self._ys = gx * step, gy * step
+        h, w = size
+        # node (i,j) sits at pixel coordinate (j*step, i*step); pixel centres are +0.5
+        px = (np.arange(w, dtype=np.float32) + 0.5) / step
+        py = (np.arange(h, dtype=np.float32) + 0.5) / step
+        self._mx, self._my = np.meshgrid(px, py)
+
+    def __call__(self, fwd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        step, xs, ys = self.step, self._xs, self._ys
+        bx, by = xs - fwd[..., 0], ys - fwd[..., 1]
+        for _ in range(4):
+            d = cv2.remap(fwd, bx / step, by / step, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            bx, by = xs - d[..., 0], ys - d[..., 1]
+        map_x = cv2.remap(bx, self._mx, self._my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        map_y = cv2.remap(by, self._mx, self._my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        map_x -= 0.5
+        map_y -= 0.5
+        return map_x, map_y
 
 
 def _polygon_mask(size: tuple[int, int], pts: np.ndarray) -> np.ndarray:
@@ -396,15 +409,17 @@ class MeshBackend:
         return MeshRenderer(portrait, self.config)
 
     def motion(self, source: MeshRenderer, driving: Driving) -> MotionStream:
+        """Retargeted motion chunks. A driving video is tracked while the frames render (in a background thread,
+        a few frames ahead), so tracking and rendering share the cores; a pose video is tracked first."""
         canonical = source.p.canonical
         pose = None if driving.pose is None else _video_track(driving.pose, canonical, driving.fps)
         if driving.video is not None:
-            track = _video_track(driving.video, canonical, driving.fps)
+            video = driving.video
+            chunks = stream_track_from_landmarks(video.stream(), canonical, driving.fps)
+            stream = MotionStream(driving.limit(video.n_frames), (_mark_driver(c, video.path) for c in chunks))
             if pose is not None:
-                track = track.with_pose_of(pose)
-            if driving.still:
-                track = track.without_pose()
-            return MotionStream(driving.limit(len(track)), [track])
+                stream = stream.with_pose_of(pose)
+            return stream.without_pose() if driving.still else stream
         driver = AudioDriver(
             driving.speech,
             canonical,
@@ -431,6 +446,9 @@ AUDIO_CHUNK_FRAMES = 250
 
 
 def _video_track(video: TrackedVideo, source_canonical: np.ndarray, fps: float) -> MotionTrack:
-    track = track_from_landmarks(video.landmarks, source_canonical, fps)
-    track.meta["driver"] = str(video.path)
+    return _mark_driver(track_from_landmarks(video.landmarks, source_canonical, fps), video.path)
+
+
+def _mark_driver(track: MotionTrack, path: Path) -> MotionTrack:
+    track.meta["driver"] = str(path)
     return track

@@ -258,7 +258,7 @@ class NeuralBackend:
             idx = np.minimum(np.round(np.arange(n) * MOTION_FPS / driving.fps).astype(np.int64), exp25.shape[0] - 1)
             exp = exp25[torch.from_numpy(idx)]
         else:
-            fit = self.fit_video(driving.video)
+            fit = self.fit_video(driving.video.track())
             exp = fit.exp
             pose = PoseSequence(euler=fit.euler, trans=fit.trans)
         if driving.pose is not None:

@@ -18,6 +18,7 @@ frame) was taken mid-word or smiling with teeth.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,11 +26,10 @@ from scipy.signal import savgol_filter
 
 from real3d.errors import NoFaceError
 from real3d.face import topology as topo
-from real3d.face.canonical import head_frame, kabsch
-from real3d.face.landmarks import FaceAnalyzer
+from real3d.face.canonical import HeadFrame, head_frame, kabsch
 from real3d.geometry import matrix_to_euler
 from real3d.motion.mouth import closed_mouth
-from real3d.motion.track import N_LANDMARKS, MotionTrack
+from real3d.motion.track import N_LANDMARKS, MotionTrack, concatenate_tracks
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,21 @@ def fill_missing_landmarks(lms: np.ndarray) -> np.ndarray:
 
 
 def _smooth(x: np.ndarray, window: int) -> np.ndarray:
-    n = len(x)
+    """Zero-phase Savitzky-Golay smoothing (order 2) of a whole track along its first axis."""
+    return _savgol(x, _effective_window(window, len(x)))
+
+
+def _effective_window(window: int, n: int) -> int:
+    """The smoothing window for a track of n frames: `window`, at most the longest odd length that fits;
+    1 (no smoothing) below 5 frames."""
     w = min(window, n if n % 2 else n - 1)
-    if w < 5:
+    return w if w >= 5 else 1
+
+
+def _savgol(x: np.ndarray, window: int) -> np.ndarray:
+    if window == 1:
         return x
-    return savgol_filter(x, w, 2, axis=0, mode="interp").astype(x.dtype)
+    return savgol_filter(x, window, 2, axis=0, mode="interp").astype(x.dtype)
 
 
 def _lid_gap(q: np.ndarray) -> float:
@@ -135,58 +145,223 @@ def track_from_landmarks(
     landmarks: [T,478,3] driver landmarks in pixels (NaN rows = no face in that frame), already at `fps`.
     source_canonical: [478,3] the source's neutral canonical landmarks (`Portrait.canonical`).
     """
-    cfg = config or RetargetConfig()
     lms = fill_missing_landmarks(np.asarray(landmarks, np.float64))
-    n = len(lms)
-    rigid = list(topo.RIGID)
-    f0 = head_frame(lms[0])
-    q0 = f0.to_canonical(lms[0])
-    rot = np.zeros((n, 3))
-    trans = np.zeros((n, 3))
-    canon = np.empty((n, N_LANDMARKS, 3))
-    c0 = lms[0][rigid].mean(0)
-    for t in range(n):
-        r, s, tr = kabsch(lms[0][rigid], lms[t][rigid])
-        aligned = ((lms[t] - tr) @ r) / s  # frame t brought back to frame 0's pose: inverse of s R x + t
-        canon[t] = f0.to_canonical(aligned)
-        rot[t] = matrix_to_euler(r)
-        ct = s * r @ c0 + tr
-        trans[t, :2] = (ct - c0)[:2] / f0.scale
-        trans[t, 2] = np.log(s)
-    drv_rest = closed_mouth(q0)
-    offsets = canon - drv_rest[None]
-    offsets = _smooth(offsets, cfg.expression_window)
-    rot = _smooth(rot, cfg.pose_window)
-    trans = _smooth(trans, cfg.pose_window)
-    src = np.asarray(source_canonical, np.float64)
-    src_rest = closed_mouth(src)
-    scales = region_scales(drv_rest, src_rest, cfg.scale_limits)
-    target = enforce_no_crossing(src_rest[None] + cfg.expression_gain * offsets * scales[None])
-    expression = (target - src[None]).astype(np.float32)
-    gap = target[:, topo.LOWER_LIP_MID, 1] - target[:, topo.UPPER_LIP_MID, 1]
-    return MotionTrack(
-        fps=float(fps),
-        euler=rot.astype(np.float32),
-        trans=trans.astype(np.float32),
-        expression=expression,
-        blink=np.zeros(n, np.float32),
-        mouth_open=np.maximum(gap, 0).astype(np.float32),
-    )
+    retarget = Retargeter(source_canonical, fps, config)
+    parts = [retarget.push(lms), retarget.finish()]
+    return concatenate_tracks([p for p in parts if p is not None])
 
 
-def video_landmarks(frames, analyzer=None) -> np.ndarray:
-    """[T,478,3] landmarks of the main face in each frame of an iterable of RGB frames (NaN = none)."""
+def stream_track_from_landmarks(
+    chunks: Iterable[np.ndarray],
+    source_canonical: np.ndarray,
+    fps: float,
+    config: RetargetConfig | None = None,
+) -> Iterator[MotionTrack]:
+    """`track_from_landmarks` over landmark chunks as they are tracked: yields MotionTrack chunks as soon as
+    their frames are final (a few frames behind the input), identical frame for frame to the whole-track
+    result, in bounded memory. Frames without a face (NaN rows) are filled as `fill_missing_landmarks` does and
+    kept in the chunks' dtype, as `TrackedVideo` keeps them."""
+    retarget = Retargeter(source_canonical, fps, config)
+    gaps = _GapFiller()
+    for chunk in chunks:
+        for filled in gaps.push(np.asarray(chunk)):
+            part = retarget.push(filled)
+            if part is not None:
+                yield part
+    tail = gaps.finish()
+    part = retarget.push(tail) if tail is not None else None
+    if part is not None:
+        yield part
+    part = retarget.finish()
+    if part is not None:
+        yield part
 
-    own = analyzer is None
-    analyzer = analyzer or FaceAnalyzer()
-    out = []
-    try:
-        for fr in frames:
-            lm = analyzer.track(fr)
-            out.append(np.full((N_LANDMARKS, 3), np.nan, np.float32) if lm is None else lm)
-    finally:
-        if own:
-            analyzer.close()
-    if not out:
-        raise NoFaceError("the driving video has no frames")
-    return np.stack(out)
+
+class _GapFiller:
+    """`fill_missing_landmarks` on a stream: frames without a face wait for the next face and are interpolated
+    linearly between the faces around them (each value as `np.interp` computes it), or held at the ends."""
+
+    def __init__(self) -> None:
+        self._t = 0
+        self._pending: list[int] = []
+        self._last: tuple[int, np.ndarray] | None = None
+        self._missing = 0
+
+    def push(self, lms: np.ndarray) -> list[np.ndarray]:
+        """The frames that are final after adding `lms` [k,478,3] (NaN rows = no face), as float64 chunks."""
+        out: list[np.ndarray] = []
+        ok = ~np.isnan(lms).any(axis=(1, 2))
+        run = 0  # start of the current run of faces in lms
+        for i in range(len(lms)):
+            t = self._t + i
+            if not ok[i]:
+                if i > run:
+                    out.append(lms[run:i])
+                    self._last = (t - 1, lms[i - 1])
+                self._pending.append(t)
+                self._missing += 1
+                run = i + 1
+            elif self._pending:
+                out.append(self._fill(t, lms[i], lms.dtype))
+        if run < len(lms):
+            out.append(lms[run:])
+        ends = np.flatnonzero(ok)
+        if len(ends):
+            self._last = (self._t + int(ends[-1]), lms[ends[-1]])
+        self._t += len(lms)
+        return [np.asarray(c, np.float64) for c in out]
+
+    def _fill(self, t: int, face: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """The waiting frames up to the face at frame t, interpolated from the previous face (held at the start)."""
+        pend = np.asarray(self._pending, np.float64)
+        self._pending = []
+        if self._last is None:
+            return np.repeat(face[None], len(pend), 0)
+        ta, before = self._last
+        xp = np.array([ta, t], np.float64)
+        fa, fb = before.astype(np.float64).ravel(), face.astype(np.float64).ravel()
+        filled = np.empty((len(pend), fa.size))
+        for j in range(fa.size):
+            filled[:, j] = np.interp(pend, xp, [fa[j], fb[j]])
+        return filled.reshape(len(pend), *face.shape).astype(dtype)
+
+    def finish(self) -> np.ndarray | None:
+        """The frames still waiting at the end (held at the last face); NoFaceError if no frame had a face."""
+        if self._last is None:
+            raise NoFaceError("no face was found in any frame of the driving video; use a video showing one face")
+        if self._missing:
+            log.info("no face in %d of %d driver frames; interpolated", self._missing, self._t)
+        if not self._pending:
+            return None
+        held = np.repeat(self._last[1][None], len(self._pending), 0)
+        self._pending = []
+        return held.astype(np.float64)
+
+
+class Retargeter:
+    """The retargeting of `track_from_landmarks`, fed in chunks: `push` driver landmarks (filled, [k,478,3]
+    pixels) as they come, get back the MotionTrack frames that are final; `finish` returns the rest.
+
+    Pose is measured per frame against the driver's first frame, so only the zero-phase smoothing looks
+    ahead: a frame is final once half the longest smoothing window has arrived after it. The Savitzky-Golay
+    filter is linear with fixed weights, so smoothing a window around each frame gives the whole-track value
+    exactly; the first and last frames are fitted on the track's own first and last windows, as
+    `savgol_filter(mode="interp")` fits them."""
+
+    def __init__(self, source_canonical: np.ndarray, fps: float, config: RetargetConfig | None = None) -> None:
+        self.config = config or RetargetConfig()
+        self.fps = float(fps)
+        self._src = np.asarray(source_canonical, np.float64)
+        self._src_rest = closed_mouth(self._src)
+        self._windows = (self.config.expression_window, self.config.pose_window, self.config.pose_window)
+        # a track at least this long smooths with the configured windows (a shorter one with shorter windows):
+        # frames are returned once that many have arrived, then each once `reach` frames after it are in
+        self._min_frames = max(self._windows) + 1
+        self._reach = max(_effective_window(w, self._min_frames) for w in self._windows) // 2
+        self._first: _DriverRest | None = None
+        self._raw: list[np.ndarray] = [np.empty((0, N_LANDMARKS, 3)), np.empty((0, 3)), np.empty((0, 3))]
+        self._raw_start = 0
+        self._received = 0
+        self._emitted = 0
+
+    def push(self, landmarks: np.ndarray) -> MotionTrack | None:
+        """Add frames; return the frames that became final (None when none did)."""
+        lms = np.asarray(landmarks, np.float64)
+        if not len(lms):
+            return None
+        if self._first is None:
+            self._first = _DriverRest.of(lms[0], self._src_rest, self.config)
+        raw = self._first.measure(lms)
+        self._raw = [np.concatenate([a, b]) for a, b in zip(self._raw, raw, strict=True)]
+        self._received += len(lms)
+        stop = self._received - self._reach
+        if self._received < self._min_frames + self._reach or stop <= self._emitted:
+            return None
+        return self._emit(stop, final=False)
+
+    def finish(self) -> MotionTrack | None:
+        """The frames not returned yet (the end of the track)."""
+        if self._received == self._emitted:
+            return None
+        return self._emit(self._received, final=True)
+
+    def _emit(self, stop: int, final: bool) -> MotionTrack:
+        n = self._received
+        windows = [_effective_window(w, n) for w in self._windows]  # as for the whole track (n <= its length)
+        start = max(0, self._emitted - self._reach)
+        if final:  # the last frames are fitted on the track's last window
+            start = max(0, min(start, n - max(windows)))
+        seg = [a[start - self._raw_start : n - self._raw_start] for a in self._raw]
+        smooth = [_savgol(a, w) for a, w in zip(seg, windows, strict=True)]
+        lo, hi = self._emitted - start, stop - start
+        track = self._first.track(*(a[lo:hi] for a in smooth), self._src, self._src_rest, self.fps)
+        self._emitted = stop
+        # the next call starts at most `reach` before `stop`, or a whole window before the end
+        keep = max(0, min(stop - self._reach, stop + self._reach - max(windows)))
+        self._raw = [a[keep - self._raw_start :] for a in self._raw]
+        self._raw_start = keep
+        return track
+
+
+@dataclass
+class _DriverRest:
+    """What the driver's first frame fixes for a whole track: its head frame, its lips-together rest shape and
+    the per-region scales to the source."""
+
+    first: np.ndarray
+    """[478,3] the driver's first frame (pixels)."""
+    frame: HeadFrame
+    rest: np.ndarray
+    """[478,3] its canonical landmarks with the lips together."""
+    scales: np.ndarray
+    """[478,3] `region_scales` from the driver to the source."""
+    gain: float
+
+    @classmethod
+    def of(cls, first: np.ndarray, src_rest: np.ndarray, config: RetargetConfig) -> _DriverRest:
+        f0 = head_frame(first)
+        rest = closed_mouth(f0.to_canonical(first))
+        return cls(first, f0, rest, region_scales(rest, src_rest, config.scale_limits), config.expression_gain)
+
+    def measure(self, lms: np.ndarray) -> list[np.ndarray]:
+        """[k,478,3] expression offsets from the rest shape, [k,3] Euler angles, [k,3] translation, unsmoothed."""
+        rigid = list(topo.RIGID)
+        n = len(lms)
+        rot = np.zeros((n, 3))
+        trans = np.zeros((n, 3))
+        canon = np.empty((n, N_LANDMARKS, 3))
+        c0 = self.first[rigid].mean(0)
+        f0 = self.frame
+        for t in range(n):
+            r, s, tr = kabsch(self.first[rigid], lms[t][rigid])
+            aligned = ((lms[t] - tr) @ r) / s  # frame t brought back to frame 0's pose: inverse of s R x + t
+            canon[t] = f0.to_canonical(aligned)
+            rot[t] = matrix_to_euler(r)
+            ct = s * r @ c0 + tr
+            trans[t, :2] = (ct - c0)[:2] / f0.scale
+            trans[t, 2] = np.log(s)
+        return [canon - self.rest[None], rot, trans]
+
+    def track(
+        self,
+        offsets: np.ndarray,
+        rot: np.ndarray,
+        trans: np.ndarray,
+        src: np.ndarray,
+        src_rest: np.ndarray,
+        fps: float,
+    ) -> MotionTrack:
+        """Smoothed offsets and pose -> the source's retargeted MotionTrack frames (`src_rest`: the source with
+        its lips together)."""
+        target = enforce_no_crossing(src_rest[None] + self.gain * offsets * self.scales[None])
+        expression = (target - src[None]).astype(np.float32)
+        gap = target[:, topo.LOWER_LIP_MID, 1] - target[:, topo.UPPER_LIP_MID, 1]
+        n = len(offsets)
+        return MotionTrack(
+            fps=fps,
+            euler=rot.astype(np.float32),
+            trans=trans.astype(np.float32),
+            expression=expression,
+            blink=np.zeros(n, np.float32),
+            mouth_open=np.maximum(gap, 0).astype(np.float32),
+        )

@@ -100,6 +100,17 @@ class MotionTrack:
         return replace(self, euler=np.zeros_like(self.euler), trans=np.zeros_like(self.trans))
 
 
+def concatenate_tracks(tracks: list[MotionTrack]) -> MotionTrack:
+    """One track of the frames of `tracks` in order (same fps; the first track's meta)."""
+    if not tracks:
+        raise ValueError("no tracks to concatenate")
+    first = tracks[0]
+    if any(t.fps != first.fps for t in tracks):
+        raise ValueError("cannot concatenate tracks of different frame rates")
+    fields = ("euler", "trans", "expression", "blink", "mouth_open")
+    return replace(first, **{f: np.concatenate([getattr(t, f) for t in tracks]) for f in fields})
+
+
 class MotionStream:
     """A MotionTrack of known length delivered in chunks, so long audio stays in bounded memory."""
 
@@ -130,6 +141,10 @@ class MotionStream:
                 yield replace(c, euler=pose.euler[idx].copy(), trans=pose.trans[idx].copy())
 
         return MotionStream(self.n_frames, posed())
+
+    def without_pose(self) -> MotionStream:
+        """The same chunks with the head held at the source pose (`--still`)."""
+        return MotionStream(self.n_frames, (c.without_pose() for c in self._chunks))
 
 
 def ping_pong_indices(n: int, length: int) -> np.ndarray:
