@@ -55,34 +55,27 @@ def test_decoder_error_reaches_the_caller(clip, monkeypatch):
         track_video(clip, 25)
 
 
-def test_stream_gives_the_same_landmarks_in_chunks_from_a_background_thread(clip):
+def test_chunks_give_the_same_landmarks(clip):
     video = driving.DrivingVideo.open(clip, 25, 30)
     assert video.n_frames == 30
-    seen = []
-
-    def chunks():
-        for c in video.stream(chunk=7):
-            seen.append(len(c))
-            yield c
-
-    got = np.concatenate(list(chunks()))
-    assert seen == [7, 7, 7, 7, 2]
-    np.testing.assert_array_equal(got, track_video(clip, 25, 30).landmarks)
+    chunks = list(video.chunks(size=7))
+    assert [len(c) for c in chunks] == [7, 7, 7, 7, 2]
+    np.testing.assert_array_equal(np.concatenate(chunks), track_video(clip, 25, 30).landmarks)
 
 
-def test_stopping_a_stream_early_stops_its_tracker(clip):
+def test_stopping_chunks_early_stops_the_decoder(clip):
     before = {t.name for t in threading.enumerate()}
-    stream = driving.DrivingVideo.open(clip, 25).stream(chunk=4)
-    assert next(stream).shape == (4, 478, 3)
-    stream.close()
-    assert not {t.name for t in threading.enumerate()} - before  # the tracker and decoder threads are gone
+    chunks = driving.DrivingVideo.open(clip, 25).chunks(size=4)
+    assert next(chunks).shape == (4, 478, 3)
+    chunks.close()
+    assert not {t.name for t in threading.enumerate()} - before  # the decoder thread is gone
 
 
-def test_stream_passes_the_decoder_error_to_the_caller(clip, monkeypatch):
+def test_chunks_pass_the_decoder_error_to_the_caller(clip, monkeypatch):
     def broken(*args, **kwargs):
         yield from islice(iter_frames(clip), 3)
         raise InputError("cannot decode drift.mp4 (after 3 frames): the file may be truncated")
 
     monkeypatch.setattr(driving, "iter_frames", broken)
     with pytest.raises(InputError, match="after 3 frames"):
-        list(driving.DrivingVideo.open(clip, 25).stream())
+        list(driving.DrivingVideo.open(clip, 25).chunks())

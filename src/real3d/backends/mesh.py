@@ -30,6 +30,7 @@ from real3d.face import topology as topo
 from real3d.face.mouth_state import mouth_state
 from real3d.face.portrait import Portrait
 from real3d.geometry import euler_to_matrix
+from real3d.io.prefetch import prefetch
 from real3d.motion.driving import Driving, TrackedVideo
 from real3d.motion.from_audio import AudioDriver
 from real3d.motion.from_video import stream_track_from_landmarks, track_from_landmarks
@@ -195,10 +196,11 @@ class MeshRenderer:
         map_x, map_y = self._invert(fwd)
         warped = cv2.remap(self.p.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.remap(self.person, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        a3 = alpha[..., None]
+        # out = warped * alpha + background * (1 - alpha); OpenCV's per-channel float ops round like NumPy's and
+        # skip NumPy's slow broadcast of a one-channel alpha over three channels
         out = warped.astype(np.float32)
-        out *= a3
-        out += self.background * (1 - a3)  # = warped * alpha + background * (1 - alpha), in place
+        cv2.multiply(out, cv2.merge([alpha] * 3), dst=out)
+        cv2.add(out, cv2.multiply(self.background, cv2.merge([1 - alpha] * 3)), dst=out)
 
         # mouth interior under the face layer
         jaw_rest = center + scale * (self.canon[list(topo.INNER_LIP_UPPER)] @ rot.T)
@@ -214,9 +216,10 @@ class MeshRenderer:
             face, mask = sample_texture(self.p.image, self.uv, frag)
             k = self.config.face_feather | 1
             fa = cv2.GaussianBlur(cv2.erode(mask.astype(np.float32), np.ones((3, 3), np.uint8)), (k, k), 0)
-            fa = np.minimum(fa, mask)[..., None]
-            sub = out[y0:y1, x0:x1]
-            sub += (face.astype(np.float32) - sub) * fa
+            fa = np.minimum(fa, mask)
+            sub = out[y0:y1, x0:x1]  # += (face - sub) * fa, in place (as above)
+            step = cv2.multiply(cv2.subtract(face.astype(np.float32), sub), cv2.merge([fa] * 3))
+            cv2.add(sub, step, dst=sub)
         out += 0.5
         np.clip(out, 0, 255, out=out)
         return out.astype(np.uint8)
@@ -409,13 +412,14 @@ class MeshBackend:
         return MeshRenderer(portrait, self.config)
 
     def motion(self, source: MeshRenderer, driving: Driving) -> MotionStream:
-        """Retargeted motion chunks. A driving video is tracked while the frames render (in a background thread,
-        a few frames ahead), so tracking and rendering share the cores; a pose video is tracked first."""
+        """Retargeted motion chunks. A driving video is tracked and retargeted while the frames render (in a
+        background thread, a few frames ahead), so the two share the cores; a pose video is tracked first."""
         canonical = source.p.canonical
         pose = None if driving.pose is None else _video_track(driving.pose, canonical, driving.fps)
         if driving.video is not None:
             video = driving.video
-            chunks = stream_track_from_landmarks(video.stream(), canonical, driving.fps)
+            retargeted = stream_track_from_landmarks(video.chunks(), canonical, driving.fps)
+            chunks = prefetch(retargeted, depth=TRACK_AHEAD_CHUNKS, name="real3d-track-driver")
             stream = MotionStream(driving.limit(video.n_frames), (_mark_driver(c, video.path) for c in chunks))
             if pose is not None:
                 stream = stream.with_pose_of(pose)
@@ -443,6 +447,9 @@ class MeshBackend:
 
 AUDIO_CHUNK_FRAMES = 250
 """Frames of audio-driven motion computed at a time (bounded memory for long speech)."""
+TRACK_AHEAD_CHUNKS = 4
+"""Motion chunks of a driving video the tracker may run ahead of the renderer (bounded memory, slack for
+uneven frame times)."""
 
 
 def _video_track(video: TrackedVideo, source_canonical: np.ndarray, fps: float) -> MotionTrack:

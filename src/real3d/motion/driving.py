@@ -1,9 +1,9 @@
 """What drives a portrait, read once by the pipeline and handed to a backend's `motion` step.
 
-`Driving` is backend-neutral: speech samples, or a driving video (opened, tracked by the backend either whole
-or while it renders), the landmarks of a pose video, plus the user's motion options. Each backend turns it into
-its own motion (the mesh backend a stream of `MotionTrack` chunks, the neural backend a `BFMTrack`) and renders
-frames from that.
+`Driving` is backend-neutral: speech samples, or a driving video (opened; the backend tracks it, whole or in
+chunks while it renders), the landmarks of a pose video, plus the user's motion options. Each backend turns it
+into its own motion (the mesh backend a stream of `MotionTrack` chunks, the neural backend a `BFMTrack`) and
+renders frames from that.
 """
 
 from __future__ import annotations
@@ -30,9 +30,7 @@ DRIVER_MAX_SIDE = 640
 """Driver frames are downscaled to this longer side before landmark tracking (speed; precision is ample)."""
 
 STREAM_CHUNK_FRAMES = 8
-"""Frames per landmark chunk of `DrivingVideo.stream` (small: the first frame renders soon)."""
-STREAM_DEPTH_CHUNKS = 4
-"""Chunks the tracker may run ahead of the renderer (bounded memory, slack for uneven frame times)."""
+"""Frames per landmark chunk of `DrivingVideo.chunks` (small: the first frame renders soon)."""
 
 
 FrameProgress = Callable[[int, int], None]
@@ -57,7 +55,7 @@ class TrackedVideo:
 @dataclass(frozen=True)
 class DrivingVideo:
     """A driving video, checked and measured but not tracked yet: a backend tracks it whole (`track`) or in
-    chunks while it renders (`stream`), each time with a fresh tracker so no state carries over."""
+    chunks while it renders (`chunks`), each time with a fresh tracker so no state carries over."""
 
     path: Path
     """The video file."""
@@ -100,21 +98,17 @@ class DrivingVideo:
         lms = fill_missing_landmarks(np.stack(out).astype(np.float64))
         return TrackedVideo(self.path, lms.astype(np.float32), size)
 
-    def stream(self, chunk: int = STREAM_CHUNK_FRAMES) -> Iterator[np.ndarray]:
-        """[<=chunk,478,3] float32 landmark chunks (NaN rows where there is no face), tracked in a background
-        thread while the caller uses the previous ones; stopping early stops the tracker."""
-
-        def chunks() -> Iterator[np.ndarray]:
-            buf: list[np.ndarray] = []
-            for lm, _ in self._tracked():
-                buf.append(lm)
-                if len(buf) == chunk:
-                    yield np.stack(buf)
-                    buf = []
-            if buf:
+    def chunks(self, size: int = STREAM_CHUNK_FRAMES) -> Iterator[np.ndarray]:
+        """[<=size,478,3] float32 landmark chunks (NaN rows where there is no face), tracked in the calling
+        thread as they are asked for (a backend runs this in a background thread to track while it renders)."""
+        buf: list[np.ndarray] = []
+        for lm, _ in self._tracked():
+            buf.append(lm)
+            if len(buf) == size:
                 yield np.stack(buf)
-
-        return prefetch(chunks(), depth=STREAM_DEPTH_CHUNKS, name="real3d-track-driver")
+                buf = []
+        if buf:
+            yield np.stack(buf)
 
 
 @dataclass(frozen=True)
