@@ -136,12 +136,20 @@ def embed(frame: np.ndarray, cfg: WatermarkConfig = WatermarkConfig()) -> np.nda
     """Add the invisible watermark to an RGB uint8 frame (HxWx3); returns a new array."""
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 HxWx3 frame, got {frame.dtype} {frame.shape}")
-    h, w = frame.shape[:2]
-    _, _, mark = _frame_pattern(cfg, h, w)
-    out = frame.astype(np.int16)
-    out += mark[:, :, None]
-    np.clip(out, 0, 255, out=out)
-    return out.astype(np.uint8)
+    up, down = _mark_layers(cfg, *frame.shape[:2])
+    # clip(frame + mark, 0, 255) in OpenCV's saturating uint8 arithmetic: per pixel one of up/down is 0
+    return cv2.subtract(cv2.add(np.ascontiguousarray(frame), up), down)
+
+
+@functools.lru_cache(maxsize=8)
+def _mark_layers(cfg: WatermarkConfig, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The integer mark split into what it adds and what it subtracts, as HxWx3 uint8 layers."""
+    mark = _frame_pattern(cfg, height, width)[2]
+    up = np.repeat(np.clip(mark, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    down = np.repeat(np.clip(-mark, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    up.setflags(write=False)
+    down.setflags(write=False)
+    return up, down
 
 
 def _luma(frame: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ Per frame:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -419,7 +420,7 @@ class MeshBackend:
         if driving.video is not None:
             video = driving.video
             retargeted = stream_track_from_landmarks(video.chunks(), canonical, driving.fps)
-            chunks = prefetch(retargeted, depth=TRACK_AHEAD_CHUNKS, name="real3d-track-driver")
+            chunks = prefetch(self._timed(retargeted), depth=TRACK_AHEAD_CHUNKS, name="real3d-track-driver")
             stream = MotionStream(driving.limit(video.n_frames), (_mark_driver(c, video.path) for c in chunks))
             if pose is not None:
                 stream = stream.with_pose_of(pose)
@@ -435,6 +436,17 @@ class MeshBackend:
         )
         stream = MotionStream(driving.limit(len(driver)), driver.chunks(AUDIO_CHUNK_FRAMES))
         return stream if pose is None else stream.with_pose_of(pose)
+
+    def _timed(self, chunks: Iterator[MotionTrack]) -> Iterator[MotionTrack]:
+        """`chunks`, adding the time spent making them to `timings["driver_tracking"]` (overlaps rendering)."""
+        self.timings["driver_tracking"] = 0.0
+        while True:
+            t = time.perf_counter()
+            chunk = next(chunks, None)
+            self.timings["driver_tracking"] += time.perf_counter() - t
+            if chunk is None:
+                return
+            yield chunk
 
     def frames(self, source: MeshRenderer, motion: MotionStream) -> Iterator[np.ndarray]:
         for chunk in motion:
