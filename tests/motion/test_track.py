@@ -47,3 +47,20 @@ def test_stream_cuts_to_its_length_and_takes_a_pose_across_chunks():
     posed = MotionStream(10, iter([_track(4), _track(4, start=4), _track(4, start=8)])).with_pose_of(_track(3, 20))
     yaw = np.concatenate([c.euler[:, 1] for c in posed])
     assert list(yaw) == [20, 21, 22, 21, 20, 21, 22, 21, 20, 21]  # ping-pong continues over chunk borders
+
+
+@pytest.mark.parametrize("wrap", ["plain", "posed", "still"])
+def test_stream_closes_its_source_when_cut_short(wrap):
+    """A producer behind the stream (the mesh backend's tracking thread) stops as soon as the frames are done."""
+    closed = []
+
+    def source():
+        try:
+            for start in range(0, 100, 4):
+                yield _track(4, start=start)
+        finally:
+            closed.append(True)
+
+    stream = MotionStream(6, source())
+    stream = {"plain": stream, "posed": stream.with_pose_of(_track(3, 20)), "still": stream.without_pose()}[wrap]
+    assert [len(c) for c in stream] == [4, 2] and closed == [True]

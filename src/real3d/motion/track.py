@@ -122,20 +122,26 @@ class MotionStream:
         return self.n_frames
 
     def __iter__(self) -> Iterator[MotionTrack]:
-        """The chunks, cut to `n_frames` in all (one pass only)."""
+        """The chunks, cut to `n_frames` in all (one pass only). The source is closed when the pass ends or
+        stops early, so a producer behind it (e.g. a tracking thread) stops at once."""
         left = self.n_frames
-        for chunk in self._chunks:
-            if left <= 0:
-                return
-            yield chunk if len(chunk) <= left else chunk.slice(0, left)
-            left -= len(chunk)
+        try:
+            for chunk in self._chunks:
+                if left <= 0:
+                    return
+                yield chunk if len(chunk) <= left else chunk.slice(0, left)
+                left -= len(chunk)
+        finally:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
 
     def with_pose_of(self, pose: MotionTrack) -> MotionStream:
         """The same chunks with `pose`'s head pose, ping-ponged over the whole stream."""
 
         def posed() -> Iterator[MotionTrack]:
             start = 0
-            for c in self._chunks:
+            for c in self:
                 idx = ping_pong_indices(start + len(c), len(pose))[start:]
                 start += len(c)
                 yield replace(c, euler=pose.euler[idx].copy(), trans=pose.trans[idx].copy())
@@ -144,7 +150,7 @@ class MotionStream:
 
     def without_pose(self) -> MotionStream:
         """The same chunks with the head held at the source pose (`--still`)."""
-        return MotionStream(self.n_frames, (c.without_pose() for c in self._chunks))
+        return MotionStream(self.n_frames, (c.without_pose() for c in self))
 
 
 def ping_pong_indices(n: int, length: int) -> np.ndarray:
