@@ -45,14 +45,16 @@ def test_landmarks_equal_sequential_tracking(clip):
     assert 10 < shift[0] < 30 and 6 < shift[1] < 20
 
 
-def test_decoder_error_reaches_the_caller(clip, monkeypatch):
+@pytest.mark.parametrize("read", ["track", "chunks"])
+def test_decoder_error_reaches_the_caller(clip, monkeypatch, read):
     def broken(*args, **kwargs):
         yield from islice(iter_frames(clip), 3)
         raise InputError("cannot decode drift.mp4 (after 3 frames): the file may be truncated")
 
     monkeypatch.setattr(driving, "iter_frames", broken)
+    video = driving.DrivingVideo.open(clip, 25)
     with pytest.raises(InputError, match="after 3 frames"):
-        track_video(clip, 25)
+        video.track() if read == "track" else list(video.chunks())
 
 
 def test_chunks_give_the_same_landmarks(clip):
@@ -69,13 +71,3 @@ def test_stopping_chunks_early_stops_the_decoder(clip):
     assert next(chunks).shape == (4, 478, 3)
     chunks.close()
     assert not {t.name for t in threading.enumerate()} - before  # the decoder thread is gone
-
-
-def test_chunks_pass_the_decoder_error_to_the_caller(clip, monkeypatch):
-    def broken(*args, **kwargs):
-        yield from islice(iter_frames(clip), 3)
-        raise InputError("cannot decode drift.mp4 (after 3 frames): the file may be truncated")
-
-    monkeypatch.setattr(driving, "iter_frames", broken)
-    with pytest.raises(InputError, match="after 3 frames"):
-        list(driving.DrivingVideo.open(clip, 25).chunks())
