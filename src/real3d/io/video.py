@@ -163,6 +163,12 @@ def _target_size(w: int, h: int, max_size: int | None) -> tuple[int, int] | None
 
 def iter_timed_frames(path: str | Path, max_size: int | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """Stream (time in seconds, RGB uint8 HxWx3 frame) upright, downscaled so max(h, w) <= max_size."""
+    for t, frame in _decoded(path):
+        yield t, _to_rgb(frame, max_size)
+
+
+def _decoded(path: str | Path) -> Iterator[tuple[float, av.VideoFrame]]:
+    """(time in seconds, decoded frame) of every frame; InputError for a corrupt, truncated or empty video."""
     container, stream = open_video_stream(path)
     p = Path(path)
     n = 0
@@ -170,21 +176,25 @@ def iter_timed_frames(path: str | Path, max_size: int | None = None) -> Iterator
         tb = stream.time_base or Fraction(1, 1)
         start = stream.start_time or 0
         for frame in container.decode(stream):
-            size = _target_size(frame.width, frame.height, max_size)
-            if size is None:
-                img = frame.to_ndarray(format="rgb24")
-            else:
-                img = frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA")
-            img = _rotate(img, _rotation_of(frame))
             t = float((frame.pts - start) * tb) if frame.pts is not None else n / float(stream.average_rate or 25)
             n += 1
-            yield t, img
+            yield t, frame
     except av.error.FFmpegError as e:
         raise InputError(f"cannot decode {p} (after {n} frames): {e}; the file may be truncated or corrupt") from e
     finally:
         container.close()
     if n == 0:
         raise InputError(f"{p} has no video frames; pass a video with at least one frame")
+
+
+def _to_rgb(frame: av.VideoFrame, max_size: int | None) -> np.ndarray:
+    """A decoded frame as RGB uint8 HxWx3, upright, downscaled so max(h, w) <= max_size."""
+    size = _target_size(frame.width, frame.height, max_size)
+    if size is None:
+        img = frame.to_ndarray(format="rgb24")
+    else:
+        img = frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA")
+    return _rotate(img, _rotation_of(frame))
 
 
 def first_frame(path: str | Path) -> np.ndarray:
@@ -208,10 +218,12 @@ def iter_frames(path: str | Path, max_size: int | None = None, fps: float | None
     duration = probe_video(path).duration
     wanted = resample_indices(times, fps, duration)
     pos = 0
-    for i, (_, img) in enumerate(iter_timed_frames(path, max_size)):
-        while pos < len(wanted) and wanted[pos] == i:
-            yield img
-            pos += 1
+    for i, (_, frame) in enumerate(_decoded(path)):
+        if pos < len(wanted) and wanted[pos] == i:  # frames the new rate drops are never converted
+            img = _to_rgb(frame, max_size)
+            while pos < len(wanted) and wanted[pos] == i:
+                yield img
+                pos += 1
         if pos >= len(wanted):
             break
 
