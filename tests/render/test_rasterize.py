@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from real3d.errors import InputError
-from real3d.render import Fragments, interpolate, rasterize, sample_texture
+from real3d.render import Fragments, interpolate, rasterize, sample_texture, texture_mesh
 
 
 def _pixel_centres(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +180,27 @@ def test_random_triangle_soup_matches_brute_force_zbuffer() -> None:
     assert np.array_equal(frags.face_id[ok], ref_id[ok])
     cov = ok & (ref_id >= 0)
     np.testing.assert_allclose(frags.depth[cov], ref_z[cov], atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_texture_mesh_equals_sample_texture_of_rasterize(seed: int) -> None:
+    """The one-pass face layer gives the same pixels as rasterize + sample_texture: overlapping, off-screen and
+    degenerate triangles, texture coordinates outside the texture, and nothing on screen at all."""
+    rng = np.random.default_rng(seed)
+    h, w, n = 40, 56, 60
+    verts = np.concatenate([rng.uniform(-10, 70, size=(3 * n, 2)), rng.uniform(-2, 2, size=(3 * n, 1))], axis=1)
+    verts[3:6] = verts[3]  # a degenerate face
+    faces = np.arange(3 * n).reshape(n, 3)
+    texture = rng.integers(0, 256, size=(30, 50, 3), dtype=np.uint8)
+    uv = rng.uniform(-5, 55, size=(3 * n, 2))
+    image, mask = texture_mesh(verts, faces, h, w, texture, uv)
+    ref_image, ref_mask = sample_texture(texture, uv, rasterize(verts, faces, h, w))
+    assert mask.any() and not mask.all()
+    np.testing.assert_array_equal(mask, ref_mask)
+    np.testing.assert_array_equal(image, ref_image)
+    off = verts + [500.0, 0.0, 0.0]
+    image, mask = texture_mesh(off, faces, h, w, texture, uv)
+    assert not mask.any() and not image.any()
 
 
 def test_barycentrics_reproduce_linear_attribute() -> None:

@@ -36,7 +36,7 @@ from real3d.motion.driving import Driving, TrackedVideo
 from real3d.motion.from_audio import AudioDriver
 from real3d.motion.from_video import stream_track_from_landmarks, track_from_landmarks
 from real3d.motion.track import MotionStream, MotionTrack
-from real3d.render.rasterize import rasterize, sample_texture
+from real3d.render.rasterize import texture_mesh
 
 N_MESH = 468
 
@@ -213,8 +213,7 @@ class MeshRenderer:
         x1, y1 = np.minimum(np.ceil(verts[:, :2].max(0)).astype(int) + pad, [w, h])
         if x1 > x0 and y1 > y0:
             local = verts - np.array([x0, y0, 0.0])
-            frag = rasterize(local, self.faces, int(y1 - y0), int(x1 - x0))
-            face, mask = sample_texture(self.p.image, self.uv, frag)
+            face, mask = texture_mesh(local, self.faces, int(y1 - y0), int(x1 - x0), self.p.image, self.uv)
             k = self.config.face_feather | 1
             fa = cv2.GaussianBlur(cv2.erode(mask.astype(np.float32), np.ones((3, 3), np.uint8)), (k, k), 0)
             fa = np.minimum(fa, mask)

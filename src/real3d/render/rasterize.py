@@ -109,10 +109,35 @@ def rasterize(
     verts_np = _to_numpy(verts).astype(np.float64, copy=False)
     faces_np = _to_numpy(faces).astype(np.int64, copy=False)
     _check_inputs(verts_np, faces_np, height, width)
-
-    geo = _setup_faces(verts_np, faces_np, height, width, cull_backfaces)
-    if geo is None:
+    visible = _visible(verts_np, faces_np, height, width, cull_backfaces)
+    if visible is None:
         return _empty_fragments(height, width, faces_np)
+    geo, covered, won = visible
+    slot = won & _LOW32  # M, index into the kept faces
+    face_id = np.full(height * width, -1, dtype=np.int32)
+    face_id[covered] = geo.face_idx[slot]
+    depth_img = np.full(height * width, np.inf, dtype=np.float32)
+    won >>= 32
+    depth_img[covered] = _float_depth_to_ordered_int(won.astype(np.int32)).view(np.float32)
+    bary = np.zeros((height * width, 3), dtype=np.float32)
+    _put_rows(bary, covered, _barycentrics(geo.bary_coef.take(slot, axis=0), covered, width))
+
+    return Fragments(
+        face_id=face_id.reshape(height, width),
+        bary=bary.reshape(height, width, 3),
+        depth=depth_img.reshape(height, width),
+        faces=faces_np,
+    )
+
+
+def _visible(
+    verts: np.ndarray, faces: np.ndarray, height: int, width: int, cull_backfaces: bool
+) -> tuple[_FaceSetup, np.ndarray, np.ndarray] | None:
+    """The z-buffer: (face setup, covered pixels [M] (flat, ascending), winning key per covered pixel [M]: depth
+    as ordered int32 in the high half, the kept face's slot in `geo` in the low half); None when nothing draws."""
+    geo = _setup_faces(verts, faces, height, width, cull_backfaces)
+    if geo is None:
+        return None
     pair_k, pair_row, span_lo, n_cols = _row_spans(geo)
 
     # Depth along each span is linear; its end values are clamped to the face's z range (snapping
@@ -146,22 +171,7 @@ def rasterize(
     np.minimum.at(zbuf, pix, key)
 
     covered = np.flatnonzero(zbuf != _EMPTY_KEY)  # M
-    won = zbuf[covered]
-    slot = won & _LOW32  # M, index into the kept faces
-    face_id = np.full(height * width, -1, dtype=np.int32)
-    face_id[covered] = geo.face_idx[slot]
-    depth_img = np.full(height * width, np.inf, dtype=np.float32)
-    won >>= 32
-    depth_img[covered] = _float_depth_to_ordered_int(won.astype(np.int32)).view(np.float32)
-    bary = np.zeros((height * width, 3), dtype=np.float32)
-    _put_rows(bary, covered, _barycentrics(geo.bary_coef.take(slot, axis=0), covered, width))
-
-    return Fragments(
-        face_id=face_id.reshape(height, width),
-        bary=bary.reshape(height, width, 3),
-        depth=depth_img.reshape(height, width),
-        faces=faces_np,
-    )
+    return geo, covered, zbuf[covered]
 
 
 @dataclass
@@ -344,13 +354,17 @@ def interpolate(fragments: Fragments, attrs: np.ndarray | torch.Tensor) -> np.nd
         out = attrs.new_zeros(h * w, n_ch)
         out = out.index_copy(0, torch.from_numpy(covered).to(attrs.device), vals)
         return out.reshape(h, w, n_ch)
-    attrs_np = np.ascontiguousarray(attrs, dtype=np.float32)
-    vals = bary[:, 0:1] * attrs_np.take(vid[:, 0], axis=0)  # MxC
-    vals += bary[:, 1:2] * attrs_np.take(vid[:, 1], axis=0)
-    vals += bary[:, 2:3] * attrs_np.take(vid[:, 2], axis=0)
     out = np.zeros((h * w, n_ch), dtype=np.float32)
-    _put_rows(out, covered, vals)
+    _put_rows(out, covered, _blend_rows(bary, vid, np.ascontiguousarray(attrs, dtype=np.float32)))
     return out.reshape(h, w, n_ch)
+
+
+def _blend_rows(bary: np.ndarray, vid: np.ndarray, attrs: np.ndarray) -> np.ndarray:
+    """[M,C] float32: per pixel, its face's three vertex attributes weighted by its barycentrics."""
+    vals = bary[:, 0:1] * attrs.take(vid[:, 0], axis=0)  # MxC
+    vals += bary[:, 1:2] * attrs.take(vid[:, 1], axis=0)
+    vals += bary[:, 2:3] * attrs.take(vid[:, 2], axis=0)
+    return vals
 
 
 def _row_view(a: np.ndarray) -> np.ndarray:
@@ -375,13 +389,46 @@ def sample_texture(texture: np.ndarray, uv_px: np.ndarray, fragments: Fragments)
     same convention as the screen (texel (r, c) is centred at (c + 0.5, r + 0.5)); outside the
     texture the border texel is repeated. Returns (image [H,W,C] uint8, 0 where empty; mask [H,W] bool).
     """
+    uv = _check_texture(texture, uv_px)
+    return _sample(texture, interpolate(fragments, uv), fragments.mask)
+
+
+def texture_mesh(
+    verts: np.ndarray, faces: np.ndarray, height: int, width: int, texture: np.ndarray, uv_px: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`sample_texture(texture, uv_px, rasterize(verts, faces, height, width))` in one pass, the same pixels:
+    texture coordinates are interpolated for the covered pixels straight from the z-buffer, without the
+    full-frame barycentric and depth images (the mesh backend's face layer, every frame)."""
+    uv = _check_texture(texture, uv_px)
+    verts_np = np.asarray(verts, dtype=np.float64)
+    faces_np = np.asarray(faces, dtype=np.int64)
+    _check_inputs(verts_np, faces_np, height, width)
+    maps = np.zeros((height * width, 2), dtype=np.float32)
+    mask = np.zeros(height * width, dtype=bool)
+    visible = _visible(verts_np, faces_np, height, width, cull_backfaces=False)
+    if visible is not None:
+        geo, covered, won = visible
+        slot = won & _LOW32
+        bary = _barycentrics(geo.bary_coef.take(slot, axis=0), covered, width)
+        vid = faces_np.take(geo.face_idx[slot], axis=0)
+        _put_rows(maps, covered, _blend_rows(bary, vid, uv))
+        mask[covered] = True
+    return _sample(texture, maps.reshape(height, width, 2), mask.reshape(height, width))
+
+
+def _check_texture(texture: np.ndarray, uv_px: np.ndarray) -> np.ndarray:
+    """uv_px as float32 [V,2], after checking both inputs."""
     if texture.ndim not in (2, 3) or texture.dtype != np.uint8:
         raise InputError(f"sample_texture: texture must be HxW or HxWxC uint8, got {texture.shape} {texture.dtype}")
-    uv = np.asarray(uv_px, dtype=np.float32)
+    uv = np.ascontiguousarray(uv_px, dtype=np.float32)
     if uv.ndim != 2 or uv.shape[1] != 2:
         raise InputError(f"sample_texture: uv_px must have shape [V,2], got {uv.shape}")
-    mask = fragments.mask
-    maps = interpolate(fragments, uv) - 0.5  # HxWx2, cv2 samples texel centres at integers
+    return uv
+
+
+def _sample(texture: np.ndarray, uv_image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(texture looked up at uv_image [H,W,2] (texel centres at +0.5), 0 where not `mask`; mask)."""
+    maps = uv_image - 0.5  # cv2 samples texel centres at integers
     image = cv2.remap(
         texture, maps[..., 0], maps[..., 1], interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
