@@ -17,12 +17,14 @@ frame) was taken mid-word or smiling with teeth.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import savgol_filter
+from scipy.ndimage import convolve1d
+from scipy.signal import savgol_coeffs, savgol_filter
 
 from real3d.errors import NoFaceError
 from real3d.face import topology as topo
@@ -75,10 +77,19 @@ def _effective_window(window: int, n: int) -> int:
     return w if w >= 5 else 1
 
 
-def _savgol(x: np.ndarray, window: int) -> np.ndarray:
+def _savgol(x: np.ndarray, window: int, edges: bool = True) -> np.ndarray:
+    """Savitzky-Golay (order 2) along axis 0 as `savgol_filter(mode="interp")` computes it. Without `edges`, the
+    first and last window // 2 values are left unfitted (wrong): the interior alone, for callers that drop them."""
     if window == 1:
         return x
+    if not edges:  # savgol_filter's own interior: the same convolution
+        return convolve1d(x, _savgol_weights(window), axis=0, mode="constant")
     return savgol_filter(x, window, 2, axis=0, mode="interp").astype(x.dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _savgol_weights(window: int) -> np.ndarray:
+    return savgol_coeffs(window, 2)
 
 
 def _lid_gap(q: np.ndarray) -> float:
@@ -292,7 +303,8 @@ class Retargeter:
         if final:  # the last frames are fitted on the track's last window
             start = max(0, min(start, n - max(windows)))
         seg = [a[start - self._raw_start : n - self._raw_start] for a in self._raw]
-        smooth = [_savgol(a, w) for a, w in zip(seg, windows, strict=True)]
+        edges = final or start == 0  # only the track's own first and last frames need the edge fit
+        smooth = [_savgol(a, w, edges) for a, w in zip(seg, windows, strict=True)]
         lo, hi = self._emitted - start, stop - start
         track = self._first.track(*(a[lo:hi] for a in smooth), self._src, self._src_rest, self.fps)
         self._emitted = stop
