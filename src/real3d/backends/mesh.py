@@ -250,7 +250,7 @@ class MeshRenderer:
         upper = tgt[list(topo.INNER_LIP_UPPER), :2]
         lower = tgt[list(topo.INNER_LIP_LOWER), :2]
         gap = float(np.max(lower[:, 1] - upper[:, 1]))
-        shown = float(_smoothstep((gap_q - LIPS_MEET_GAP) / (LIPS_APART_GAP - LIPS_MEET_GAP)))
+        shown = float(np.clip((gap_q - LIPS_MEET_GAP) / (LIPS_APART_GAP - LIPS_MEET_GAP), 0.0, 1.0))
         if gap < 0.5 or shown <= 0.0:
             return
         x0, y0 = np.floor(loop.min(0)).astype(int) - 2
@@ -333,11 +333,6 @@ class MeshRenderer:
             tex = cv2.warpAffine(self.p.image, m, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             colour = colour * (1 - a) + tex.astype(np.float32) * a
         return colour
-
-
-def _smoothstep(u: float | np.ndarray) -> np.ndarray:
-    u = np.clip(u, 0.0, 1.0)
-    return u * u * (3.0 - 2.0 * u)
 
 
 def _ascending(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
