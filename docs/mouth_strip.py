@@ -1,10 +1,10 @@
 """Writes docs/mouth_strip.jpg: mouth shapes of the mesh backend for a closed-mouth and an open-mouth source.
 
-Columns: the source photo, the audio driver's rest pose (lips together), an open vowel (/a/), a rounded one
-(/u/), a spread one (/i/) and f/v (lower lip to the upper teeth). Rows: a closed-mouth photo (scikit-image's
-astronaut re-rendered with her lips together: no teeth in the photo, so the renderer draws teeth, cavity and
-tongue) and the astronaut as photographed (a smile with teeth: her own teeth are used), or any photos given on
-the command line (`python docs/mouth_strip.py [PHOTO ...] [-o OUT.jpg]`).
+Columns: the source photo, the audio driver's rest pose in silence (lips pressed together), an open vowel (/a/), a
+rounded one (/u/), a spread one (/i/) and f/v (lower lip to the upper teeth). Rows: a closed-mouth photo
+(scikit-image's astronaut re-rendered with her lips together: no teeth in the photo, so the renderer draws teeth,
+cavity and tongue) and the astronaut as photographed (a smile with teeth: her own teeth are used), or any photos
+given on the command line (`python docs/mouth_strip.py [PHOTO ...] [-o OUT.jpg]`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,21 @@ import numpy as np
 
 from real3d.backends.mesh import MeshRenderer
 from real3d.face.portrait import analyze_portrait
-from real3d.motion.mouth import JAW, LABIODENTAL, MOUTH_PARAMS, ROUND, SPREAD, build_rig, closed_mouth, mouth_offsets
+from real3d.motion.mouth import (
+    JAW,
+    LABIODENTAL,
+    MOUTH_PARAMS,
+    PRESS,
+    ROUND,
+    SPREAD,
+    build_rig,
+    closed_mouth,
+    mouth_offsets,
+)
 from real3d.motion.track import MotionTrack
 
 SHAPES = {
-    "rest": {},
+    "rest (silence)": {PRESS: 1.0},
     "open /a/": {JAW: 0.9},
     "round /u/": {JAW: 0.3, ROUND: 1.0},
     "spread /i/": {JAW: 0.3, SPREAD: 0.9},

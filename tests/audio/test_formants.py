@@ -7,7 +7,14 @@ import pytest
 from scipy.signal import lfilter
 
 from real3d.audio.features import HOP_S
-from real3d.audio.formants import F1_REFERENCE_HZ, FormantTracks, formant_tracks, speaker_scale, vowel_cues
+from real3d.audio.formants import (
+    F1_REFERENCE_HZ,
+    SPEAKER_SCALE_LIMITS,
+    FormantTracks,
+    formant_tracks,
+    speaker_scale,
+    vowel_cues,
+)
 
 SR = 16000
 VOWELS = {"a": (750, 1200), "e": (480, 1900), "i": (290, 2300), "u": (310, 850)}
@@ -79,7 +86,10 @@ def test_cues_are_normalised_per_speaker(vowel_train):
     wide = (0.1, 10.0)
     assert speaker_scale(tr, limits=wide) == pytest.approx(np.median(tr.f1[live]) / F1_REFERENCE_HZ)
     assert speaker_scale(low, limits=wide) == pytest.approx(speaker_scale(tr, limits=wide) / 1.2, rel=1e-5)
-    assert speaker_scale(low) == pytest.approx(0.7)  # clipped to the default limits
+    child = FormantTracks(f1=tr.f1 * 3.0, f2=tr.f2 * 3.0, voiced=tr.voiced)
+    deep = FormantTracks(f1=tr.f1 / 3.0, f2=tr.f2 / 3.0, voiced=tr.voiced)
+    assert speaker_scale(child) == pytest.approx(SPEAKER_SCALE_LIMITS[1])  # clipped to the default limits
+    assert speaker_scale(deep) == pytest.approx(SPEAKER_SCALE_LIMITS[0])
     silent = FormantTracks(np.full(50, np.nan, np.float32), np.full(50, np.nan, np.float32), np.zeros(50, bool))
     assert speaker_scale(silent) == 1.0 and np.all(vowel_cues(silent).open == 0)
 

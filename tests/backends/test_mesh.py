@@ -209,3 +209,65 @@ def test_synthetic_mouth_has_teeth_from_a_small_opening_and_a_darker_back(render
         if jaw > 0.5:
             middle = lum[len(lum) // 3 : 2 * len(lum) // 3]
             assert middle.min() < 80  # dark back of the mouth
+
+
+def _pressed(renderer) -> MotionTrack:
+    """The audio driver's silent frame: the closed rest pose with the lips pressed together."""
+    from real3d.motion.mouth import MOUTH_PARAMS, PRESS, build_rig, closed_mouth, mouth_offsets
+
+    rest = closed_mouth(renderer.canon)
+    p = np.zeros((1, len(MOUTH_PARAMS)))
+    p[0, PRESS] = 1.0
+    tr = _track(1)
+    tr.expression[:] = mouth_offsets(rest, p, build_rig(rest)) + (rest - renderer.canon).astype(np.float32)
+    return tr
+
+
+def _mediapipe_opening(image: np.ndarray) -> float:
+    """Inner-lip gap / outer-eye-corner distance, as `real3d eval` measures it."""
+    from real3d.face.landmarks import FaceAnalyzer
+
+    lm = FaceAnalyzer().detect(image)[0].landmarks
+    return float(np.linalg.norm(lm[13, :2] - lm[14, :2]) / np.linalg.norm(lm[33, :2] - lm[263, :2]))
+
+
+@pytest.fixture(scope="module")
+def wide_open_renderer(renderer):
+    """A source photographed with its mouth wide open: the astronaut rendered with her jaw dropped."""
+    tr = _opened(renderer, 0.6)
+    photo = renderer.render(tr, 1)
+    return MeshRenderer(analyze_portrait(photo))
+
+
+@pytest.mark.parametrize("source", ["smile", "wide open"])
+def test_silent_lips_of_an_open_mouthed_photo_meet_without_a_seam(source, renderer, wide_open_renderer):
+    """At the audio driver's silent rest, a photo with parted lips (the astronaut's toothy smile; the same face
+    with its jaw dropped) renders with lips that meet: MediaPipe reads the mouth as closed as real closed mouths
+    read (under 0.01), and along the line where the lips meet no pixel is as dark as the photo's mouth inside or as
+    bright as its teeth (the lips' inner edge is painted from the lips, not from the photo's opening)."""
+    r = renderer if source == "smile" else wide_open_renderer
+    assert _mediapipe_opening(r.p.image) > 0.06  # the photo's lips are apart
+    tr = _pressed(r)
+    out = r.render(tr, 0)
+    assert _mediapipe_opening(out) < 0.01
+    lm = r.target_landmarks(tr, 0)
+    upper, lower = lm[list(topo.INNER_LIP_UPPER), :2], lm[list(topo.INNER_LIP_LOWER), :2]
+    line = np.zeros(out.shape[:2], np.uint8)
+    for contour in (upper, lower):
+        cv2.polylines(line, [np.round(contour).astype(np.int32)], False, 1, 3)
+    corners = np.linalg.norm(lm[[78, 308], :2] - lm[[61, 291], :2], axis=1).max()
+    x0, x1 = lm[78, 0] + corners, lm[308, 0] - corners  # the middle of the lip line, clear of the corners
+    line[:, : int(np.ceil(x0))] = 0
+    line[:, int(x1) :] = 0
+    lum = cv2.cvtColor(out, cv2.COLOR_RGB2LAB)[..., 0].astype(float)[line > 0]
+    src_lum = cv2.cvtColor(r.p.image, cv2.COLOR_RGB2LAB)[..., 0].astype(float)
+    lips = np.zeros(out.shape[:2], np.uint8)
+    outer = list(topo.OUTER_LIP_UPPER) + list(topo.OUTER_LIP_LOWER)[::-1]
+    cv2.fillPoly(lips, [np.round(r.src_lm[outer, :2]).astype(np.int32)], 1)
+    inner = np.zeros_like(lips)
+    cv2.fillPoly(inner, [np.round(r.src_lm[list(topo.INNER_LIP_LOOP), :2]).astype(np.int32)], 1)
+    lip_lum = src_lum[(lips > 0) & (inner == 0)]
+    lo, hi = np.percentile(lip_lum, 2), np.percentile(lip_lum, 98)
+    assert lum.size > 50
+    assert lum.min() > lo - 12, (lum.min(), lo)  # no dark seam
+    assert np.percentile(lum, 90) < hi, (np.percentile(lum, 90), hi)  # no row of teeth (a lip highlight may touch)

@@ -104,3 +104,25 @@ def test_closed_mouth_brings_the_lips_of_an_open_source_together(neutral):
     np.testing.assert_allclose(closed[rigid], opened[rigid], atol=1e-3)
     np.testing.assert_allclose(closed_mouth(closed), closed)  # already closed: unchanged
     assert mouth_gap(rest) <= CLOSED_GAP
+
+
+def test_normalise_opening_scales_the_jaw_to_a_target_sd(neutral):
+    """The jaw alone is scaled so that the inner-lip gap of the selected frames moves by the target sd; closures
+    stay closed; the factor is clipped to OPENING_GAIN_LIMITS; too few frames are left alone."""
+    from real3d.motion.mouth import OPENING_GAIN_LIMITS, closed_mouth, normalise_opening
+
+    rest = closed_mouth(neutral)
+    rng = np.random.default_rng(0)
+    n = 300
+    p = params(jaw=rng.uniform(0.0, 0.8, n), spread=rng.uniform(0.0, 0.5, n), press=np.arange(n) % 7 == 0)
+    for where in (None, np.arange(n) < 150):
+        out, gain = normalise_opening(rest, p, 0.04, where)
+        sel = slice(None) if where is None else where
+        assert np.std(inner_lip_gap(rest, out)[sel]) == pytest.approx(0.04, rel=0.02)
+        np.testing.assert_allclose(out[:, 1:], p[:, 1:])  # only the jaw column changes
+        np.testing.assert_allclose(out[:, 0], gain * p[:, 0])
+        assert np.all(inner_lip_gap(rest, out)[::7] == 0.0)  # the pressed frames stay closed
+    assert normalise_opening(rest, p, 10.0)[1] == OPENING_GAIN_LIMITS[1]
+    assert normalise_opening(rest, p, 1e-4)[1] == OPENING_GAIN_LIMITS[0]
+    few, gain = normalise_opening(rest, p[:5], 0.04)
+    assert gain == 1.0 and np.array_equal(few, p[:5])

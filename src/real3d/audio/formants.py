@@ -37,8 +37,8 @@ MAX_FORMANT_HZ = 5500.0
 """Praat's ceiling for five formants (its recommended value for women's and children's voices; men's F1 and F2,
 the two used here, come out the same with it)."""
 F1_REFERENCE_HZ = 700.0
-"""Median voiced F1 at which `speaker_scale` is 1: with it the sd of our mouth opening is 0.85-1.3x the real
-speaker's on the development clips (median voiced F1 436-814 Hz; 600 Hz gave 0.85-1.55x)."""
+"""Median voiced F1 at which `speaker_scale` is 1 (a typical adult voice; the development clips' speakers have
+436-820 Hz); the audio driver's opening amplitude `real3d.motion.from_audio.OPENING_SD` is defined at it."""
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,15 @@ def vowel_cues(tracks: FormantTracks, live: np.ndarray | None = None) -> VowelCu
     return VowelCues(open=opening, round=rnd, spread=spread, valid=ok)
 
 
+SPEAKER_SCALE_LIMITS = (0.55, 1.4)
+"""Range of `speaker_scale`: median voiced F1 of 385-980 Hz. Adult speakers' median voiced F1 lies at about 400-850
+Hz (436-820 Hz on the development clips; the earlier lower limit 0.7 = 490 Hz cut two of them, whose mouths then
+moved 1.1-1.2x as much as the speaker's); outside it the estimate is more likely a tracking error (noise, music,
+a child's or a very breathy voice) than a speaker."""
+
+
 def speaker_scale(
-    tracks: FormantTracks, live: np.ndarray | None = None, limits: tuple[float, float] = (0.7, 1.4)
+    tracks: FormantTracks, live: np.ndarray | None = None, limits: tuple[float, float] = SPEAKER_SCALE_LIMITS
 ) -> float:
     """How wide this speaker opens relative to a typical one: median voiced F1 / `F1_REFERENCE_HZ`, clipped to
     `limits` (1.0 when the audio has under 0.2 s of voiced speech)."""

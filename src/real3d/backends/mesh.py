@@ -28,7 +28,7 @@ from scipy import sparse
 from scipy.spatial import Delaunay
 
 from real3d.face import topology as topo
-from real3d.face.mouth_state import mouth_state
+from real3d.face.mouth_state import lips_filled, mouth_gap, mouth_state
 from real3d.face.portrait import Portrait
 from real3d.geometry import euler_to_matrix
 from real3d.io.prefetch import prefetch
@@ -39,6 +39,15 @@ from real3d.motion.track import MotionStream, MotionTrack
 from real3d.render.rasterize import texture_mesh
 
 N_MESH = 468
+MOUTH_FILL_GAP = 0.01
+"""Inner-lip gap of the photo (canonical units) above which its opening is painted over with lip colour: the
+drivers close such mouths for their rest pose (`real3d.motion.mouth.CLOSED_GAP`); closed mouths keep their own
+lip line."""
+LIPS_MEET_GAP = 0.004
+"""Canonical inner-lip gap under which the lips count as meeting (no mouth inside is drawn): MediaPipe reads
+0.000-0.005 on the development clips' closed mouths."""
+LIPS_APART_GAP = 0.016
+"""Gap from which the mouth's inside is drawn fully (a slightly parted mouth, ~0.02, shows its dark line)."""
 
 
 @dataclass
@@ -128,6 +137,12 @@ class MeshRenderer:
         """The photo's mouth: open or not, its teeth (drawn from the photo when it shows them)."""
         if self.mouth.cavity_rgb is not None:  # the person's own mouth colour, lit like the synthetic one
             self._cavity_rgb = 0.5 * self._cavity_rgb + 0.5 * np.minimum(self.mouth.cavity_rgb, 1.6 * self._cavity_rgb)
+        self._texture = portrait.image
+        """The image the face and the person layer are drawn from: the photo, with an open mouth painted over
+        with lip colour (`lips_filled`) so lips that meet show no seam of the photo's teeth and cavity; every
+        opening's inside is drawn by `_draw_mouth` (the photo's own teeth come from `portrait.image`)."""
+        if self.mouth.gap > MOUTH_FILL_GAP:
+            self._texture = lips_filled(portrait.image, self.src_lm)
 
     # ------------------------------------------------------------------ per-source helpers
     def _lift_nodes(self, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -195,7 +210,7 @@ class MeshRenderer:
         d_ctrl[N_MESH:] = self._node_wh[:, None] * d_head + (1 - self._node_wh[:, None]) * d_torso
         fwd = (self._W @ d_ctrl).reshape(*self._field_shape, 2).astype(np.float32)
         map_x, map_y = self._invert(fwd)
-        warped = cv2.remap(self.p.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        warped = cv2.remap(self._texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.remap(self.person, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         # out = warped * alpha + background * (1 - alpha); OpenCV's per-channel float ops round like NumPy's and
         # skip NumPy's slow broadcast of a one-channel alpha over three channels
@@ -205,7 +220,7 @@ class MeshRenderer:
 
         # mouth interior under the face layer
         jaw_rest = center + scale * (self.canon[list(topo.INNER_LIP_UPPER)] @ rot.T)
-        self._draw_mouth(out, tgt, jaw_rest, scale)
+        self._draw_mouth(out, tgt, jaw_rest, scale, mouth_gap(self.canon + track.expression[i].astype(np.float64)))
 
         # face layer, rasterized in its bounding box only
         pad = 4
@@ -213,7 +228,7 @@ class MeshRenderer:
         x1, y1 = np.minimum(np.ceil(verts[:, :2].max(0)).astype(int) + pad, [w, h])
         if x1 > x0 and y1 > y0:
             local = verts - np.array([x0, y0, 0.0])
-            face, mask = texture_mesh(local, self.faces, int(y1 - y0), int(x1 - x0), self.p.image, self.uv)
+            face, mask = texture_mesh(local, self.faces, int(y1 - y0), int(x1 - x0), self._texture, self.uv)
             k = self.config.face_feather | 1
             fa = cv2.GaussianBlur(cv2.erode(mask.astype(np.float32), np.ones((3, 3), np.uint8)), (k, k), 0)
             fa = np.minimum(fa, mask)
@@ -224,9 +239,17 @@ class MeshRenderer:
         np.clip(out, 0, 255, out=out)
         return out.astype(np.uint8)
 
-    def _draw_mouth(self, out: np.ndarray, tgt: np.ndarray, jaw_rest: np.ndarray, scale: float) -> None:
+    def _draw_mouth(
+        self, out: np.ndarray, tgt: np.ndarray, jaw_rest: np.ndarray, scale: float, gap_q: float = 1.0
+    ) -> None:
         """Cavity, tongue and teeth inside the target inner-lip contour (drawn under the face layer).
-        jaw_rest: [11,3] the upper inner lip at rest, posed with the head (where the upper teeth hang).
+        jaw_rest: [11,3] the upper inner lip at rest, posed with the head (where the upper teeth hang); gap_q: the
+        frame's inner-lip gap in canonical units (`mouth_gap`).
+
+        Lips that meet (gap_q under LIPS_MEET_GAP) get no inside at all: the sliver the posed contour may still
+        enclose (the pressed lip pairs share their height, not their depth) shows the lips of the person layer
+        underneath (the photo with its opening painted over: `_texture`), not a seam of teeth and cavity; the inside
+        fades in up to LIPS_APART_GAP.
 
         Where the photo shows the person's teeth (`real3d.face.mouth_state`), they are drawn from the photo:
         the upper row moves rigidly with the head, the lower row with the lower lip. Otherwise upper teeth
@@ -236,7 +259,8 @@ class MeshRenderer:
         upper = tgt[list(topo.INNER_LIP_UPPER), :2]
         lower = tgt[list(topo.INNER_LIP_LOWER), :2]
         gap = float(np.max(lower[:, 1] - upper[:, 1]))
-        if gap < 0.5:
+        shown = float(np.clip((gap_q - LIPS_MEET_GAP) / (LIPS_APART_GAP - LIPS_MEET_GAP), 0.0, 1.0))
+        if gap < 0.5 or shown <= 0.0:
             return
         x0, y0 = np.floor(loop.min(0)).astype(int) - 2
         x1, y1 = np.ceil(loop.max(0)).astype(int) + 3
@@ -292,7 +316,7 @@ class MeshRenderer:
             enamel = (seams * (0.7 + 0.3 * np.clip((yy - top) / max(0.04 * scale, 1.0), 0.0, 1.0)))[..., None]
             colour = colour * (1 - lteeth[..., None]) + self._lower_teeth_rgb * enamel * across * lteeth[..., None]
             colour = colour * (1 - teeth[..., None]) + self._teeth_rgb * enamel * across * teeth[..., None]
-        r = region[..., None]
+        r = shown * region[..., None]
         patch = out[y0:y1, x0:x1]
         patch[:] = colour * r + patch * (1 - r)
 

@@ -85,6 +85,60 @@ def mouth_state(image: np.ndarray, landmarks: np.ndarray, canonical: np.ndarray)
     return MouthState(gap, True, soft(upper), soft(lower), float(teeth.sum() / area), cavity)
 
 
+FILL_BAND = 0.012
+"""How far beyond MediaPipe's inner-lip contour `lips_filled` always paints, in outer-eye-corner distances (2 px on a
+512-px portrait whose eyes are 160 px apart): the contour sits up to ~2 px inside the dark opening on the development
+clips' speaking first frames."""
+FILL_REACH = 0.06
+"""How far beyond the contour `lips_filled` also paints pixels that are not lip-coloured (dark or teeth): the corners
+of a wide-open mouth reach several pixels past MediaPipe's inner-lip corners."""
+DARK_LIP = 0.7
+"""A pixel darker than this share of the lips' median luminance (CIE L*) is the mouth's inside, not lip (the lips'
+own shading stays above ~0.8 on the development clips' first frames; `mouth_state` counts under 0.6 as cavity)."""
+
+
+def lips_filled(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """A copy of an RGB uint8 image [H,W,3] whose mouth opening is painted over from the surrounding lips (Telea
+    inpainting). The opening: inside the inner-lip contour of `landmarks` [478,3] (pixels) grown by FILL_BAND, plus
+    the dark or teeth-coloured pixels inside the outer lip contour up to FILL_REACH beyond the inner one.
+
+    A renderer that closes a photographed open mouth textures the lips from this image: the lips' inner edge and
+    whatever the warp squeezes into the closed lip line then carry lip colour instead of the photo's teeth and dark
+    cavity (which would otherwise show as a dark seam between lips that meet)."""
+    lm = np.asarray(landmarks, np.float64)
+    out = image.copy()
+    eye = float(np.linalg.norm(lm[263, :2] - lm[33, :2]))
+    band, reach = max(1, int(round(FILL_BAND * eye))), max(2, int(round(FILL_REACH * eye)))
+    outer_idx = list(topo.OUTER_LIP_UPPER) + list(topo.OUTER_LIP_LOWER)[::-1]
+    outer_pts = lm[outer_idx, :2]
+    h, w = image.shape[:2]
+    pad = reach + 6  # inpainting reads a few pixels around the region
+    x0, y0 = np.maximum(np.floor(outer_pts.min(0)).astype(int) - pad, 0)
+    x1, y1 = np.minimum(np.ceil(outer_pts.max(0)).astype(int) + pad + 1, [w, h])
+    if x1 <= x0 or y1 <= y0:
+        return out
+    sub = np.ascontiguousarray(image[y0:y1, x0:x1])
+    poly = lambda pts: [np.round((pts - [x0, y0]) * 16).astype(np.int32)]  # noqa: E731
+    disc = lambda r: cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))  # noqa: E731
+    inner = np.zeros(sub.shape[:2], np.uint8)
+    cv2.fillPoly(inner, poly(lm[list(topo.INNER_LIP_LOOP), :2]), 1, cv2.LINE_8, shift=4)
+    lips = np.zeros_like(inner)
+    cv2.fillPoly(lips, poly(outer_pts), 1, cv2.LINE_8, shift=4)
+    ring = (lips > 0) & (inner == 0)
+    region = cv2.dilate(inner, disc(band))
+    if ring.sum() >= 20:
+        lum = cv2.cvtColor(sub, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32)
+        sat = cv2.cvtColor(sub, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float32)
+        lip_l, lip_s = float(np.median(lum[ring])), float(np.median(sat[ring]))
+        odd = (lum < DARK_LIP * lip_l) | ((lum > lip_l + 8.0) & (sat < 0.8 * lip_s))  # inside or teeth (`mouth_state`)
+        near = (cv2.dilate(inner, disc(reach)) > 0) & (cv2.dilate(lips, disc(band)) > 0)
+        region |= (odd & near).astype(np.uint8)
+        region = cv2.dilate(region, disc(1))
+    if region.any():
+        out[y0:y1, x0:x1] = cv2.inpaint(sub, region, 3, cv2.INPAINT_TELEA)
+    return out
+
+
 def _split_rows(teeth: np.ndarray, inner: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(upper, lower) teeth masks. In each column the upper row is the run of teeth that starts in the upper half
     of the opening, down to the first dark break (the gap between the rows, or the cavity); teeth after that

@@ -1,5 +1,5 @@
 """Audio driver: speech samples -> MotionTrack (mouth from phones, the spectral balance, the 1-3 kHz level and
-rhythm and the formants; blinks; idle head motion).
+rhythm and the formants, its amplitude set per speaker from the median voiced F1; blinks; idle head motion).
 
 The mouth rests closed: a source photographed mid-word or smiling with teeth is first closed
 (`real3d.motion.mouth.closed_mouth`), and speech opens the mouth from there.
@@ -35,11 +35,14 @@ from real3d.motion.mouth import (
     closed_mouth,
     inner_lip_gap,
     mouth_offsets,
+    normalise_opening,
 )
 from real3d.motion.track import N_LANDMARKS, MotionTrack
 from real3d.motion.visemes import (
     OFFICIAL_MOUTH_AMP,
     VisemeConfig,
+    amplitude_scale,
+    pauses,
     sample_at_frames,
     visemes_from_phones,
 )
@@ -48,6 +51,13 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 """The driver's input rate (mono float32)."""
+OPENING_SD = 0.068
+"""Standard deviation of the inner-lip gap while a typical speaker (`speaker_scale` 1, median voiced F1 700 Hz)
+talks, canonical units (outer-eye-corner distance = 1), before `mouth_amp`; the driver scales the jaw so that its
+opening moves this much times `speaker_scale` (`real3d.motion.mouth.normalise_opening`). The real speakers of the
+nine development clips move 1.05-1.46e-4 x their median F1 (MediaPipe on the clip), and MediaPipe reads our
+rendered openings 1.12-1.38x the rig's gap (pose, the lips' texture); 0.068 puts the median of the rendered sd
+ratios near 1 (0.085 gave 1.0-1.55). One constant for all speakers: the spread that remains is the speakers'."""
 
 
 @dataclass(frozen=True)
@@ -157,9 +167,11 @@ class AudioDriver:
             articulation_db=band_db,
             openness=spectral_openness(band_db, low_db, live),
             vowels=vowel_cues(formants, live),
-            speaker=speaker,
         )
         params = sample_at_frames(params_hop, n, self.fps, offset_s=self.viseme_config.visual_lead_s)
+        talking = hops_to_frames(pauses(rms_db, self.viseme_config), n, self.fps) < 0.5
+        target = OPENING_SD * speaker * amplitude_scale(self.mouth_amp)
+        params, gain = normalise_opening(self.rest, params, target, talking, self.rig)
         mouth_open = inner_lip_gap(self.rest, params, self.rig)
         blink = blink_curve(n, self.fps, self.blink_mode, np.random.default_rng(self.seed))
         power = np.power(10.0, rms_db.astype(np.float64) / 10.0)
@@ -170,7 +182,9 @@ class AudioDriver:
             ref = speech_level(loud)
             emphasis = np.clip((loud - (ref - 30.0)) / 30.0, 0.0, 1.0)
             rot, trans = idle_motion(n, self.fps, emphasis, self.seed + 1, self.idle_config)
-        log.debug("audio analysis: %d frames, %d phones, speaker scale %.2f", n, len(phones), speaker)
+        log.debug(
+            "audio analysis: %d frames, %d phones, speaker scale %.2f, jaw gain %.2f", n, len(phones), speaker, gain
+        )
         return AudioAnalysis(phones, params, mouth_open, blink, rot, trans, loud, speaker)
 
     def _track(self, start: int, stop: int) -> MotionTrack:

@@ -212,6 +212,37 @@ def inner_lip_gap(neutral: np.ndarray, params: np.ndarray, rig: MouthRig | None 
     return out
 
 
+OPENING_GAIN_LIMITS = (0.5, 2.0)
+"""Range of the factor `normalise_opening` applies to the jaw. The cues' own amplitude is within a factor ~1.5 of
+the target on the development clips; a larger correction would come from audio that hardly opens the jaw (a
+whisper, one long hum) and would only magnify noise."""
+
+
+def normalise_opening(
+    rest: np.ndarray, params: np.ndarray, target_sd: float, where: np.ndarray | None = None, rig: MouthRig | None = None
+) -> tuple[np.ndarray, float]:
+    """(params with the jaw scaled, the factor): the jaw column of `params` [T,k] scaled so that the standard
+    deviation of the inner-lip gap (`inner_lip_gap` on the rest face [478,3]) over the frames `where` [T] (all when
+    None) is `target_sd` (canonical units); the factor is clipped to OPENING_GAIN_LIMITS. The gap is nearly linear
+    in the jaw (closures stay closed), so one correction after the first estimate reaches the target to ~1 %.
+    Fewer than 10 frames, or a gap that does not move, are returned unchanged (factor 1)."""
+    r = rig or build_rig(rest)
+    p = _check_params(params).copy()
+    sel = np.ones(len(p), bool) if where is None else np.asarray(where, bool)
+    if sel.sum() < 10 or not target_sd > 0:
+        return p, 1.0
+    gain = 1.0
+    for _ in range(2):
+        trial = p.copy()
+        trial[:, JAW] *= gain
+        sd = float(np.std(inner_lip_gap(rest, trial[sel], r)))
+        if sd < 1e-6:
+            return p, 1.0
+        gain = float(np.clip(gain * target_sd / sd, *OPENING_GAIN_LIMITS))
+    p[:, JAW] *= gain
+    return p, gain
+
+
 CLOSED_GAP = 0.01
 """Inner-lip gap (canonical units) under which a mouth counts as closed (MediaPipe's lip points of a closed
 mouth sit 0-0.005 apart; a speaking frame or a smile with teeth shows 0.03-0.15)."""

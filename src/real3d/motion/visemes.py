@@ -8,15 +8,19 @@ Bilabial closure and labiodental contact have a high dominance, so they are reac
 segments, while e.g. /h/ barely constrains the jaw and takes the shape of its neighbours. The result is
 continuous (no step changes) and then lightly smoothed.
 
-The jaw is the phones' blended target plus the spectral balance of the sound (the 1-3 kHz level against the
-100-800 Hz level, normalised per speaker: `real3d.audio.features.spectral_openness`), scaled by a gain that
-grows linearly with the 1-3 kHz amplitude (from `min_gain` to 1 at the speech level) and by how wide this
-speaker opens (median voiced F1: `real3d.audio.formants.speaker_scale`). Rounding and spreading blend the
-phones' targets with the formant cues (low F2 rounds, high F2 spreads: `real3d.audio.formants.vowel_cues`),
-which do not depend on the language. The lips close where the level drops deep (`close_db`), in pauses of
-`pause_min_s` or more (whatever the noise floor), at recognised p/b/m, and for sound without syllabic rhythm
-(music, a hum, a held note: the band level stays within a few dB for over a second; the recognizer labels such
-sound as long vowels). `mouth_amp` scales every shape parameter; the official default 0.45 is our neutral 1.0x.
+The jaw is the phones' blended target plus the spectral balance of the sound (the 1-3 kHz level against the 100-800
+Hz level, normalised per speaker: `real3d.audio.features.spectral_openness`), scaled by a gain that grows linearly
+with the 1-3 kHz amplitude (from `min_gain` to 1 at the speech level). How far this speaker opens is set afterwards
+on the whole curve: the audio driver scales the jaw so that the opening's standard deviation while the person talks
+follows the speaker's median voiced F1 (`real3d.motion.from_audio.OPENING_SD`,
+`real3d.audio.formants.speaker_scale`, `real3d.motion.mouth.normalise_opening`), which makes the amplitude
+independent of the recording level and of how many open vowels the recognizer happened to find. Rounding and
+spreading blend the phones' targets with the formant cues (low F2 rounds, high F2 spreads:
+`real3d.audio.formants.vowel_cues`), which do not depend on the language. The lips close where the level drops deep
+(`close_db`), in pauses of `pause_min_s` or more (whatever the noise floor), at recognised p/b/m, and for sound
+without syllabic rhythm (music, a hum, a held note: the band level stays within a few dB for over a second; the
+recognizer labels such sound as long vowels). `mouth_amp` scales every shape parameter; the official default 0.45 is
+our neutral 1.0x.
 
 Every threshold below was chosen on the nine development clips (six VASA-1 talking portraits, case10, d6, d10;
 see docs/evaluation.md) by the mean lag-0 correlation of the mouth opening with the real speaker's, and the
@@ -297,7 +301,7 @@ def visemes_from_phones(
         shape = [JAW, SPREAD, ROUND]
         params[:, shape] = gaussian_filter1d(params[:, shape], cfg.smooth_s / HOP_S, axis=0, mode="nearest")
     # silence and steady sound close the lips (rhythm under 0.5 starts the closure)
-    quiet = np.maximum(quiet_closure(rel, cfg), pause_closure(_relative_db(above_noise_floor_db(loud)), cfg))
+    quiet = np.maximum(quiet_closure(rel, cfg), pauses(loud, cfg))
     params[:, PRESS] = np.maximum(params[:, PRESS], np.maximum(quiet, _smoothstep(1.0 - 2.0 * rhythm)))
     params[:, [JAW, SPREAD, ROUND, LABIODENTAL]] *= scale
     return np.clip(params, 0.0, None)
@@ -364,6 +368,13 @@ def pause_closure(rel_db: np.ndarray, config: VisemeConfig | None = None) -> np.
         u = np.arange(a, b)
         out[a:b] = np.minimum(_smoothstep((u - a + 1) / ramp), _smoothstep((b - u) / ramp))
     return out
+
+
+def pauses(loudness_db: np.ndarray, config: VisemeConfig | None = None) -> np.ndarray:
+    """[H] in [0,1]: 1 inside the pauses of the broadband 100 Hz level `loudness_db` (`pause_closure` of the level
+    with its noise floor taken out, re the speech level), 0 while the person speaks."""
+    loud = np.asarray(loudness_db, np.float64)
+    return pause_closure(_relative_db(above_noise_floor_db(loud)), config)
 
 
 def relabel_loud_silence(phones: list[Phone], rel_db: np.ndarray, open_db: float, min_s: float = 0.03) -> list[Phone]:
