@@ -97,10 +97,10 @@ def test_validation_scores_frames_clips_and_the_ema(records_dir, bfm_dir, tmp_pa
     res = train(_cfg("stage2", records_dir, bfm_dir, tmp_path, *extra))
     assert [v["step"] for v in res.validation] == [2, 4]
     v0, v1 = res.validation
-    for key in ("frames/psnr", "clips/psnr", "ema/frames/l1", "ema/clips/psnr", "ema/psnr"):
+    for key in ("frames/psnr", "clips/psnr", "ema/frames/l1", "ema/clips/psnr", "ema/psnr", "ssim", "clips/ssim"):
         assert np.isfinite(v0[key]) and np.isfinite(v1[key]), key
     # the frozen-source baseline does not depend on the weights: same pairs early and late
-    for key in ("baseline_l1", "frames/baseline_psnr", "clips/baseline_psnr", "ema/baseline_l1"):
+    for key in ("baseline_l1", "frames/baseline_psnr", "clips/baseline_ssim", "ema/baseline_l1"):
         assert v0[key] == v1[key]
     assert v0["ema/l1"] != v0["l1"]
     assert (tmp_path / "samples" / "val_00000004_ema.png").is_file()

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from real3d.config.real3d_portrait import Real3DPortraitConfig
 from real3d.errors import CheckpointError, InputError
-from real3d.eval.metrics import l1, psnr
+from real3d.eval.metrics import l1, psnr, ssim
 from real3d.models.discriminator import DiscriminatorConfig, DualDiscriminator
 from real3d.models.real3d_portrait import Real3DPortrait
 from real3d.train import checkpoint as ckpt
@@ -294,10 +294,10 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def validate(stage, loader: DataLoader, max_batches: int, strip: Path | None = None) -> dict[str, float]:
-    """L1 / PSNR (real3d.eval.metrics, uint8 images) of the predictions and of the frozen-source baseline
+    """L1 / PSNR / SSIM (real3d.eval.metrics, uint8 images) of the predictions and of the frozen-source baseline
     (the source frame itself) against the held-out targets; optionally a PNG strip source | target | prediction.
 
-    Keys: `l1`, `psnr`, `baseline_l1`, `baseline_psnr` over every pair, and the same with the prefix `frames/`
+    Keys: `l1`, `psnr`, `ssim` and `baseline_*` of the same over every pair, and the same with the prefix `frames/`
     (held-out frames of the training clips: same identity) and `clips/` (clips held out entirely, `val_clips`:
     unseen identities) when that subset has pairs."""
     from PIL import Image
@@ -305,7 +305,8 @@ def validate(stage, loader: DataLoader, max_batches: int, strip: Path | None = N
     gen = stage.generator
     was = gen.training
     gen.eval()
-    rows_of: dict[str, list[list[float]]] = {"l1": [], "psnr": [], "baseline_l1": [], "baseline_psnr": []}
+    names = ("l1", "psnr", "ssim", "baseline_l1", "baseline_psnr", "baseline_ssim")
+    rows_of: dict[str, list[float]] = {k: [] for k in names}
     unseen: list[bool] = []
     rows = []
     for i, batch in enumerate(loader):
@@ -317,8 +318,10 @@ def validate(stage, loader: DataLoader, max_batches: int, strip: Path | None = N
         for a, b, c, u in zip(p, t, s, flags):
             rows_of["l1"].append(l1(a, b))
             rows_of["psnr"].append(min(psnr(a, b), 100.0))
+            rows_of["ssim"].append(ssim(a, b))
             rows_of["baseline_l1"].append(l1(c, b))
             rows_of["baseline_psnr"].append(min(psnr(c, b), 100.0))
+            rows_of["baseline_ssim"].append(ssim(c, b))
             unseen.append(bool(u))
             rows.append(np.concatenate([c, b, a], 1))
     if was:
@@ -342,8 +345,9 @@ def _val_summary(v: dict[str, float], pre: str = "") -> str:
         prefix = pre + sub
         if prefix + "l1" in v:
             parts.append(
-                f"{name}: L1 {v[prefix + 'l1']:.4f} PSNR {v[prefix + 'psnr']:.2f} dB (frozen source: L1 "
-                f"{v[prefix + 'baseline_l1']:.4f} PSNR {v[prefix + 'baseline_psnr']:.2f} dB)"
+                f"{name}: L1 {v[prefix + 'l1']:.4f} PSNR {v[prefix + 'psnr']:.2f} dB SSIM {v[prefix + 'ssim']:.3f} "
+                f"(frozen source: L1 {v[prefix + 'baseline_l1']:.4f} PSNR {v[prefix + 'baseline_psnr']:.2f} dB "
+                f"SSIM {v[prefix + 'baseline_ssim']:.3f})"
             )
     return "; ".join(parts)
 
