@@ -3,10 +3,11 @@
     python benchmarks/bench_train.py --records RECORDS --bfm BFM [--steps 20] [--batch 4] [--threads 1]
                                      [--official] [--device cuda] [--workers 0,2]
 
-Prints, per stage: samples/s of full training steps (generator loss + backward + Adam; discriminator step with
-R1 included, switched on from step 0) on a fixed batch, i.e. without data loading; then the loader's pairs/s
-(each pair decodes 2 frames: ~12 record members) for each worker count, single process, so it can be compared
-with the steps' samples/s. `--official` adds one official-size step per stage (512^2, 148 M-parameter generator,
+Prints the CPU (capability, threads) and the load average, then per stage: samples/s of full training steps
+(generator loss + backward + Adam; discriminator step with R1 included, switched on from step 0) on a fixed batch,
+i.e. without data loading; then the loader's pairs/s and frame records/s (each pair decodes 2 frames: ~12 record
+members) for each worker count, single process, so it can be compared with the steps' samples/s.
+`--official` adds one official-size step per stage (512^2, 148 M-parameter generator,
 full-size discriminator): seconds and the process's peak RSS so far (run one stage per process,
 `--stages stage3`, to separate them; peak CUDA memory on a GPU). Records: any `real3d prepare`
 output (images are resized to the model's size). Nothing is downloaded.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import resource
 import time
 
@@ -143,7 +145,11 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     cpu = torch.backends.cpu.get_cpu_capability()
-    print(f"device {args.device}, CPU capability {cpu}, torch threads {torch.get_num_threads()}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"device {args.device}, CPU capability {cpu}, torch threads {torch.get_num_threads()}, "
+        f"load average {load:.1f} on {os.cpu_count()} logical CPUs (above the CPU count = under load)"
+    )
     if not args.official_only:
         for stage in ("stage2", "stage3"):
             r = bench_stage(stage, "tiny", args.records, args.bfm, args.steps, args.batch, args.device)
@@ -154,9 +160,9 @@ def main() -> None:
             )
         for w in (int(x) for x in args.workers.split(",")):
             rate = bench_loader(args.records, 32, args.loader_pairs, w)
-            print(f"loader (32 px, {w} workers): {rate:.1f} pairs/s")
+            print(f"loader (32 px, {w} workers): {rate:.1f} pairs/s = {2 * rate:.1f} frame records/s")
         rate = bench_loader(args.records, 512, max(20, args.loader_pairs // 4), 0)
-        print(f"loader (512 px, 0 workers): {rate:.1f} pairs/s")
+        print(f"loader (512 px, 0 workers): {rate:.1f} pairs/s = {2 * rate:.1f} frame records/s")
     if args.official or args.official_only:
         for stage in args.stages.split(","):
             r = bench_stage(stage, "official", args.records, args.bfm, 0, 1, args.device, args.official_step)

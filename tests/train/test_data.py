@@ -53,7 +53,10 @@ def test_val_clips_are_excluded_from_training(records_dir):
     cfg = DataConfig(records=str(records_dir), val_clips=("talk1",), holdout_tail=0.0)
     ds = PairDataset(RecordIndex(records_dir), cfg, 32)
     assert len(ds) == 36 and {c.name for c, _ in ds.train} == {"talk0"}
-    assert len(ValidationPairs(RecordIndex(records_dir), cfg, 32)) == 4
+    val = ValidationPairs(RecordIndex(records_dir), cfg, 32)
+    assert len(val) == 4 and all(bool(val[i]["unseen"]) for i in range(4))
+    # a whole held-out clip keeps the training gap from its source frame 0 (never the pair 0 -> 0)
+    assert all(val[i]["index"][2] >= min(cfg.min_gap, 35 // 2) for i in range(4))
 
 
 def test_resumable_sampler_shards_and_restarts_mid_epoch():

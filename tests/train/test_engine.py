@@ -90,13 +90,43 @@ def test_stage3_trains_only_htbsr_and_its_loss_falls(records_dir, bfm_dir, tmp_p
     assert not stage.generator.cano_img2plane_backbone.training and stage.generator.superresolution.training
 
 
+def test_validation_scores_frames_clips_and_the_ema(records_dir, bfm_dir, tmp_path):
+    """Validation reports held-out frames (same identities) and held-out clips separately, for the live weights
+    and the EMA, on the same pairs every time; the EMA's strip is written too."""
+    extra = ("max_steps=4", "val_every=2", "val_batches=10", "ema=0.5", "data.val_clips=talk1", "discriminator=none")
+    res = train(_cfg("stage2", records_dir, bfm_dir, tmp_path, *extra))
+    assert [v["step"] for v in res.validation] == [2, 4]
+    v0, v1 = res.validation
+    for key in ("frames/psnr", "clips/psnr", "ema/frames/l1", "ema/clips/psnr", "ema/psnr", "ssim", "clips/ssim"):
+        assert np.isfinite(v0[key]) and np.isfinite(v1[key]), key
+    # the frozen-source baseline does not depend on the weights: same pairs early and late
+    for key in ("baseline_l1", "frames/baseline_psnr", "clips/baseline_ssim", "ema/baseline_l1"):
+        assert v0[key] == v1[key]
+    assert v0["ema/l1"] != v0["l1"]
+    assert (tmp_path / "samples" / "val_00000004_ema.png").is_file()
+
+
+def test_two_phase_switch_trains_only_the_sr_without_the_full_image_terms(records_dir, bfm_dir, tmp_path):
+    cfg = _cfg("stage2", records_dir, bfm_dir, tmp_path, "schedule.two_phase=true", "schedule.start_adv=3")
+    stage, _, _ = build_stage(cfg, torch.device("cpu"))
+    stage.groups()
+    assert all(stage.lr(g, 2) > 0 for g in ("i2p", "motion_adapter", "decoder", "superresolution"))
+    assert [stage.lr(g, 3) for g in ("i2p", "motion_adapter", "decoder")] == [0.0, 0.0, 0.0]
+    assert stage.lr("superresolution", 3) > 0
+    batch = _batch(stage, cfg)
+    before, after = stage.generator_loss(batch, 1).logs, stage.generator_loss(batch, 5).logs
+    assert "l1" in before and "l1" not in after and "lip_l1" in after and "raw_l1" in after
+    assert preset("stage2", "official").schedule.two_phase and not preset("stage2", "tiny").schedule.two_phase
+
+
 def _losses(out: Path) -> dict[int, float]:
     rows = [json.loads(line) for line in (out / "logs" / "train-rank0.jsonl").read_text().splitlines()]
     return {r["step"]: r["g_loss"] for r in rows if "g_loss" in r}
 
 
 def test_kill_and_resume_continues_with_the_same_losses(records_dir, bfm_dir, tmp_path):
-    extra = ("max_steps=6", "schedule.d_start=2", "schedule.start_adv=3", "optim.r1_every=2")  # D, R1, adv covered
+    # D, R1, adv and the generator's EMA covered
+    extra = ("max_steps=6", "schedule.d_start=2", "schedule.start_adv=3", "optim.r1_every=2", "ema=0.9")
     full = train(_cfg("stage2", records_dir, bfm_dir, tmp_path / "a", *extra))
     assert full.step == 6 and full.export is not None
     part = train(_cfg("stage2", records_dir, bfm_dir, tmp_path / "b", *extra), stop_after=3)
@@ -111,8 +141,22 @@ def test_kill_and_resume_continues_with_the_same_losses(records_dir, bfm_dir, tm
     ck = json.loads((tmp_path / "b" / "checkpoints" / "latest.json").read_text())
     assert ck["step"] == 6
     files = {p.name for p in (tmp_path / "b" / "checkpoints" / ck["name"]).iterdir()}
+    # the EMA continues the same average after the resume, and it is what the run exports
+    from safetensors.torch import load_file
+
+    ema_a, ema_b = (
+        load_file(str(r / "checkpoints" / "step_00000006" / "generator_ema" / "model.safetensors"))
+        for r in (tmp_path / "a", tmp_path / "b")
+    )
+    live_a = load_file(str(tmp_path / "a" / "checkpoints" / "step_00000006" / "generator" / "model.safetensors"))
+    exported = load_file(str(full.export / "model.safetensors"))
+    for k, v in ema_a.items():
+        assert torch.allclose(ema_b[k], v, rtol=1e-5, atol=1e-6), k
+        assert torch.equal(exported[k], v), k
+    assert any(not torch.equal(live_a[k], v) for k, v in ema_a.items())
     assert {
         "generator",
+        "generator_ema",
         "discriminator.safetensors",
         "optimizer.safetensors",
         "optimizer.json",

@@ -121,3 +121,26 @@ def test_presets_and_overrides():
         apply_overrides(cfg, ["batch_size=two"])
     with pytest.raises(InputError, match="unknown stage"):
         load_config("stage5")
+
+
+def test_generator_ema_follows_its_formula_and_copies_the_rest():
+    from real3d.train.ema import GeneratorEMA
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    net[0].bias.requires_grad_(False)
+    ema = GeneratorEMA(net, 0.9)
+    assert ema.rate(0) == pytest.approx(0.1) and ema.rate(10**6) == 0.9
+    old = ema.module[0].weight.clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+        net[0].bias.add_(2.0)
+    net(torch.randn(4, 3))  # moves the batch-norm statistics
+    ema.update(net, 100)
+    d = ema.rate(100)
+    assert torch.allclose(ema.module[0].weight, d * old + (1 - d) * net[0].weight)
+    assert torch.equal(ema.module[0].bias, net[0].bias)  # frozen: copied
+    assert torch.equal(ema.module[1].running_mean, net[1].running_mean)
+    assert not any(p.requires_grad for p in ema.module.parameters()) and not ema.module.training
+    with pytest.raises(ValueError):
+        GeneratorEMA(net, 1.0)

@@ -2,6 +2,7 @@
 
 <out>/checkpoints/step_<N>/
   generator/{model.safetensors,config.json}   the inference format (`real3d animate --torso-ckpt`)
+  generator_ema/                              the EMA of the generator (when the run keeps one)
   discriminator.safetensors                   (when the run has one)
   optimizer.safetensors + optimizer.json      per optimizer: per-parameter state tensors; param_groups
   rng-rank<r>.json                            every rank's torch / numpy / python RNG states
@@ -117,6 +118,7 @@ def save_checkpoint(
     trainer: dict[str, Any],
     rng_states: list[dict],
     keep: int = 2,
+    ema: torch.nn.Module | None = None,
 ) -> Path:
     """Write step_<N> (rank 0 only; `rng_states` holds every rank's state) and update `latest`."""
     ckdir = root / "checkpoints"
@@ -125,6 +127,8 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_pretrained(generator, generator.config, tmp / "generator")
+    if ema is not None:
+        save_pretrained(ema, ema.config, tmp / "generator_ema")
     if discriminator is not None:
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in discriminator.state_dict().items()},
@@ -174,13 +178,21 @@ def load_checkpoint(
     discriminator: torch.nn.Module | None,
     optimizers: dict[str, torch.optim.Optimizer],
     rank: int,
+    ema: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Restore weights, optimizers and this rank's RNG; returns trainer.json."""
+    """Restore weights, optimizers, this rank's RNG and (when given) the generator's EMA; returns trainer.json."""
     _load_strict(
         generator,
         load_file(str(path / "generator" / "model.safetensors")),
         str(path / "generator"),
     )
+    if ema is not None:
+        epath = path / "generator_ema" / "model.safetensors"
+        if epath.is_file():
+            _load_strict(ema, load_file(str(epath)), str(epath.parent))
+        else:
+            log.warning("%s has no generator EMA: the average restarts from the current weights", path)
+            ema.load_state_dict(generator.state_dict())
     if discriminator is not None:
         dpath = path / "discriminator.safetensors"
         if not dpath.is_file():

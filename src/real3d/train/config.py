@@ -123,6 +123,9 @@ class ScheduleConfig:
     """Stage 2: the I2P lr ramps as min(1, step / i2p_ramp) (official start_adv + 20000)."""
     i2p_stop: int | None = None
     """Stage 2: freeze the I2P from this step (official non-orig 70000; None = never)."""
+    two_phase: bool = False
+    """Stage 2: from start_adv only the super-resolution trains and the target's output-size L1 and perceptual
+    terms are off (official `two_stage_training` + `disable_highreso_at_stage1`; on in stage2:official)."""
 
 
 @dataclass
@@ -153,6 +156,10 @@ class TrainConfig:
     trainable: tuple[str, ...] = ()
     """Restrict training to these generator groups (empty = the stage's groups). Stage-2 groups: i2p,
     motion_adapter, decoder, superresolution; stage 3: superresolution."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the generator's weights (0 = off, e.g. 0.999; the official
+    training has none). When on, validation scores the average too (`val/ema/...`), checkpoints carry it
+    (`generator_ema/`) and the export is the average."""
     max_steps: int = 250_000
     """Optimizer steps of the run."""
     batch_size: int = 4
@@ -183,21 +190,21 @@ class TrainConfig:
 
 def _stage2(name: str) -> TrainConfig:
     if name == "official":
-        return TrainConfig(stage="stage2")
+        return TrainConfig(stage="stage2", schedule=ScheduleConfig(two_phase=True))
     if name == "tiny":
         return TrainConfig(
             stage="stage2",
             model="tiny",
             discriminator="tiny",
-            max_steps=2000,
+            max_steps=6000,
             batch_size=4,
-            optim=OptimConfig(lr_g=1e-3, lr_d=1e-3, warmup=20, decay_every=500, lr_floor=1e-4),
-            schedule=ScheduleConfig(start_adv=1500, d_start=1200, decoder_start=0, sr_start=0, i2p_ramp=1),
+            optim=OptimConfig(lr_g=1e-3, lr_d=1e-3, betas=(0.9, 0.99), warmup=20, decay_every=1000, lr_floor=1e-4),
+            schedule=ScheduleConfig(start_adv=4800, d_start=4600, decoder_start=0, sr_start=0, i2p_ramp=1),
             losses=LossConfig(perceptual_official_sizes=False, density_every=4, self_every=16),
             log_every=10,
             sample_every=200,
             val_every=200,
-            val_batches=8,
+            val_batches=25,
             ckpt_every=200,
         )
     if name == "finetune":
@@ -258,22 +265,23 @@ def _stage3(name: str) -> TrainConfig:
             base,
             model="tiny",
             discriminator="tiny",
-            max_steps=2000,
+            max_steps=8000,
             batch_size=4,
             optim=replace(
                 base.optim,
                 lr_g=1e-3,
                 lr_d=1e-3,
+                betas=(0.9, 0.99),
                 warmup=20,
-                decay_every=1000,
+                decay_every=2000,
                 lr_floor=1e-4,
             ),
-            schedule=ScheduleConfig(start_adv=1500, d_start=1200),
+            schedule=ScheduleConfig(start_adv=3200, d_start=2400),
             losses=replace(base.losses, perceptual_official_sizes=False),
             log_every=10,
             sample_every=200,
             val_every=200,
-            val_batches=8,
+            val_batches=25,
             ckpt_every=200,
         )
     if name == "finetune":

@@ -183,13 +183,18 @@ class PairDataset(Dataset):
 
 
 class ValidationPairs(Dataset):
-    """Held-out pairs: (first frame of the clip, a held-out frame), a fixed list."""
+    """Held-out pairs: (first frame of the clip, a held-out frame), a fixed list. Targets keep the training
+    pairs' gap from the source (>= min(min_gap, (N-1)//2) frames): a clip held out entirely never pairs its
+    first frame with itself (a pair that scores the frozen-source baseline 100 dB and tests nothing)."""
 
     def __init__(self, index: RecordIndex, cfg: DataConfig, size: int) -> None:
         self.reader = FrameReader(index, size)
         _, held = _split(index, cfg)
+        self.unseen = set(cfg.val_clips)
         self.pairs = []
         for name, frames in held.items():
+            gap = max(1, min(cfg.min_gap, (index.clip(name).num_frames - 1) // 2))
+            frames = [f for f in frames if f >= gap]
             k = min(cfg.val_pairs_per_clip, len(frames))
             picks = [frames[int(j)] for j in np.linspace(0, len(frames) - 1, k).round()] if k else []
             self.pairs += [(index.clip(name), f) for f in picks]
@@ -203,6 +208,7 @@ class ValidationPairs(Dataset):
         item.update(self.reader.frame(clip, 0, "src"))
         item.update(self.reader.frame(clip, tgt, "tgt"))
         item["index"] = torch.tensor([i, 0, tgt])
+        item["unseen"] = torch.tensor(clip.name in self.unseen)
         return item
 
 

@@ -33,13 +33,14 @@ from torch.utils.data import DataLoader
 
 from real3d.config.real3d_portrait import Real3DPortraitConfig
 from real3d.errors import CheckpointError, InputError
-from real3d.eval.metrics import l1, psnr
+from real3d.eval.metrics import l1, psnr, ssim
 from real3d.models.discriminator import DiscriminatorConfig, DualDiscriminator
 from real3d.models.real3d_portrait import Real3DPortrait
 from real3d.train import checkpoint as ckpt
 from real3d.train.config import TrainConfig, to_dict
 from real3d.train.data import PairDataset, ResumableSampler, ValidationPairs
-from real3d.train.export import export_generator
+from real3d.train.ema import GeneratorEMA
+from real3d.train.export import checkpoint_generator, export_generator
 from real3d.train.perceptual import build_perceptual
 from real3d.train.records import RecordIndex
 from real3d.train.stages.base import FaceKit
@@ -113,16 +114,17 @@ def bf16_native(device: torch.device) -> bool:
 # ----------------------------------------------------------------------------------------------- building
 def load_init(path: str | Path) -> torch.nn.Module:
     """Generator weights to start from: our folder (model.safetensors + config.json), a run or checkpoint
-    folder of ours (its newest generator), or an official checkpoint folder / .ckpt (read safely)."""
+    folder of ours (its newest generator: the EMA when the run kept one), or an official checkpoint folder /
+    .ckpt (read safely)."""
 
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"--init-from {p} does not exist")
     latest = ckpt.latest_checkpoint(p)
     if latest is not None:  # a run folder: its newest checkpoint
-        return from_pretrained(latest / "generator")
+        return from_pretrained(checkpoint_generator(latest))
     if (p / "generator" / "config.json").is_file():  # a checkpoint folder
-        return from_pretrained(p / "generator")
+        return from_pretrained(checkpoint_generator(p))
     if (p / "config.json").is_file() and "model_type" in json.loads((p / "config.json").read_text()):
         return from_pretrained(p)
     model, _, _ = load_official_model(p)
@@ -292,38 +294,62 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 def validate(stage, loader: DataLoader, max_batches: int, strip: Path | None = None) -> dict[str, float]:
-    """L1 / PSNR (real3d.eval.metrics, uint8 images) of the predictions and of the frozen-source baseline
-    (the source frame itself) against the held-out targets; optionally a PNG strip source | target | prediction."""
+    """L1 / PSNR / SSIM (real3d.eval.metrics, uint8 images) of the predictions and of the frozen-source baseline
+    (the source frame itself) against the held-out targets; optionally a PNG strip source | target | prediction.
+
+    Keys: `l1`, `psnr`, `ssim` and `baseline_*` of the same over every pair, and the same with the prefix `frames/`
+    (held-out frames of the training clips: same identity) and `clips/` (clips held out entirely, `val_clips`:
+    unseen identities) when that subset has pairs."""
     from PIL import Image
 
     gen = stage.generator
     was = gen.training
     gen.eval()
-    vals: dict[str, list[float]] = {
-        "l1": [],
-        "psnr": [],
-        "baseline_l1": [],
-        "baseline_psnr": [],
-    }
+    names = ("l1", "psnr", "ssim", "baseline_l1", "baseline_psnr", "baseline_ssim")
+    rows_of: dict[str, list[float]] = {k: [] for k in names}
+    unseen: list[bool] = []
     rows = []
     for i, batch in enumerate(loader):
         if i >= max_batches:
             break
         pred, target, source = stage.predict(batch)
         p, t, s = _to_uint8(pred), _to_uint8(target), _to_uint8(source)
-        for a, b, c in zip(p, t, s):
-            vals["l1"].append(l1(a, b))
-            vals["psnr"].append(min(psnr(a, b), 100.0))
-            vals["baseline_l1"].append(l1(c, b))
-            vals["baseline_psnr"].append(min(psnr(c, b), 100.0))
-            if len(rows) < 6:
-                rows.append(np.concatenate([c, b, a], 1))
+        flags = batch["unseen"].tolist() if "unseen" in batch else [False] * len(p)
+        for a, b, c, u in zip(p, t, s, flags):
+            rows_of["l1"].append(l1(a, b))
+            rows_of["psnr"].append(min(psnr(a, b), 100.0))
+            rows_of["ssim"].append(ssim(a, b))
+            rows_of["baseline_l1"].append(l1(c, b))
+            rows_of["baseline_psnr"].append(min(psnr(c, b), 100.0))
+            rows_of["baseline_ssim"].append(ssim(c, b))
+            unseen.append(bool(u))
+            rows.append(np.concatenate([c, b, a], 1))
     if was:
         stage.train_mode()
     if strip is not None and rows:
         strip.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.concatenate(rows, 0)).save(strip)
-    return {k: float(np.mean(v)) if v else float("nan") for k, v in vals.items()}
+        pick = np.unique(np.linspace(0, len(rows) - 1, min(8, len(rows))).round().astype(int))  # spread over clips
+        Image.fromarray(np.concatenate([rows[i] for i in pick], 0)).save(strip)
+    out = {k: float(np.mean(v)) if v else float("nan") for k, v in rows_of.items()}
+    mask = np.array(unseen, bool)
+    for prefix, keep in (("frames/", ~mask), ("clips/", mask)):
+        if keep.any():
+            out.update({prefix + k: float(np.mean(np.array(v)[keep])) for k, v in rows_of.items()})
+    return out
+
+
+def _val_summary(v: dict[str, float], pre: str = "") -> str:
+    """One line per subset: L1 / PSNR of the prediction and of the frozen source."""
+    parts = []
+    for sub, name in (("", "all"), ("frames/", "held-out frames"), ("clips/", "held-out clips")):
+        prefix = pre + sub
+        if prefix + "l1" in v:
+            parts.append(
+                f"{name}: L1 {v[prefix + 'l1']:.4f} PSNR {v[prefix + 'psnr']:.2f} dB SSIM {v[prefix + 'ssim']:.3f} "
+                f"(frozen source: L1 {v[prefix + 'baseline_l1']:.4f} PSNR {v[prefix + 'baseline_psnr']:.2f} dB "
+                f"SSIM {v[prefix + 'baseline_ssim']:.3f})"
+            )
+    return "; ".join(parts)
 
 
 def _collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -387,10 +413,13 @@ def _train(cfg: TrainConfig, dry_run: bool, stop_after: int | None) -> TrainResu
 
     _random.seed(cfg.seed + d.rank)
 
+    ema = GeneratorEMA(gen, cfg.ema) if cfg.ema > 0 and d.main else None  # rank 0: the replicas are identical
     step, epoch, batch_in_epoch = 0, 0, 0
     resume_from = ckpt.latest_checkpoint(out)
     if resume_from is not None:
-        trainer = ckpt.load_checkpoint(resume_from, gen, disc, optimizers, d.rank)
+        trainer = ckpt.load_checkpoint(
+            resume_from, gen, disc, optimizers, d.rank, ema=ema.module if ema is not None else None
+        )
         if trainer["world_size"] != d.world:
             log.warning(
                 "resuming a %d-rank run on %d ranks: the data order changes",
@@ -456,7 +485,17 @@ def _train(cfg: TrainConfig, dry_run: bool, stop_after: int | None) -> TrainResu
                 "stage": cfg.stage,
                 "train_config": to_dict(cfg),
             }
-            path = ckpt.save_checkpoint(out, step, gen, disc, optimizers, trainer, states, cfg.keep_ckpts)
+            path = ckpt.save_checkpoint(
+                out,
+                step,
+                gen,
+                disc,
+                optimizers,
+                trainer,
+                states,
+                cfg.keep_ckpts,
+                ema=ema.module if ema is not None else None,
+            )
         if d.world > 1:
             dist.barrier()
         return path
@@ -491,6 +530,8 @@ def _train(cfg: TrainConfig, dry_run: bool, stop_after: int | None) -> TrainResu
                     logs.update(d_logs)
                 broadcast_module(gen, d.world, buffers_only=True)
                 broadcast_module(disc, d.world, buffers_only=True)
+                if ema is not None:
+                    ema.update(gen, step)
                 step += 1
                 batch_in_epoch += 1
                 steps_this_call += 1
@@ -531,16 +572,20 @@ def _train(cfg: TrainConfig, dry_run: bool, stop_after: int | None) -> TrainResu
                             cfg.val_batches,
                             out / "samples" / f"val_{step:08d}.png",
                         )
+                        if ema is not None:
+                            live, stage.generator = stage.generator, ema.module
+                            try:
+                                ve = validate(
+                                    stage, val_loader, cfg.val_batches, out / "samples" / f"val_{step:08d}_ema.png"
+                                )
+                            finally:
+                                stage.generator = live
+                            v.update({f"ema/{k}": x for k, x in ve.items()})
                         logger.scalars(step, {f"val/{k}": x for k, x in v.items()})
                         result.validation.append({"step": step, **v})
-                        log.info(
-                            "step %d validation: L1 %.4f PSNR %.2f dB (frozen source: L1 %.4f PSNR %.2f dB)",
-                            step,
-                            v["l1"],
-                            v["psnr"],
-                            v["baseline_l1"],
-                            v["baseline_psnr"],
-                        )
+                        log.info("step %d validation: %s", step, _val_summary(v))
+                        if ema is not None:
+                            log.info("step %d validation of the EMA: %s", step, _val_summary(v, "ema/"))
                     if d.world > 1:
                         dist.barrier()
                 elapsed = (time.perf_counter() - t_start) / 60
@@ -569,7 +614,7 @@ def _train(cfg: TrainConfig, dry_run: bool, stop_after: int | None) -> TrainResu
         }
         (out / "logs" / f"final-rank{d.rank}.json").write_text(json.dumps(digest))
         if d.main and step >= cfg.max_steps:
-            result.export = export_generator(gen, out / "export" / "generator")
+            result.export = export_generator(ema.module if ema is not None else gen, out / "export" / "generator")
     finally:
         logger.close()
         index.close()

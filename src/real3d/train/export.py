@@ -27,14 +27,21 @@ def export_official(generator: torch.nn.Module, directory: str | Path, step: int
     return save_official_format(generator, directory, step=step)
 
 
+def checkpoint_generator(ck: Path) -> Path:
+    """The generator folder a checkpoint stands for: its EMA when the run kept one, else its live weights."""
+    ema = ck / "generator_ema"
+    return ema if (ema / "config.json").is_file() else ck / "generator"
+
+
 def export_run(run: str | Path, directory: str | Path, official: bool = False) -> Path:
-    """The newest checkpoint's generator of a run folder (or a checkpoint folder) -> `directory`."""
+    """The newest checkpoint's generator (its EMA when the run kept one) of a run folder (or a checkpoint
+    folder) -> `directory`."""
 
     p = Path(run)
     ck = p if (p / "generator" / "config.json").is_file() else latest_checkpoint(p)
     if ck is None:
         raise CheckpointError(f"{p} holds no training checkpoint (checkpoints/latest.json); train first")
-    gen = from_pretrained(ck / "generator")
+    gen = from_pretrained(checkpoint_generator(ck))
     if official:
         step = int(ck.name.split("_")[-1]) if ck.name.startswith("step_") else None
         return export_official(gen, directory, step)

@@ -197,12 +197,15 @@ class ImageStage(nn.Module):
         lip_box: torch.Tensor,
         logs: dict[str, float],
         tag: str,
+        full_image: bool = True,
     ) -> torch.Tensor:
-        """Masked L1 + perceptual at the output size + the lip-box terms."""
+        """Masked L1 + perceptual at the output size (unless `full_image` is False) + the lip-box terms."""
         w = self.config.losses
         image = image.float()
-        total = w.l1 * L.masked_l1(image, target, weight)
-        logs[f"{tag}l1"] = float(total.detach())
+        total = image.new_zeros(())
+        if full_image:
+            total = w.l1 * L.masked_l1(image, target, weight)
+            logs[f"{tag}l1"] = float(total.detach())
         lip = max(8, self.size // 4)
         crop_p, crop_t = (
             L.crop_boxes(image, lip_box, lip),
@@ -212,10 +215,12 @@ class ImageStage(nn.Module):
         total = total + w.lip_l1 * lip_l1
         logs[f"{tag}lip_l1"] = float(lip_l1.detach())
         if self.perceptual is not None:
-            p = self.perceptual(image, target)
+            if full_image:
+                p = self.perceptual(image, target)
+                total = total + w.perceptual * p
+                logs[f"{tag}perceptual"] = float(p.detach())
             lp = self.perceptual(crop_p, crop_t)
-            total = total + w.perceptual * p + w.lip_perceptual * lp
-            logs[f"{tag}perceptual"] = float(p.detach())
+            total = total + w.lip_perceptual * lp
             logs[f"{tag}lip_perceptual"] = float(lp.detach())
         return total
 

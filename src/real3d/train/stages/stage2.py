@@ -42,6 +42,8 @@ class Stage2(ImageStage):
         o, s = self.config.optim, self.config.schedule
         decayed = o.lr_g * o.decay ** (step // o.decay_every)
         warm = warmup_factor(step, o.warmup)
+        if self.second_phase(step) and group != "superresolution":
+            return 0.0
         if group == "i2p":
             if s.i2p_stop is not None and step >= s.i2p_stop:
                 return 0.0
@@ -52,6 +54,11 @@ class Stage2(ImageStage):
         if group == "superresolution" and step < s.sr_start:
             return 0.0
         return max(o.lr_floor, decayed) * warm
+
+    def second_phase(self, step: int) -> bool:
+        """The official two-phase switch is on and `step` is past start_adv: only the SR trains, and the target's
+        output-size L1 / perceptual terms are off."""
+        return self.config.schedule.two_phase and step >= self.config.schedule.start_adv
 
     # ------------------------------------------------------------------------------------------------
     def _head_only_source(self, batch: dict[str, torch.Tensor]):
@@ -90,11 +97,12 @@ class Stage2(ImageStage):
         lip_box: torch.Tensor,
         logs: dict[str, float],
         tag: str,
+        full_image: bool = True,
     ) -> torch.Tensor:
         w = self.config.losses
         dil = L.dilate(head_mask, self.dilation())
         weight = L.head_weight(dil, w.inside_weight, w.outside_weight)
-        total = self.reconstruction(out.image, target, weight, lip_box, logs, tag)
+        total = self.reconstruction(out.image, target, weight, lip_box, logs, tag, full_image)
         raw_t = L.resize(target, self.raw_size)
         raw_w = L.head_weight(L.resize(dil, self.raw_size, "nearest"), w.inside_weight, w.outside_weight)
         raw = out.image_raw.float()
@@ -163,6 +171,7 @@ class Stage2(ImageStage):
                 batch["tgt_lip_box"].to(dev),
                 logs,
                 "",
+                full_image=not self.second_phase(step),
             )
             total = total + self.adversarial(out.image, out.image_raw, cam, step, logs)
             if w.density > 0 and w.density_every > 0 and step % w.density_every == 0:
