@@ -52,6 +52,16 @@ class RetargetConfig:
 
 def fill_missing_landmarks(lms: np.ndarray) -> np.ndarray:
     """Linearly interpolate frames without a face (NaN rows); hold at the ends."""
+    filled = _interpolate_gaps(lms)
+    if filled is not lms:
+        n_missing = int(np.isnan(lms).any(axis=(1, 2)).sum())
+        log.info("no face in %d of %d driver frames; interpolated", n_missing, len(lms))
+    return filled
+
+
+def _interpolate_gaps(lms: np.ndarray) -> np.ndarray:
+    """`lms` with its NaN rows interpolated per value by `np.interp` over the frames with a face (`lms` itself
+    when none is missing); NoFaceError when no frame has one."""
     ok = ~np.isnan(lms).any(axis=(1, 2))
     if not ok.any():
         raise NoFaceError("no face was found in any frame of the driving video; use a video showing one face")
@@ -61,13 +71,7 @@ def fill_missing_landmarks(lms: np.ndarray) -> np.ndarray:
     flat = lms.reshape(len(lms), -1).copy()
     for j in range(flat.shape[1]):
         flat[~ok, j] = np.interp(t[~ok], t[ok], flat[ok, j])
-    log.info("no face in %d of %d driver frames; interpolated", int((~ok).sum()), len(lms))
     return flat.reshape(lms.shape)
-
-
-def _smooth(x: np.ndarray, window: int) -> np.ndarray:
-    """Zero-phase Savitzky-Golay smoothing (order 2) of a whole track along its first axis."""
-    return _savgol(x, _effective_window(window, len(x)))
 
 
 def _effective_window(window: int, n: int) -> int:
@@ -189,8 +193,8 @@ def stream_track_from_landmarks(
 
 
 class _GapFiller:
-    """`fill_missing_landmarks` on a stream: frames without a face wait for the next face and are interpolated
-    linearly between the faces around them (each value as `np.interp` computes it), or held at the ends."""
+    """`fill_missing_landmarks` on a stream: frames without a face wait for the next face, then are filled from
+    the faces around them as the whole track would fill them (held at the ends)."""
 
     def __init__(self) -> None:
         self._t = 0
@@ -213,7 +217,7 @@ class _GapFiller:
                 self._missing += 1
                 run = i + 1
             elif self._pending:
-                out.append(self._fill(t, lms[i], lms.dtype))
+                out.append(self._fill(lms[i], lms.dtype))
         if run < len(lms):
             out.append(lms[run:])
         ends = np.flatnonzero(ok)
@@ -222,19 +226,15 @@ class _GapFiller:
         self._t += len(lms)
         return [np.asarray(c, np.float64) for c in out]
 
-    def _fill(self, t: int, face: np.ndarray, dtype: np.dtype) -> np.ndarray:
-        """The waiting frames up to the face at frame t, interpolated from the previous face (held at the start)."""
-        pend = np.asarray(self._pending, np.float64)
+    def _fill(self, face: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """The waiting frames, up to the next face `face`: interpolated from the face before them as
+        `fill_missing_landmarks` does on the whole track (held at the start), in float64, stored as `dtype`."""
+        gap = np.full((len(self._pending), *face.shape), np.nan)
         self._pending = []
         if self._last is None:
-            return np.repeat(face[None], len(pend), 0)
-        ta, before = self._last
-        xp = np.array([ta, t], np.float64)
-        fa, fb = before.astype(np.float64).ravel(), face.astype(np.float64).ravel()
-        filled = np.empty((len(pend), fa.size))
-        for j in range(fa.size):
-            filled[:, j] = np.interp(pend, xp, [fa[j], fb[j]])
-        return filled.reshape(len(pend), *face.shape).astype(dtype)
+            return _interpolate_gaps(np.concatenate([gap, face[None]]))[:-1].astype(dtype)
+        window = np.concatenate([self._last[1][None], gap, face[None]]).astype(np.float64)
+        return _interpolate_gaps(window)[1:-1].astype(dtype)
 
     def finish(self) -> np.ndarray | None:
         """The frames still waiting at the end (held at the last face); NoFaceError if no frame had a face."""
