@@ -14,7 +14,7 @@ import pytest
 from skimage import data
 
 from real3d.backends.mesh import MeshBackend, MeshRenderer
-from real3d.errors import Cancelled, InputError
+from real3d.errors import Cancelled, InputError, NoFaceError
 from real3d.face.portrait import analyze_portrait
 from real3d.io.writer import VideoWriter
 from real3d.motion.driving import Driving, DrivingVideo, read_speech
@@ -256,3 +256,18 @@ def test_mesh_backend_renders_a_streamed_driver_like_the_whole_track(media):
     assert len(streamed) == len(whole) == N_DRIVER
     for i, frame in enumerate(streamed):
         np.testing.assert_array_equal(frame, source.render(whole, i))
+
+
+def test_driving_video_without_a_face_fails_with_no_output(tmp_path):
+    """The mesh backend tracks the driver while it renders: a driver with no face in any frame still fails with
+    NoFaceError before any frame is written, and leaves no output file."""
+    blank = tmp_path / "blank.mp4"
+    with VideoWriter(blank, fps=25, size=(128, 128), quiet=True) as w:
+        for i in range(20):
+            w.write(np.full((128, 128, 3), 60 + i, np.uint8))
+    out = tmp_path / "out.mp4"
+    seen: list[Progress] = []
+    with pytest.raises(NoFaceError, match="no face was found"):
+        Pipeline()(_opts(tmp_path, video=blank, output=out), on_progress=seen.append)
+    assert not any(p.stage == "render" for p in seen)
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["blank.mp4"]
