@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def media(tmp_path_factory) -> Path:
-    """astronaut.png, hello.wav (~1 s of espeak-ng speech), long.wav (5 s tone), notes.txt, big.bin (1.5 MB)."""
+    """astronaut.png, hello.wav (~1 s of espeak-ng speech), long.wav (5 s tone), minute.wav (60 s tone), notes.txt,
+    big.bin (1.5 MB)."""
     espeak = shutil.which("espeak-ng")
     if espeak is None:
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
@@ -31,12 +32,13 @@ def media(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("serve_media")
     Image.fromarray(data.astronaut()).save(d / "astronaut.png")
     subprocess.run([espeak, "-v", "en-us", "-s", "170", "-w", str(d / "hello.wav"), "Hello there."], check=True)
-    t = np.arange(16000 * 5) / 16000
-    with wave.open(str(d / "long.wav"), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16).tobytes())
+    for name, seconds in (("long.wav", 5), ("minute.wav", 60)):
+        t = np.arange(16000 * seconds) / 16000
+        with wave.open(str(d / name), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes((np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16).tobytes())
     (d / "notes.txt").write_text("this is not a photo\n")
     (d / "big.bin").write_bytes(np.random.default_rng(0).integers(0, 256, 1_500_000, dtype=np.uint8).tobytes())
     return d

@@ -115,7 +115,7 @@ def test_stop_cancels_cleanly(page_server, browser_page, media):
     page.goto(url + "/")
     page.wait_for_selector("#run")
     _upload(page, "source", media / "astronaut.png")
-    _upload(page, "audio", media / "long.wav")
+    _upload(page, "audio", media / "minute.wav")  # long enough that the job cannot finish before Stop lands
     page.wait_for_selector("#framed img")
     page.click("#run")
     page.wait_for_selector("#progress-text[data-stage='render']", timeout=120_000)
