@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "real3d"
 
 LAYERS: list[set[str]] = [
     {"errors"},
-    {"geometry", "state_dict", "cpu_memory", "precision", "_stderr", "config", "layers", "assets"},
+    {"geometry", "ramps", "state_dict", "cpu_memory", "precision", "_stderr", "config", "layers", "assets"},
     {"io", "render", "audio"},
     {"provenance", "models"},
     {"face", "weights"},

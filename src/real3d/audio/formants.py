@@ -28,6 +28,7 @@ import numpy as np
 
 from real3d.audio.features import HOP_S, percentile_normalise
 from real3d.errors import DependencyError, InputError
+from real3d.ramps import smoothstep
 
 PIECE_S = 30.0
 """Length of the pieces the trackers run on (plus `MARGIN_S` of context on each side)."""
@@ -121,11 +122,6 @@ def formant_tracks(samples: np.ndarray, sample_rate: int = 16000, n_hops: int | 
     return FormantTracks(f1=f1, f2=f2, voiced=voiced)
 
 
-def _smoothstep(u: np.ndarray) -> np.ndarray:
-    u = np.clip(u, 0.0, 1.0)
-    return u * u * (3.0 - 2.0 * u)
-
-
 def vowel_cues(tracks: FormantTracks, live: np.ndarray | None = None) -> VowelCues:
     """Speaker-normalised vowel cues from formant tracks. `live` [H] (optional) limits them to hops that carry
     speech (e.g. above the silence level): Praat finds formants in noise too."""
@@ -138,8 +134,8 @@ def vowel_cues(tracks: FormantTracks, live: np.ndarray | None = None) -> VowelCu
     z2 = percentile_normalise(f2, ok)
     # rounding: the lowest third of the speaker's F2 range in a vowel that is not open (an /a/ has a low F2 too,
     # but a high F1); spreading: the highest third
-    rnd = np.where(ok, _smoothstep((0.4 - z2) / 0.3) * (1.0 - opening), 0.0)
-    spread = np.where(ok, _smoothstep((z2 - 0.6) / 0.3), 0.0)
+    rnd = np.where(ok, smoothstep((0.4 - z2) / 0.3) * (1.0 - opening), 0.0)
+    spread = np.where(ok, smoothstep((z2 - 0.6) / 0.3), 0.0)
     return VowelCues(open=opening, round=rnd, spread=spread, valid=ok)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from real3d.face import topology as topo
 from real3d.face.mouth_state import mouth_gap
+from real3d.ramps import smoothstep
 
 MOUTH_PARAMS = ("jaw", "spread", "round", "press", "labiodental")
 """Names of the columns of a mouth parameter array [T,k]."""
@@ -46,11 +47,6 @@ PRESS_START = 0.3
 _UPPER_PAIRS = topo.INNER_LIP_UPPER[1:-1]
 _LOWER_PAIRS = topo.INNER_LIP_LOWER[1:-1]
 _CORNERS = (61, 291, 78, 308)
-
-
-def _smoothstep(u: np.ndarray) -> np.ndarray:
-    u = np.clip(u, 0.0, 1.0)
-    return u * u * (3.0 - 2.0 * u)
 
 
 @dataclass(frozen=True)
@@ -99,14 +95,14 @@ def build_rig(neutral: np.ndarray) -> MouthRig:
     x, y = q[:, 0], q[:, 1]
     line_y = np.interp(x, pair_x, mid_y, left=corner_y, right=corner_y)
     # which side of the lip line each point lies on; explicit for the lip loops
-    side = _smoothstep(0.5 + (y - line_y) / 0.1)
+    side = smoothstep(0.5 + (y - line_y) / 0.1)
     # every lip point belongs to one lip: with the lips together the middle rings of the upper lip lie close to
     # the lip line and would otherwise follow the jaw halfway, stretching the upper lip over the opening
     side[list(topo.INNER_LIP_UPPER) + list(topo.OUTER_LIP_UPPER) + list(topo.UPPER_LIP_MIDDLE)] = 0.0
     side[list(topo.INNER_LIP_LOWER) + list(topo.OUTER_LIP_LOWER) + list(topo.LOWER_LIP_MIDDLE)] = 1.0
     side[list(_CORNERS) + list(topo.LIP_MIDDLE_CORNERS)] = 0.5
-    lateral = 1.0 - _smoothstep((np.abs(x - center[0]) / half_width - 0.9) / 0.6)
-    cheek = _smoothstep((y - (corner_y - 0.05)) / 0.45)
+    lateral = 1.0 - smoothstep((np.abs(x - center[0]) / half_width - 0.9) / 0.6)
+    cheek = smoothstep((y - (corner_y - 0.05)) / 0.45)
     jaw_weight = lateral * side + (1.0 - lateral) * cheek
     # hinge: at the height of the face-oval points at the ears (234, 454), placed far enough behind the
     # lips that the chin drops nearly as much as the lower lip (jaw opening = rotation + condyle glide)
@@ -125,7 +121,7 @@ def build_rig(neutral: np.ndarray) -> MouthRig:
     mouth_mask[list(topo.RIGID)] = 0.0  # the pose-defining points never move with expression
     lip_mask[list(topo.RIGID)] = 0.0
     dist_line = np.abs(y - line_y)
-    lip_falloff = (1.0 - _smoothstep(dist_line / 0.3)) * lateral
+    lip_falloff = (1.0 - smoothstep(dist_line / 0.3)) * lateral
     lip_falloff[list(topo.INNER_LIP_LOOP)] = 1.0
     return MouthRig(
         neutral=q,
@@ -178,7 +174,7 @@ def _deform(rig: MouthRig, p: np.ndarray) -> np.ndarray:
     pos[..., 2] += 0.04 * lab * lower[None, :]
     pos[..., 1] -= 0.015 * lab * upper[None, :]
     # 4. press: move the inner-lip pairs to their midpoints (gap exactly 0 at full press)
-    pe = _smoothstep((p[:, PRESS] - PRESS_START) / (PRESS_FULL - PRESS_START))[:, None]  # T x 1
+    pe = smoothstep((p[:, PRESS] - PRESS_START) / (PRESS_FULL - PRESS_START))[:, None]  # T x 1
     up_i, lo_i = list(_UPPER_PAIRS), list(_LOWER_PAIRS)
     gaps = pos[:, lo_i, 1] - pos[:, up_i, 1]  # T x P
     gx = rig.pair_x

@@ -44,6 +44,7 @@ from real3d.audio.features import (
 from real3d.audio.formants import VowelCues
 from real3d.audio.phones import NOISE_SPEECH, SILENCE, Phone
 from real3d.motion.mouth import JAW, LABIODENTAL, MOUTH_PARAMS, PRESS, ROUND, SPREAD
+from real3d.ramps import smoothstep
 
 OFFICIAL_MOUTH_AMP = 0.45
 """The official `--mouth_amp` default; it maps to our neutral amplitude (1.0x)."""
@@ -192,11 +193,6 @@ def amplitude_scale(mouth_amp: float) -> float:
     return float(mouth_amp) / OFFICIAL_MOUTH_AMP
 
 
-def _smoothstep(u: np.ndarray) -> np.ndarray:
-    u = np.clip(u, 0.0, 1.0)
-    return u * u * (3.0 - 2.0 * u)
-
-
 GESTURES = {"P": PRESS, "B": PRESS, "M": PRESS, "F": LABIODENTAL, "V": LABIODENTAL}
 """Phones whose lip contact is a must-reach gesture rather than a blended target."""
 
@@ -216,8 +212,8 @@ def lip_gestures(phones: list[Phone], n_hops: int, config: VisemeConfig | None =
         a = max(0, int((s0 - cfg.gesture_onset_s) / HOP_S) - 1)
         b = min(n_hops, int((s1 + cfg.gesture_release_s) / HOP_S) + 2)
         tt = t[a:b]
-        up = _smoothstep((tt - (s0 - cfg.gesture_onset_s)) / cfg.gesture_onset_s)
-        down = 1.0 - _smoothstep((tt - s1) / cfg.gesture_release_s)
+        up = smoothstep((tt - (s0 - cfg.gesture_onset_s)) / cfg.gesture_onset_s)
+        down = 1.0 - smoothstep((tt - s1) / cfg.gesture_release_s)
         out[a:b, col] = np.maximum(out[a:b, col], np.minimum(up, down))
     return out
 
@@ -260,16 +256,16 @@ def visemes_from_phones(
     articulation_db: np.ndarray | None = None,
     openness: np.ndarray | None = None,
     vowels: VowelCues | None = None,
-    speaker: float = 1.0,
 ) -> np.ndarray:
     """Mouth parameters [H,k] at 100 Hz (H = len(loudness_db), the 10 ms loudness curve).
 
     Jaw = (blended phone target + `openness_weight` x spectral openness) x level gain x speech rhythm x
-    `speaker` x amplitude; rounding and spreading blend the phones' targets with the formant cues `vowels`;
+    amplitude; rounding and spreading blend the phones' targets with the formant cues `vowels`;
     the lips close where the audio is silent. The level gain and the rhythm gate read `articulation_db` (the
     1-3 kHz band level, `real3d.audio.features.band_level_db`, same hops) when given, else the broadband
     loudness. `openness` [H] (`real3d.audio.features.spectral_openness`) and `vowels` are optional cues on the
-    same hops; `speaker` (`real3d.audio.formants.speaker_scale`) scales the jaw for how wide this speaker opens.
+    same hops. How wide this speaker opens is set afterwards, on the whole opening curve
+    (`real3d.motion.mouth.normalise_opening`).
     """
     cfg = config or VisemeConfig()
     scale = amplitude_scale(mouth_amp)
@@ -295,14 +291,14 @@ def visemes_from_phones(
     jaw = params[:, JAW]
     if openness is not None:
         jaw = jaw + cfg.openness_weight * np.asarray(openness, np.float64)
-    params[:, JAW] = jaw * gain * float(speaker)
+    params[:, JAW] = jaw * gain
     params[:, [JAW, SPREAD, ROUND, LABIODENTAL]] *= rhythm[:, None]  # steady sound: no shapes (closed below)
     if cfg.smooth_s > 0 and n > 1:
         shape = [JAW, SPREAD, ROUND]
         params[:, shape] = gaussian_filter1d(params[:, shape], cfg.smooth_s / HOP_S, axis=0, mode="nearest")
     # silence and steady sound close the lips (rhythm under 0.5 starts the closure)
     quiet = np.maximum(quiet_closure(rel, cfg), pauses(loud, cfg))
-    params[:, PRESS] = np.maximum(params[:, PRESS], np.maximum(quiet, _smoothstep(1.0 - 2.0 * rhythm)))
+    params[:, PRESS] = np.maximum(params[:, PRESS], np.maximum(quiet, smoothstep(1.0 - 2.0 * rhythm)))
     params[:, [JAW, SPREAD, ROUND, LABIODENTAL]] *= scale
     return np.clip(params, 0.0, None)
 
@@ -326,7 +322,7 @@ def speech_rhythm(level_db: np.ndarray, config: VisemeConfig | None = None) -> n
     if len(v) == 0:
         return np.zeros(0)
     depth = modulation_depth(np.maximum(v, DB_FLOOR), cfg.modulation_window_s)  # floor-removed levels go lower
-    g = _smoothstep((depth - cfg.steady_db) / (cfg.rhythmic_db - cfg.steady_db))
+    g = smoothstep((depth - cfg.steady_db) / (cfg.rhythmic_db - cfg.steady_db))
     return gaussian_filter1d(g, 0.1 / HOP_S, mode="nearest") if len(g) > 1 else g
 
 
@@ -337,7 +333,7 @@ def quiet_closure(rel_db: np.ndarray, config: VisemeConfig | None = None) -> np.
     rel = np.asarray(rel_db, np.float64)
     if len(rel) == 0:
         return np.zeros(0)
-    q = 1.0 - _smoothstep((rel - cfg.close_db) / (cfg.open_db - cfg.close_db))
+    q = 1.0 - smoothstep((rel - cfg.close_db) / (cfg.open_db - cfg.close_db))
     hold = max(1, int(round(cfg.gesture_min_s / HOP_S)))
     q = maximum_filter1d(q, hold + 1, mode="nearest")
     return gaussian_filter1d(q, 0.01 / HOP_S, mode="nearest")
@@ -366,7 +362,7 @@ def pause_closure(rel_db: np.ndarray, config: VisemeConfig | None = None) -> np.
         if (b - a) * HOP_S < cfg.pause_min_s:
             continue
         u = np.arange(a, b)
-        out[a:b] = np.minimum(_smoothstep((u - a + 1) / ramp), _smoothstep((b - u) / ramp))
+        out[a:b] = np.minimum(smoothstep((u - a + 1) / ramp), smoothstep((b - u) / ramp))
     return out
 
 
