@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from real3d.errors import InputError
 from real3d.train.data import DataConfig, PairDataset, ResumableSampler, ValidationPairs, draw_target, lip_box
 from real3d.train.records import RecordIndex
 
@@ -57,6 +58,14 @@ def test_val_clips_are_excluded_from_training(records_dir):
     assert len(val) == 4 and all(bool(val[i]["unseen"]) for i in range(4))
     # a whole held-out clip keeps the training gap from its source frame 0 (never the pair 0 -> 0)
     assert all(val[i]["index"][2] >= min(cfg.min_gap, 35 // 2) for i in range(4))
+
+
+def test_strip_clips_must_name_clips_with_held_out_frames(records_dir):
+    cfg = DataConfig(records=str(records_dir), strip_clips=("talk1", "nobody"))
+    with pytest.raises(InputError, match="data.strip_clips: nobody not among .*talk0, talk1"):
+        ValidationPairs(RecordIndex(records_dir), cfg, 32)
+    val = ValidationPairs(RecordIndex(records_dir), DataConfig(records=str(records_dir), strip_clips=("talk1",)), 32)
+    assert [val.clip_name(i) for i in range(len(val))] == ["talk0"] * 4 + ["talk1"] * 4
 
 
 def test_resumable_sampler_shards_and_restarts_mid_epoch():

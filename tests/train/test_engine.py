@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from real3d.train.config import apply_overrides, preset
 from real3d.train.engine import build_stage, train
@@ -94,7 +95,7 @@ def test_validation_scores_frames_clips_and_the_ema(records_dir, bfm_dir, tmp_pa
     """Validation reports held-out frames (same identities) and held-out clips separately, for the live weights
     and the EMA, on the same pairs every time; the EMA's strip is written too."""
     extra = ("max_steps=4", "val_every=2", "val_batches=10", "ema=0.5", "data.val_clips=talk1", "discriminator=none")
-    res = train(_cfg("stage2", records_dir, bfm_dir, tmp_path, *extra))
+    res = train(_cfg("stage2", records_dir, bfm_dir, tmp_path, *extra, "data.strip_clips=talk1"))
     assert [v["step"] for v in res.validation] == [2, 4]
     v0, v1 = res.validation
     for key in ("frames/psnr", "clips/psnr", "ema/frames/l1", "ema/clips/psnr", "ema/psnr", "ssim", "clips/ssim"):
@@ -103,7 +104,15 @@ def test_validation_scores_frames_clips_and_the_ema(records_dir, bfm_dir, tmp_pa
     for key in ("baseline_l1", "frames/baseline_psnr", "clips/baseline_ssim", "ema/baseline_l1"):
         assert v0[key] == v1[key]
     assert v0["ema/l1"] != v0["l1"]
-    assert (tmp_path / "samples" / "val_00000004_ema.png").is_file()
+    # per clip held out entirely or shown in the strip: talk1 is both and the only one held out entirely
+    assert [k for k in v1 if k.startswith("clip/")] == [
+        f"clip/talk1/{k}" for k in ("l1", "psnr", "ssim", "baseline_l1", "baseline_psnr", "baseline_ssim")
+    ]
+    assert v1["clip/talk1/psnr"] == v1["clips/psnr"] and v1["ema/clip/talk1/l1"] == v1["ema/clips/l1"]
+    # the strips show only the pairs of data.strip_clips: talk1's 4 of the 8 pairs (rows of source|target|pred)
+    for name in ("val_00000004.png", "val_00000004_ema.png"):
+        h, w = np.asarray(Image.open(tmp_path / "samples" / name)).shape[:2]
+        assert h == 4 * (w // 3), name
 
 
 def test_two_phase_switch_trains_only_the_sr_without_the_full_image_terms(records_dir, bfm_dir, tmp_path):

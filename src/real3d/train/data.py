@@ -46,6 +46,9 @@ class DataConfig:
     """Official minimum |tgt - src| (shrunk near the clip ends by the official rule)."""
     val_pairs_per_clip: int = 4
     """Validation targets per clip (evenly spaced over its held-out frames)."""
+    strip_clips: tuple[str, ...] = ()
+    """Clips whose validation pairs the sample strips show (empty = pairs spread over every clip), e.g. the
+    clips you may publish."""
     num_workers: int = 0
     """DataLoader worker processes."""
     seed: int = 0
@@ -190,6 +193,12 @@ class ValidationPairs(Dataset):
     def __init__(self, index: RecordIndex, cfg: DataConfig, size: int) -> None:
         self.reader = FrameReader(index, size)
         _, held = _split(index, cfg)
+        missing = sorted(set(cfg.strip_clips) - set(held))
+        if missing:
+            raise InputError(
+                f"data.strip_clips: {', '.join(missing)} not among the clips with held-out frames in {index.root} "
+                f"({', '.join(sorted(held)) or 'none'}); name clips of the records"
+            )
         self.unseen = set(cfg.val_clips)
         self.pairs = []
         for name, frames in held.items():
@@ -201,6 +210,10 @@ class ValidationPairs(Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def clip_name(self, i: int) -> str:
+        """Name of the clip of pair i (`item["index"][0]`)."""
+        return self.pairs[i][0].name
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         clip, tgt = self.pairs[i]

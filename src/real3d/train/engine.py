@@ -293,13 +293,17 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def validate(stage, loader: DataLoader, max_batches: int, strip: Path | None = None) -> dict[str, float]:
+def validate(
+    stage, loader: DataLoader, max_batches: int, strip: Path | None = None, strip_clips: tuple[str, ...] = ()
+) -> dict[str, float]:
     """L1 / PSNR / SSIM (real3d.eval.metrics, uint8 images) of the predictions and of the frozen-source baseline
-    (the source frame itself) against the held-out targets; optionally a PNG strip source | target | prediction.
+    (the source frame itself) against the held-out targets; optionally a PNG strip source | target | prediction
+    of up to 8 pairs spread over the clips (over `strip_clips` only when given).
 
     Keys: `l1`, `psnr`, `ssim` and `baseline_*` of the same over every pair, and the same with the prefix `frames/`
     (held-out frames of the training clips: same identity) and `clips/` (clips held out entirely, `val_clips`:
-    unseen identities) when that subset has pairs."""
+    unseen identities) when that subset has pairs, and `clip/<name>/` per clip held out entirely or shown in the
+    strip."""
     from PIL import Image
 
     gen = stage.generator
@@ -308,6 +312,7 @@ def validate(stage, loader: DataLoader, max_batches: int, strip: Path | None = N
     names = ("l1", "psnr", "ssim", "baseline_l1", "baseline_psnr", "baseline_ssim")
     rows_of: dict[str, list[float]] = {k: [] for k in names}
     unseen: list[bool] = []
+    clip_of: list[str] = []
     rows = []
     for i, batch in enumerate(loader):
         if i >= max_batches:
@@ -315,6 +320,7 @@ def validate(stage, loader: DataLoader, max_batches: int, strip: Path | None = N
         pred, target, source = stage.predict(batch)
         p, t, s = _to_uint8(pred), _to_uint8(target), _to_uint8(source)
         flags = batch["unseen"].tolist() if "unseen" in batch else [False] * len(p)
+        clip_of += [loader.dataset.clip_name(int(j)) for j in batch["index"][:, 0]]
         for a, b, c, u in zip(p, t, s, flags):
             rows_of["l1"].append(l1(a, b))
             rows_of["psnr"].append(min(psnr(a, b), 100.0))
@@ -326,13 +332,18 @@ def validate(stage, loader: DataLoader, max_batches: int, strip: Path | None = N
             rows.append(np.concatenate([c, b, a], 1))
     if was:
         stage.train_mode()
-    if strip is not None and rows:
+    shown = [i for i, c in enumerate(clip_of) if c in strip_clips] if strip_clips else list(range(len(rows)))
+    if strip is not None and shown:
         strip.parent.mkdir(parents=True, exist_ok=True)
-        pick = np.unique(np.linspace(0, len(rows) - 1, min(8, len(rows))).round().astype(int))  # spread over clips
-        Image.fromarray(np.concatenate([rows[i] for i in pick], 0)).save(strip)
+        pick = np.unique(np.linspace(0, len(shown) - 1, min(8, len(shown))).round().astype(int))  # spread over clips
+        Image.fromarray(np.concatenate([rows[shown[i]] for i in pick], 0)).save(strip)
     out = {k: float(np.mean(v)) if v else float("nan") for k, v in rows_of.items()}
     mask = np.array(unseen, bool)
-    for prefix, keep in (("frames/", ~mask), ("clips/", mask)):
+    clip_arr = np.array(clip_of)
+    subsets = [("frames/", ~mask), ("clips/", mask)]
+    per_clip = dict.fromkeys(c for c, u in zip(clip_of, unseen) if u or c in strip_clips)
+    subsets += [(f"clip/{c}/", clip_arr == c) for c in per_clip]
+    for prefix, keep in subsets:
         if keep.any():
             out.update({prefix + k: float(np.mean(np.array(v)[keep])) for k, v in rows_of.items()})
     return out
@@ -341,7 +352,11 @@ def validate(stage, loader: DataLoader, max_batches: int, strip: Path | None = N
 def _val_summary(v: dict[str, float], pre: str = "") -> str:
     """One line per subset: L1 / PSNR of the prediction and of the frozen source."""
     parts = []
-    for sub, name in (("", "all"), ("frames/", "held-out frames"), ("clips/", "held-out clips")):
+    subsets = [("", "all"), ("frames/", "held-out frames"), ("clips/", "held-out clips")]
+    subsets += [
+        (k[len(pre) : -2], k[len(pre) + 5 : -3]) for k in v if k.startswith(pre + "clip/") and k.endswith("/l1")
+    ]
+    for sub, name in subsets:
         prefix = pre + sub
         if prefix + "l1" in v:
             parts.append(
@@ -571,12 +586,17 @@ def _train(cfg: TrainConfig, dry_run: bool, stop_after: int | None) -> TrainResu
                             val_loader,
                             cfg.val_batches,
                             out / "samples" / f"val_{step:08d}.png",
+                            cfg.data.strip_clips,
                         )
                         if ema is not None:
                             live, stage.generator = stage.generator, ema.module
                             try:
                                 ve = validate(
-                                    stage, val_loader, cfg.val_batches, out / "samples" / f"val_{step:08d}_ema.png"
+                                    stage,
+                                    val_loader,
+                                    cfg.val_batches,
+                                    out / "samples" / f"val_{step:08d}_ema.png",
+                                    cfg.data.strip_clips,
                                 )
                             finally:
                                 stage.generator = live
