@@ -125,6 +125,27 @@ def head_image(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(keep[..., None], image, 0).astype(np.uint8)
 
 
+def _extend_up(
+    out: np.ndarray,
+    colours: np.ndarray,
+    y0: np.ndarray,
+    cols: np.ndarray,
+    steps: range,
+    keep: np.ndarray | None,
+    filled: np.ndarray,
+    inpainted: np.ndarray,
+) -> None:
+    """out[y0 - k, col] = colour x 0.98^k for k in `steps` (rows >= 0), all columns at once; where `keep` is given,
+    its pixels are overwritten only for k <= 4. Marks the written pixels in `filled` and `inpainted`."""
+    for k in steps:
+        y = y0 - k
+        ok = y >= 0
+        if keep is not None and k > 4:
+            ok &= ~keep[np.maximum(y, 0), cols]
+        out[y[ok], cols[ok]] = colours[ok] * 0.98**k
+        filled[y[ok], cols[ok]] = inpainted[y[ok], cols[ok]] = True
+
+
 def inpaint_torso(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The official `inpaint_torso_job`: the torso (neck + clothes) with the part hidden behind the
     head extended upward, so the torso branch sees a plausible neck when the head turns.
@@ -139,42 +160,25 @@ def inpaint_torso(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
     img = image.astype(np.float32)
     head = np.isin(labels, HEAD_CLASSES)
     torso = np.isin(labels, TORSO_CLASSES)
-    out = np.where(torso[..., None], img, 0.0)
+    out = img * torso[..., None]  # the torso's colours, 0 elsewhere
     filled = torso.copy()
     inpainted = np.zeros((h, w), bool)
 
     # columns: extend the topmost torso pixel upward where the pixel above it is head
     has = torso.any(0)
     top = np.where(has, torso.argmax(0), h)
-    for x in np.flatnonzero(has & (top > 0)):
-        y0 = top[x]
-        if not head[y0 - 1, x]:
-            continue
-        for k in range(1, 10):
-            y = y0 - k
-            if y < 0:
-                break
-            out[y, x] = img[y0, x] * 0.98**k
-            filled[y, x] = inpainted[y, x] = True
+    cols = np.flatnonzero(has & (top > 0))
+    cols = cols[head[top[cols] - 1, cols]]
+    _extend_up(out, img[top[cols], cols], top[cols], cols, range(1, 10), None, filled, inpainted)
 
     # neck: dilate vertically, push down 4 px, extend 53 px upward
     neck = labels == BODY_SKIN
     if neck.any():
         neck_d = cv2.dilate(neck.astype(np.uint8), np.ones((3, 1), np.uint8), iterations=1).astype(bool) & ~head | neck
-        ncols = neck_d.any(0)
-        ntop = np.where(ncols, neck_d.argmax(0), h)
-        for x in np.flatnonzero(ncols):
-            y0 = min(ntop[x] + 4, h - 1)
-            src = img[y0, x]
-            for k in range(0, 54):
-                y = y0 - k
-                if y < 0:
-                    break
-                if not torso[y, x] or k <= 4:
-                    out[y, x] = src * 0.98**k
-                    filled[y, x] = inpainted[y, x] = True
+        ncols = np.flatnonzero(neck_d.any(0))
+        y0 = np.minimum(neck_d.argmax(0)[ncols] + 4, h - 1)
+        _extend_up(out, img[y0, ncols], y0, ncols, range(0, 54), torso, filled, inpainted)
         if inpainted.any():
-            blurred = cv2.GaussianBlur(out, (5, 5), 0)
-            out[inpainted] = blurred[inpainted]
-    out[~filled] = 0.0
+            np.copyto(out, cv2.GaussianBlur(out, (5, 5), 0), where=inpainted[..., None])
+    out *= filled[..., None]  # black where nothing was kept or painted
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
