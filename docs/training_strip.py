@@ -3,9 +3,11 @@
     python docs/training_strip.py RUN_S2 RUN_S3 [--early 250] [--late 6000,8000] [--ema] [-o OUT.jpg]
 
 Reads the validation strips the engine writes (`RUN/samples/val_<step>[_ema].png`, rows source | target |
-prediction, the same held-out pairs at every step) and lays out, per stage, source | target | prediction at
-the early step | prediction at the late step, each tile enlarged 3x (nearest) so the 32 px tiny-model frames
-stay visible.
+prediction, the same held-out pairs at every step; only the pairs of `data.strip_clips` when the run set it) and
+lays out, per stage, source | target | prediction at the early step | prediction at the late step, each tile
+enlarged 3x (nearest) so the 32 px tiny-model frames stay visible. The committed image comes from a run whose
+strips show only the astronaut clips (scikit-image's photo animated by the mesh backend from espeak-ng speech):
+docs/training.md, "The publishable run".
 """
 
 from __future__ import annotations

@@ -50,7 +50,8 @@ def approximate_parsing(image: np.ndarray, landmarks: np.ndarray, person: np.nda
     ab_mean = np.median(skin_px[:, 1:], axis=0)
     ab_spread = np.maximum(np.percentile(np.abs(skin_px[:, 1:] - ab_mean), 90, axis=0), 3.0)
     l_med = np.median(skin_px[:, 0])
-    chroma_d = np.sqrt((((lab[..., 1:] - ab_mean) / ab_spread) ** 2).sum(-1))
+    da, db = ((lab[..., i] - ab_mean[i - 1]) / ab_spread[i - 1] for i in (1, 2))
+    chroma_d = np.sqrt(da * da + db * db)
     skin_like = (chroma_d < 1.6) & (np.abs(lab[..., 0] - l_med) < 70)
 
     # geometry: jaw line and a head ellipse from the landmarks
@@ -60,8 +61,9 @@ def approximate_parsing(image: np.ndarray, landmarks: np.ndarray, person: np.nda
     c = landmarks[list(topo.FACE_OVAL), :2].mean(0)
     fw = np.ptp(landmarks[list(topo.FACE_OVAL), 0])
     fh = np.ptp(landmarks[list(topo.FACE_OVAL), 1])
-    yy, xx = np.mgrid[0:h, 0:w]
-    head_ell = ((xx - c[0]) / (0.95 * fw)) ** 2 + ((yy - (c[1] - 0.12 * fh)) / (0.85 * fh)) ** 2 < 1.0
+    ex = ((np.arange(w) - c[0]) / (0.95 * fw)) ** 2
+    ey = ((ys - (c[1] - 0.12 * fh)) / (0.85 * fh)) ** 2
+    head_ell = ex[None, :] + ey < 1.0
 
     head_region = person_b & ~below_jaw & (head_ell | face_b)
     labels[person_b] = CLOTHES
