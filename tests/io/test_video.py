@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from real3d.errors import InputError
-from real3d.io.video import frame_timestamps, iter_frames, iter_timed_frames, probe_video, resample_indices
+from real3d.io.video import (
+    count_frames,
+    frame_timestamps,
+    iter_frames,
+    iter_timed_frames,
+    probe_video,
+    resample_indices,
+)
 
 
 def _write_video(
@@ -115,6 +122,15 @@ def test_vfr_timestamps_and_resampling(tmp_path: Path) -> None:
     info = probe_video(path)
     assert len(out) == round(info.duration * 10)
     assert [_level(f) for f in out] == resample_indices(ts, 10.0, info.duration).tolist()
+
+
+@pytest.mark.parametrize("fps", [None, 10.0, 25.0, 30.0, 60.0])
+def test_count_frames_is_what_iter_frames_yields(tmp_path: Path, fps: float | None) -> None:
+    times = [0, 40, 100, 120, 300, 310, 500]
+    vfr = _write_video(tmp_path / "vfr.mkv", _grey_frames(len(times)), times_ms=times)
+    cfr = _write_video(tmp_path / "cfr.mp4", _grey_frames(13), fps=25)
+    for path in (vfr, cfr):
+        assert count_frames(path, fps) == len(list(iter_frames(path, fps=fps)))
 
 
 def test_resample_indices_rates() -> None:

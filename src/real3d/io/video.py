@@ -228,6 +228,15 @@ def iter_frames(path: str | Path, max_size: int | None = None, fps: float | None
             break
 
 
+def count_frames(path: str | Path, fps: float | None = None) -> int:
+    """How many frames `iter_frames(path, fps=fps)` yields, from the demuxer's timestamps (nothing decoded); a
+    stream that turns out corrupt while decoding yields fewer (iter_frames then raises InputError)."""
+    times = frame_timestamps(path)
+    if fps is None:
+        return len(times)
+    return len(resample_indices(times, fps, probe_video(path).duration))
+
+
 def frame_timestamps(path: str | Path) -> np.ndarray:
     """Presentation times (seconds, sorted, starting at 0) of the video frames, from the demuxer only."""
     container, stream = open_video_stream(path)

@@ -28,10 +28,13 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal
@@ -49,7 +52,7 @@ from real3d.face.parsing import MulticlassSegmenter, approximate_parsing, inpain
 from real3d.face.segmentation import PersonSegmenter
 from real3d.geometry import camera_from_pose
 from real3d.io.audio import has_audio, load_audio
-from real3d.io.video import VIDEO_SUFFIXES, iter_frames
+from real3d.io.video import VIDEO_SUFFIXES, count_frames, iter_frames
 from real3d.models.hubert import hubert_features, load_hubert
 from real3d.train import records as rec
 
@@ -226,22 +229,24 @@ class _Tools:
             self.hubert = load_hubert(cfg.hubert).eval()
 
 
-def _decode(path: Path, cfg: PrepareConfig) -> list[np.ndarray]:
-    frames = []
-    for img in iter_frames(path, max_size=1280, fps=cfg.fps):
-        frames.append(img)
-        if cfg.max_frames is not None and len(frames) >= cfg.max_frames:
+def _frames(path: Path, cfg: PrepareConfig) -> Iterator[np.ndarray]:
+    """The clip's frames at `cfg.fps` (longer side <= 1280 px), at most `cfg.max_frames`, streamed."""
+    return islice(iter_frames(path, max_size=1280, fps=cfg.fps), cfg.max_frames)
+
+
+def _choose_framing(path: Path, n: int, cfg: PrepareConfig):
+    """One framing for the whole clip: the median face box of 5 frames spread over its n frames."""
+    picks = np.unique(np.linspace(0, n - 1, 5).round().astype(int))
+    probes = {}
+    for k, img in enumerate(_frames(path, cfg)):
+        if k in picks:
+            probes[k] = img
+        if k >= picks[-1]:
             break
-    return frames
-
-
-def _choose_framing(frames: list[np.ndarray], cfg: PrepareConfig):
-
-    picks = np.unique(np.linspace(0, len(frames) - 1, 5).round().astype(int))
     boxes = []
     with FaceAnalyzer(max_faces=4) as fa:
-        for i in picks:
-            faces = fa.detect(frames[i])
+        for i, img in probes.items():
+            faces = fa.detect(img)
             if len(faces) > 1 and faces[1].area >= cfg.several_faces_ratio * faces[0].area:
                 raise InputError(f"several faces ({len(faces)}) in frame {i}; training clips need one speaker")
             if faces:
@@ -249,55 +254,51 @@ def _choose_framing(frames: list[np.ndarray], cfg: PrepareConfig):
     if len(boxes) < max(1, len(picks) // 2):
         raise NoFaceError(f"no face in {len(picks) - len(boxes)} of {len(picks)} probe frames")
     bbox = tuple(np.median(np.array(boxes), axis=0))
-    return frame_face(bbox, frames[0].shape[:2], size=cfg.size, mode=cfg.framing)
+    return frame_face(bbox, probes[int(picks[0])].shape[:2], size=cfg.size, mode=cfg.framing)
 
 
 def process_clip(video: Path, name: str, root: Path, cfg: PrepareConfig, tools: _Tools) -> ClipResult:
-    """Prepare one clip into `root/shards/<name>.tar`; raises a Real3DError subclass for a bad clip."""
+    """Prepare one clip into `root/shards/<name>.tar`; raises a Real3DError subclass for a bad clip.
+
+    The video is read twice, streamed (5 probe frames for the framing, then every frame); memory holds the
+    encoded images of the clip, not its decoded frames."""
     import torch
 
     t0 = time.perf_counter()
-    frames = _decode(video, cfg)
-    if len(frames) < cfg.min_frames:
-        raise InputError(f"too short: {len(frames)} frames at {cfg.fps:g} fps, need at least {cfg.min_frames}")
-    framing = _choose_framing(frames, cfg)
+    n = min(count_frames(video, cfg.fps), cfg.max_frames or sys.maxsize)
+    if n < cfg.min_frames:
+        raise InputError(f"too short: {n} frames at {cfg.fps:g} fps, need at least {cfg.min_frames}")
+    framing = _choose_framing(video, n, cfg)
     q = cfg.jpeg_quality
     per_frame: list[dict[str, bytes]] = []
-    labels_all: list[np.ndarray] = []
+    segs: list[bytes] = []  # the class maps, PNG
     lms: list[np.ndarray | None] = []
     segmenter = PersonSegmenter()
     try:
         with FaceAnalyzer(max_faces=1) as fa:
-            for raw in frames:
+            for raw in _frames(video, cfg):
                 img = framing.apply(raw)
                 lm = fa.track(img)
                 lms.append(lm)
                 person = segmenter(img)
                 if tools.segmenter is not None:
-                    labels = tools.segmenter(img)
+                    segs.append(rec.encode_image(tools.segmenter(img), "png"))
                 elif lm is not None:
-                    labels = approximate_parsing(img, lm, person)
+                    segs.append(rec.encode_image(approximate_parsing(img, lm, person), "png"))
                 else:
-                    labels = None
-                labels_all.append(labels)
+                    segs.append(b"")  # replaced by the nearest tracked frame's below
                 per_frame.append({"gt.jpg": rec.encode_image(img, "jpg", q)})
     finally:
         segmenter.close()
-    frames.clear()
+    if len(lms) < cfg.min_frames:
+        raise InputError(f"too short: {len(lms)} decodable frames, need at least {cfg.min_frames}")
     lost = [i for i, lm in enumerate(lms) if lm is None]
-    if len(lost) > cfg.max_lost * len(lms):
+    if len(lost) > cfg.max_lost * len(lms) or len(lost) == len(lms):
         raise NoFaceError(f"face lost in {len(lost)} of {len(lms)} frames (more than {cfg.max_lost:.0%})")
     good = np.array([i for i, lm in enumerate(lms) if lm is not None])
-    for i in lost:  # nearest tracked frame
+    for i in lost:  # landmarks and classes of the nearest tracked frame
         j = int(good[np.abs(good - i).argmin()])
-        lms[i], labels_all[i] = lms[j], labels_all[j]
-        if labels_all[i] is None:
-            img = rec.decode_image(per_frame[i]["gt.jpg"])
-            labels_all[i] = approximate_parsing(img, lms[j], (labels_all[j] > 0).astype(np.float32))
-    for i, lab in enumerate(labels_all):
-        if lab is None:
-            img = rec.decode_image(per_frame[i]["gt.jpg"])
-            labels_all[i] = approximate_parsing(img, lms[i], np.ones(img.shape[:2], np.float32))
+        lms[i], segs[i] = lms[j], segs[j]
     landmarks = np.stack(lms).astype(np.float32)  # T x 478 x 3
 
     n = len(per_frame)
@@ -305,15 +306,15 @@ def process_clip(video: Path, name: str, root: Path, cfg: PrepareConfig, tools: 
     sub = list(range(0, n, step))
     bg = static_background(
         [rec.decode_image(per_frame[i]["gt.jpg"]) for i in sub],
-        [labels_all[i] for i in sub],
+        [rec.decode_image(segs[i], gray=True) for i in sub],
     )
     for i in range(n):
         img = rec.decode_image(per_frame[i]["gt.jpg"])
-        lab = labels_all[i]
+        lab = rec.decode_image(segs[i], gray=True)
         com = np.where((lab == 0)[..., None], bg, img)
         per_frame[i]["com.jpg"] = rec.encode_image(com, "jpg", q)
         per_frame[i]["torso.jpg"] = rec.encode_image(inpaint_torso(img, lab), "jpg", q)
-        per_frame[i]["seg.png"] = rec.encode_image(lab, "png")
+        per_frame[i]["seg.png"] = segs[i]
 
     fit = fit_video(tools.face, landmarks[:, :468, :2], cfg.size)
     cams = camera_from_pose(fit.euler, fit.trans).float().numpy()
