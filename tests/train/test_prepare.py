@@ -162,3 +162,40 @@ def test_hubert_and_f0_of_the_clip_audio(tmp_path, bfm_dir):
     assert f0.shape == (hub.shape[0],)
     assert 130 < np.median(f0[5:20]) < 170 and np.all(f0[35:45] == 0)  # the tone, then silence
     assert json.loads(samples[0]["meta.json"])["audio"] == "hubert+f0"
+
+
+def test_frames_without_a_face_take_the_nearest_tracked_frame(clips_dir, bfm_dir, tmp_path):
+    """Two noise frames (10 and 11 of 36, under the 10 % limit) get the landmarks and classes of the nearest
+    tracked frame (9 and 12); their own pixels are kept."""
+    import av
+    from skimage import data
+
+    from .conftest import _moving, _write_clip
+
+    frames = _moving(data.astronaut(), 36, 12.0, 10.0)
+    rng = np.random.default_rng(1)
+    for i in (10, 11):
+        frames[i] = rng.integers(0, 255, frames[i].shape, dtype=np.uint8)
+    _write_clip(tmp_path / "gaps.mp4", frames)
+    assert len(list(av.open(str(tmp_path / "gaps.mp4")).decode(video=0))) == 36
+    s = prepare([tmp_path / "gaps.mp4"], tmp_path / "rec", PrepareConfig(bfm=bfm_dir, size=64, min_frames=16))
+    assert s.counts() == {"done": 1}
+    index = rec.RecordIndex(tmp_path / "rec")
+    clip = index.clip("gaps")
+    assert clip.meta["lost_frames"] == 2
+    for lost, near in ((10, 9), (11, 12)):
+        a, b = rec.frame_key(lost), rec.frame_key(near)
+        assert np.array_equal(index.array(clip, a, "lms"), index.array(clip, b, "lms"))
+        assert np.array_equal(index.image(clip, a, "seg.png", gray=True), index.image(clip, b, "seg.png", gray=True))
+        assert np.abs(index.image(clip, a, "gt.jpg").astype(int) - index.image(clip, b, "gt.jpg")).mean() > 30
+
+
+def test_a_truncated_clip_is_skipped_with_its_reason(clips_dir, bfm_dir, tmp_path):
+    """An mp4 cut short (its index lost) is skipped with the reader's reason; nothing is written for it."""
+    data = (clips_dir / "talk0.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 3])
+    s = prepare([tmp_path / "cut.mp4"], tmp_path / "rec", PrepareConfig(bfm=bfm_dir, size=64, min_frames=16))
+    assert s.counts() == {"skipped": 1}
+    assert not (tmp_path / "rec" / "shards" / "cut.tar").exists()
+    reason = rec.RecordIndex(tmp_path / "rec").failed[0]["reason"]
+    assert reason.startswith("cannot read ") and "cut.mp4 as a video" in reason and "pass a playable video" in reason
