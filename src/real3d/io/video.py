@@ -229,8 +229,8 @@ def iter_frames(path: str | Path, max_size: int | None = None, fps: float | None
 
 
 def count_frames(path: str | Path, fps: float | None = None) -> int:
-    """How many frames `iter_frames(path, fps=fps)` yields, from the demuxer's timestamps (nothing decoded); a
-    stream that turns out corrupt while decoding yields fewer (iter_frames then raises InputError)."""
+    """How many frames `iter_frames(path, fps=fps)` yields, from the demuxer's timestamps (nothing decoded). A
+    stream that fails to decode makes `iter_frames` raise InputError before it gets there."""
     times = frame_timestamps(path)
     if fps is None:
         return len(times)
