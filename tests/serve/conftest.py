@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def media(tmp_path_factory) -> Path:
-    """astronaut.png, hello.wav (~1 s of espeak-ng speech), long.wav (5 s tone), minute.wav (60 s tone), notes.txt,
-    big.bin (1.5 MB)."""
+    """astronaut.png, hello.wav (~1 s of espeak-ng speech), sentence.wav (~4 s of speech), long.wav (5 s tone),
+    minute.wav (60 s tone), notes.txt, big.bin (1.5 MB)."""
     espeak = shutil.which("espeak-ng")
     if espeak is None:
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
@@ -32,6 +32,8 @@ def media(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("serve_media")
     Image.fromarray(data.astronaut()).save(d / "astronaut.png")
     subprocess.run([espeak, "-v", "en-us", "-s", "170", "-w", str(d / "hello.wav"), "Hello there."], check=True)
+    sentence = "Hello there. I am a talking portrait, and my lips follow this sentence."
+    subprocess.run([espeak, "-v", "en-us", "-s", "170", "-w", str(d / "sentence.wav"), sentence], check=True)
     for name, seconds in (("long.wav", 5), ("minute.wav", 60)):
         t = np.arange(16000 * seconds) / 16000
         with wave.open(str(d / name), "wb") as w:

@@ -135,7 +135,7 @@ def _progress_html(stage: str | None, state: str, done: int, total: int, fractio
             "done": "Writing the video",
         }.get(stage or "", "Starting")
     else:
-        text = {"done": "Done", "failed": "Failed", "cancelled": "Stopped"}.get(state, state)
+        text = {"done": "Done", "failed": "Failed", "cancelled": "Stopped", "stopping": "Stopping"}.get(state, state)
     return (
         f"<div id='progress-text' data-state='{state}' data-stage='{stage or ''}'>{text} — {fraction * 100:.0f} %"
         f"</div><progress value='{fraction:.3f}' max='1'></progress>"
@@ -276,12 +276,15 @@ def build_page(store: JobStore, limits: ApiLimits, backends: dict[str, str | Non
         yield job_id, html, preview, str(out)
 
     def stop(job_id):
-        if job_id:
-            try:
-                store.cancel(job_id)
-            except Real3DError:
-                pass
-        return _progress_html(None, "cancelled", 0, 0, 0.0, None)
+        """Cancel the job; the running `animate` sees it end and shows "Stopped" as its last update, so no
+        progress update still in flight can overwrite the final state."""
+        if not job_id:
+            return _progress_html(None, "cancelled", 0, 0, 0.0, None)
+        try:
+            store.cancel(job_id)
+        except Real3DError:
+            pass
+        return _progress_html(None, "stopping", 0, 0, 0.0, None)
 
     with gr.Blocks(title="real3d: talking portrait", analytics_enabled=False) as page:
         gr.Markdown(
@@ -383,7 +386,7 @@ def build_page(store: JobStore, limits: ApiLimits, backends: dict[str, str | Non
             visible_watermark,
             max_seconds,
         ]
-        run_event = run_btn.click(
+        run_btn.click(
             animate,
             inputs,
             [job_state, progress, preview, result],
@@ -391,7 +394,7 @@ def build_page(store: JobStore, limits: ApiLimits, backends: dict[str, str | Non
             concurrency_limit=None,
             show_progress="hidden",
         )
-        stop_btn.click(stop, [job_state], [progress], cancels=[run_event], api_visibility="private")
+        stop_btn.click(stop, [job_state], [progress], api_visibility="private")
     return page, [str(examples_dir), str(out_dir)]
 
 
